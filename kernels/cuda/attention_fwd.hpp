@@ -1,0 +1,60 @@
+// Fused dilated flash-attention forward on CUDA: the launch interface.
+//
+// One launch ("pass") walks a list of tiles that all read keys from one
+// KeySource and never share a (query row, head) pair, so every CTA owns its
+// output rows. With `accumulate`, the epilogue merges its result into the O
+// and LSE already in memory by the log-sum-exp rule in float32 (rows whose
+// stored LSE is -inf are treated as empty and O is not read); without it,
+// it overwrites them. A forward is a sequence of passes on one stream.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+#include "../common/tile.hpp"
+
+namespace ringattn::kern::cuda {
+
+enum class ElemType : int { f16 = 0, bf16 = 1 };
+
+// Which matrix path the kernel uses. `automatic` picks the fastest measured
+// one (wgmma on sm_90a); the others exist for comparison and testing.
+enum class FwdVariant : int { automatic = 0, mma_sync = 1, wgmma = 2 };
+
+struct FwdParams {
+  // Local shard, token-major B x L x H x D (elements of `dtype`).
+  const void* q = nullptr;
+  void* o = nullptr;
+  float* lse = nullptr;          // B x L x H, natural log
+  int64_t q_batch_stride = 0;    // elements; O uses the same strides
+  int64_t q_row_stride = 0;      // elements between tokens (= H*D)
+  int64_t lse_batch_stride = 0;  // floats (= L*H)
+  int64_t lse_row_stride = 0;    // floats (= H)
+  KeySource src;                 // keys/values of every tile in this pass
+  const Tile* tiles = nullptr;   // device array
+  int32_t num_tiles = 0;
+  // tile_block_prefix[i] = first CTA (query block of fwd_block_m() rows) of
+  // tile i; tile_block_prefix[num_tiles] = CTAs per batch. Device array.
+  const int32_t* tile_block_prefix = nullptr;
+  // Host copy of tile_block_prefix[num_tiles] (CTAs per batch): the grid size.
+  int32_t num_blocks = 0;
+  int32_t batch = 1;
+  int32_t heads = 1;
+  int32_t head_dim = 128;        // 64 or 128
+  float scale = 1.f;
+  bool causal = false;
+  bool accumulate = false;
+  ElemType dtype = ElemType::bf16;
+  FwdVariant variant = FwdVariant::automatic;
+};
+
+// Query rows per CTA for this dtype/head dim (the planner splits tiles by it).
+int fwd_block_m(ElemType dtype, int head_dim);
+
+// Returns cudaSuccess or the launch error; cudaErrorInvalidValue for an
+// unsupported head_dim (callers turn it into a Status naming the value).
+cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream);
+
+// Fill LSE with -inf (and O with zeros when zero_o) before the first pass.
+cudaError_t fwd_init_outputs(void* o, float* lse, int64_t o_elems, int64_t lse_elems,
+                             ElemType dtype, bool zero_o, cudaStream_t stream);
+
+}  // namespace ringattn::kern::cuda

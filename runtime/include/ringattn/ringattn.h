@@ -1,0 +1,43 @@
+/* ringattn C API, for FFI (Python ctypes, Rust, Julia...). Every function
+ * returns 0 on success or a ringattn status code; ringattn_last_error()
+ * gives the message of the last failure on the calling thread. The stream,
+ * where there is one, is the last argument (TransformerEngine habit). */
+#ifndef RINGATTN_RINGATTN_H_
+#define RINGATTN_RINGATTN_H_
+#include <mpi.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ringattn_context* ringattn_context_t;
+
+typedef struct {
+  uint32_t struct_size;   /* sizeof(ringattn_config_t) */
+  int32_t num_branches;   /* entries in w and r */
+  const int64_t* w;       /* segment lengths, >= 1 */
+  const int64_t* r;       /* dilation rates, 1 <= r <= w */
+  int32_t causal;         /* 0 or 1 */
+  double scale;           /* 0: 1/sqrt(head_dim) */
+  int32_t head_offsets;   /* 0 interleaved, 1 blocked */
+  int32_t dtype;          /* 0 f32, 1 f16, 2 bf16 */
+  int32_t backend;        /* 0 cpu, 1 cuda */
+  int32_t transport;      /* 0 mpi, 1 nccl */
+  int64_t heads;          /* H */
+  int64_t head_dim;       /* D */
+  double timeout_seconds; /* <= 0: 60 s */
+} ringattn_config_t;
+
+/* Collective over comm. */
+int ringattn_create(const ringattn_config_t* config, MPI_Comm comm, ringattn_context_t* out);
+/* Collective. q, k, v, o: batch x seq/P x heads x head_dim; lse: batch x seq/P x heads (float). */
+int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
+                     const void* v, void* o, float* lse, void* stream);
+void ringattn_destroy(ringattn_context_t ctx);
+const char* ringattn_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RINGATTN_RINGATTN_H_ */

@@ -1,0 +1,89 @@
+// ringattn: distributed dilated (LongNet) ring attention.
+//
+// A Context is made once per MPI communicator. Each rank passes its own
+// contiguous token shard [p*L, (p+1)*L), L = N/P, of Q, K and V
+// (B x L x H x D, token-major, Config::dtype) and receives the same shard of
+// O (same dtype) and LSE (float32, B x L x H). Buffers are host memory for
+// the cpu backend and device memory for the cuda backend.
+//
+// Every call validates its inputs on every rank and agrees on them with one
+// allreduce before any K/V moves, so a bad value on one rank fails all ranks
+// with the same message instead of leaving a peer waiting.
+#pragma once
+#include <mpi.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringattn/config.hpp"
+#include "ringattn/status.hpp"
+
+namespace ringattn {
+
+// One ring step of the last forward, as this rank saw it.
+struct StepTiming {
+  int step = 0;             // 0 = local keys, d = keys from rank (p - d) mod P
+  int send_peer = -1;       // -1: nothing sent this step
+  int recv_peer = -1;       // -1: nothing received this step
+  int64_t bytes_sent = 0;
+  int64_t bytes_ideal = 0;
+  double compute_ms = 0;    // attention on this step's keys
+  double transfer_ms = 0;   // post to completion of this step's exchange
+  double exposed_ms = 0;    // time spent waiting for it (not overlapped)
+};
+
+struct CacheStats {
+  int64_t device_hits = 0, host_hits = 0, misses = 0;
+  int64_t promotions = 0, device_evictions = 0, host_evictions = 0;
+  int64_t bytes_copied = 0, device_bytes = 0, host_bytes = 0;
+  int64_t plans_held = 0;
+  double build_ms = 0, lookup_ms = 0;
+};
+
+struct Stats {
+  int64_t forwards = 0;
+  double last_forward_ms = 0;
+  int64_t last_bytes_sent = 0;     // this rank, last forward
+  int64_t last_bytes_ideal = 0;    // rows its peers actually need, in bytes
+  int64_t last_bytes_received = 0;
+  double last_plan_ms = 0;         // time to obtain the plan (build or lookup)
+  std::vector<StepTiming> timeline;
+  CacheStats cache;
+};
+
+class Context {
+ public:
+  // Collective over `comm` (duplicated internally). Validates the config on
+  // every rank and checks that all ranks passed the same one.
+  static Status create(const Config& config, MPI_Comm comm, std::unique_ptr<Context>* out);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  int rank() const;
+  int world_size() const;
+  const Config& config() const;
+
+  // Collective. Shapes of the local shard: q, k, v, o: batch x seq/P x heads
+  // x head_dim; lse: batch x seq/P x heads. `stream` is a cudaStream_t for the
+  // cuda backend (nullptr: the default stream) and ignored on the cpu backend.
+  Status forward(const Shape& shape, const void* q, const void* k, const void* v, void* o,
+                 float* lse, void* stream = nullptr);
+
+  // Announce the next shape: its plan is built off the critical path.
+  Status prefetch(const Shape& shape);
+
+  const Stats& stats() const;
+
+ private:
+  Context();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Library version string, e.g. "0.1.0".
+const char* version();
+
+}  // namespace ringattn

@@ -1,0 +1,57 @@
+#include "ringattn/ringattn.h"
+
+#include <string>
+
+#include "ringattn/ringattn.hpp"
+
+struct ringattn_context {
+  std::unique_ptr<ringattn::Context> ctx;
+};
+
+namespace {
+thread_local std::string g_last_error;
+int fail(const ringattn::Status& s) {
+  g_last_error = s.message();
+  return int(s.code());
+}
+}  // namespace
+
+extern "C" int ringattn_create(const ringattn_config_t* c, MPI_Comm comm, ringattn_context_t* out) {
+  using namespace ringattn;
+  if (c == nullptr || out == nullptr) return fail(InvalidArgument("ringattn_create: config or out is null"));
+  if (c->struct_size != sizeof(ringattn_config_t))
+    return fail(InvalidArgument("ringattn_config_t.struct_size is " + std::to_string(c->struct_size) + ", expected " +
+                                std::to_string(sizeof(ringattn_config_t))));
+  if (c->num_branches > 0 && (c->w == nullptr || c->r == nullptr))
+    return fail(InvalidArgument("ringattn_create: w or r is null"));
+  Config cfg;
+  for (int i = 0; i < c->num_branches; ++i) cfg.branches.push_back({c->w[i], c->r[i]});
+  cfg.causal = c->causal != 0;
+  cfg.scale = c->scale;
+  if (c->head_offsets < 0 || c->head_offsets > 1) return fail(InvalidArgument("head_offsets is " + std::to_string(c->head_offsets) + " (allowed: 0 interleaved, 1 blocked)"));
+  if (c->dtype < 0 || c->dtype > 2) return fail(InvalidArgument("dtype is " + std::to_string(c->dtype) + " (allowed: 0 f32, 1 f16, 2 bf16)"));
+  if (c->backend < 0 || c->backend > 1) return fail(InvalidArgument("backend is " + std::to_string(c->backend) + " (allowed: 0 cpu, 1 cuda)"));
+  if (c->transport < 0 || c->transport > 1) return fail(InvalidArgument("transport is " + std::to_string(c->transport) + " (allowed: 0 mpi, 1 nccl)"));
+  cfg.head_offsets = HeadOffsets(c->head_offsets);
+  cfg.dtype = DType(c->dtype);
+  cfg.backend = Backend(c->backend);
+  cfg.transport = Transport(c->transport);
+  cfg.heads = c->heads;
+  cfg.head_dim = c->head_dim;
+  if (c->timeout_seconds > 0) cfg.timeout_seconds = c->timeout_seconds;
+  auto h = std::make_unique<ringattn_context>();
+  Status s = Context::create(cfg, comm, &h->ctx);
+  if (!s.ok()) return fail(s);
+  *out = h.release();
+  return 0;
+}
+
+extern "C" int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
+                                const void* v, void* o, float* lse, void* stream) {
+  if (ctx == nullptr) return fail(ringattn::InvalidArgument("ringattn_forward: context is null"));
+  ringattn::Status s = ctx->ctx->forward(ringattn::Shape{batch, seq}, q, k, v, o, lse, stream);
+  return s.ok() ? 0 : fail(s);
+}
+
+extern "C" void ringattn_destroy(ringattn_context_t ctx) { delete ctx; }
+extern "C" const char* ringattn_last_error(void) { return g_last_error.c_str(); }

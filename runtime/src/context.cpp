@@ -1,0 +1,124 @@
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "agree.hpp"
+#include "check.hpp"
+#include "executor.hpp"
+#include "plan_cache.hpp"
+#include "ringattn/ringattn.hpp"
+#include "transport.hpp"
+
+namespace ringattn {
+
+const char* version() { return "0.1.0"; }
+
+struct Context::Impl {
+  Config cfg;
+  uint64_t hash = 0;
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0, world = 1;
+  std::unique_ptr<RingTransport> transport;
+  std::unique_ptr<Executor> executor;
+  std::unique_ptr<PlanCache> cache;
+  Stats stats;
+
+  ~Impl() {
+    executor.reset();
+    transport.reset();
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+  }
+};
+
+Context::Context() : impl_(new Impl) {}
+Context::~Context() = default;
+int Context::rank() const { return impl_->rank; }
+int Context::world_size() const { return impl_->world; }
+const Config& Context::config() const { return impl_->cfg; }
+const Stats& Context::stats() const {
+  impl_->stats.cache = impl_->cache->stats();
+  return impl_->stats;
+}
+
+Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Context>* out) {
+  if (out == nullptr) return InvalidArgument("Context::create: output pointer is null");
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) return InvalidArgument("Context::create: MPI is not initialized (call MPI_Init first)");
+  if (comm == MPI_COMM_NULL) return InvalidArgument("Context::create: communicator is MPI_COMM_NULL");
+
+  std::unique_ptr<Context> ctx(new Context);
+  Impl& im = *ctx->impl_;
+  RINGATTN_MPI_CHECK(MPI_Comm_dup(comm, &im.comm));
+  RINGATTN_MPI_CHECK(MPI_Comm_set_errhandler(im.comm, MPI_ERRORS_RETURN));
+  RINGATTN_MPI_CHECK(MPI_Comm_rank(im.comm, &im.rank));
+  RINGATTN_MPI_CHECK(MPI_Comm_size(im.comm, &im.world));
+  im.cfg = config;
+
+  Status local = validate_config(config);
+  if (local.ok()) {
+    if (config.backend == Backend::cpu) {
+      im.transport = make_mpi_transport(im.comm);
+      im.executor = make_cpu_executor(config, im.transport.get());
+    } else {
+      local = make_cuda_executor(config, im.comm, &im.executor);
+    }
+  }
+  im.hash = config_hash(config);
+  RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, 0, 0));
+
+  im.cache = std::make_unique<PlanCache>(config.cache);
+  for (const Shape& s : config.pregenerate) {
+    Status st = validate_shape(config, s, im.world);
+    if (!st.ok()) return Status(st.code(), "pregenerate: " + st.message());
+    im.cache->pin(PlanKey{im.hash, s.batch, s.seq, im.world, im.rank},
+                  [&] { return build_plan(config, s, im.world, im.rank); });
+  }
+  *out = std::move(ctx);
+  return Status::Ok();
+}
+
+Status Context::prefetch(const Shape& shape) {
+  Impl& im = *impl_;
+  RINGATTN_RETURN_IF_ERROR(validate_shape(im.cfg, shape, im.world));
+  Config cfg = im.cfg;
+  int world = im.world, rank = im.rank;
+  im.cache->prefetch(PlanKey{im.hash, shape.batch, shape.seq, world, rank},
+                     [cfg, shape, world, rank] { return build_plan(cfg, shape, world, rank); });
+  return Status::Ok();
+}
+
+Status Context::forward(const Shape& shape, const void* q, const void* k, const void* v, void* o, float* lse,
+                        void* stream) {
+  Impl& im = *impl_;
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  Status local = validate_shape(im.cfg, shape, im.world);
+  if (local.ok()) {
+    const char* names[] = {"q", "k", "v", "o", "lse"};
+    const void* ptrs[] = {q, k, v, o, lse};
+    for (int i = 0; i < 5; ++i)
+      if (ptrs[i] == nullptr) {
+        local = InvalidArgument(std::string("buffer '") + names[i] + "' is null (every rank must pass its shard)");
+        break;
+      }
+  }
+  RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, shape.seq, shape.batch));
+
+  const auto tp = Clock::now();
+  const Config& cfg = im.cfg;
+  int world = im.world, rank = im.rank;
+  std::shared_ptr<const Plan> plan =
+      im.cache->get(PlanKey{im.hash, shape.batch, shape.seq, world, rank},
+                    [&] { return build_plan(cfg, shape, world, rank); });
+  im.stats.last_plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
+
+  ForwardArgs a{&shape, q, k, v, o, lse, stream};
+  RINGATTN_RETURN_IF_ERROR(im.executor->forward(*plan, a, &im.stats));
+  im.stats.forwards++;
+  im.stats.last_forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  return Status::Ok();
+}
+
+}  // namespace ringattn

@@ -1,0 +1,165 @@
+#include "plan.hpp"
+
+#include <algorithm>
+
+#include "index_set.hpp"
+
+namespace ringattn {
+
+int64_t Plan::rows_sent() const {
+  int64_t n = 0;
+  for (const PlanStep& s : steps) n += s.send.total_rows();
+  return n;
+}
+int64_t Plan::rows_received() const {
+  int64_t n = 0;
+  for (const PlanStep& s : steps) n += s.recv.total_rows();
+  return n;
+}
+int64_t Plan::host_bytes() const {
+  int64_t b = sizeof(Plan) + tiles.size() * sizeof(kern::Tile) + passes.size() * sizeof(Pass) +
+              key_index.size() * sizeof(int32_t);
+  for (const PlanStep& s : steps) {
+    b += (s.send.rows.size() + s.recv.rows.size() + s.send.head_prefix.size() + s.recv.head_prefix.size()) * sizeof(int32_t);
+  }
+  return b;
+}
+
+// Segments of branch b that intersect tokens [a, e).
+static void segments_touching(const Branch& b, int64_t a, int64_t e, int64_t* s0, int64_t* s1) {
+  *s0 = a / b.w;
+  *s1 = (e + b.w - 1) / b.w;
+}
+
+RowList needed_rows(const Config& c, int64_t seq, int world, int dst, int src) {
+  RowList out;
+  out.peer = src;
+  out.head_prefix.assign(c.heads + 1, 0);
+  if (dst == src || (c.causal && src > dst)) return out;  // causal: keys after queries are never seen
+  const int64_t L = seq / world;
+  const int64_t qa = dst * L, qe = qa + L, ka = src * L, ke = ka + L;
+  std::vector<int32_t> rows;
+  for (int64_t h = 0; h < c.heads; ++h) {
+    rows.clear();
+    for (const Branch& b : c.branches) {
+      // A segment matters only if it spans both shards.
+      int64_t s0, s1, t0, t1;
+      segments_touching(b, qa, qe, &s0, &s1);
+      segments_touching(b, ka, ke, &t0, &t1);
+      s0 = std::max(s0, t0);
+      s1 = std::min(s1, t1);
+      int64_t o = head_offset(c.head_offsets, b.r, h, c.heads);
+      for (int64_t s = s0; s < s1; ++s) {
+        IndexSet I = index_set(b, seq, o, s);
+        int64_t q0, q1, k0, k1;
+        positions_in(I, qa, qe, &q0, &q1);
+        if (q0 == q1) continue;
+        positions_in(I, ka, ke, &k0, &k1);
+        for (int64_t j = k0; j < k1; ++j) rows.push_back(int32_t(I.token(j) - ka));
+      }
+    }
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    out.rows.insert(out.rows.end(), rows.begin(), rows.end());
+    out.head_prefix[h + 1] = int32_t(out.rows.size());
+  }
+  return out;
+}
+
+Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
+  Plan p;
+  p.key = PlanKey{config_hash(c), shape.batch, shape.seq, world, rank};
+  p.seq = shape.seq;
+  p.world = world;
+  p.rank = rank;
+  p.heads = c.heads;
+  p.head_dim = c.head_dim;
+  const int64_t N = shape.seq, L = N / world;
+  p.local_rows = L;
+  const int64_t qa = int64_t(rank) * L, qe = qa + L;
+
+  // Rows I receive at each step (needed to map keys into packed blocks).
+  std::vector<RowList> recv(world);
+  for (int d = 1; d < world; ++d) {
+    int src = (rank - d + world) % world;
+    int dst = (rank + d) % world;
+    PlanStep st;
+    st.step = d;
+    st.recv = needed_rows(c, N, world, rank, src);
+    st.send = needed_rows(c, N, world, dst, rank);
+    st.send.peer = dst;
+    recv[d] = st.recv;
+    if (!st.recv.empty() || !st.send.empty()) p.steps.push_back(std::move(st));
+  }
+
+  // Tiles, grouped into passes by (step, branch).
+  std::vector<std::vector<std::vector<kern::Tile>>> by_pass(world, std::vector<std::vector<kern::Tile>>(c.branches.size()));
+  for (size_t bi = 0; bi < c.branches.size(); ++bi) {
+    const Branch& b = c.branches[bi];
+    int64_t s0 = qa / b.w, s1 = (qe + b.w - 1) / b.w;
+    for (int64_t h = 0; h < c.heads; ++h) {
+      int64_t o = head_offset(c.head_offsets, b.r, h, c.heads);
+      for (int64_t s = s0; s < s1; ++s) {
+        IndexSet I = index_set(b, N, o, s);
+        int64_t q0, q1;
+        positions_in(I, qa, qe, &q0, &q1);
+        if (q0 == q1) continue;
+        int64_t seg_a = s * b.w, seg_e = std::min(seg_a + b.w, N);
+        int src_first = int(seg_a / L), src_last = int((seg_e - 1) / L);
+        for (int src = src_first; src <= src_last; ++src) {
+          if (c.causal && src > rank) break;
+          int64_t k0, k1;
+          positions_in(I, int64_t(src) * L, int64_t(src + 1) * L, &k0, &k1);
+          if (c.causal) k1 = std::min(k1, q1);  // keys after the last query are never seen
+          if (k0 >= k1) continue;
+          kern::Tile t{};
+          t.q_row0 = I.token(q0) - qa;
+          t.q_idx0 = q0;
+          t.q_count = int32_t(q1 - q0);
+          t.q_stride = int32_t(b.r);
+          t.k_idx0 = k0;
+          t.k_count = int32_t(k1 - k0);
+          t.head = int32_t(h);
+          t.branch = int32_t(bi);
+          int d = (rank - src + world) % world;
+          if (src == rank) {
+            t.k_row0 = I.token(k0) - qa;
+            t.k_stride = int32_t(b.r);
+          } else {
+            const RowList& rl = recv[d];
+            t.k_row0 = int64_t(p.key_index.size());
+            t.k_stride = 0;
+            auto hb = rl.rows.begin() + rl.head_prefix[h], he = rl.rows.begin() + rl.head_prefix[h + 1];
+            for (int64_t j = k0; j < k1; ++j) {
+              int32_t row = int32_t(I.token(j) - int64_t(src) * L);
+              auto it = std::lower_bound(hb, he, row);
+              p.key_index.push_back(int32_t(it - rl.rows.begin()));
+            }
+          }
+          p.local_flops += 4.0 * double(kern::tile_visible_pairs(t, c.causal)) * double(c.head_dim);
+          by_pass[d][bi].push_back(t);
+        }
+      }
+    }
+  }
+  for (int d = 0; d < world; ++d) {
+    for (size_t bi = 0; bi < c.branches.size(); ++bi) {
+      auto& v = by_pass[d][bi];
+      if (v.empty()) continue;
+      Pass ps;
+      ps.step = d;
+      ps.branch = int(bi);
+      ps.tile_begin = int64_t(p.tiles.size());
+      p.tiles.insert(p.tiles.end(), v.begin(), v.end());
+      ps.tile_end = int64_t(p.tiles.size());
+      p.passes.push_back(ps);
+    }
+  }
+
+  // Coverage: with a branch of r == 1 every token of every head is selected.
+  p.covers_all = false;
+  for (const Branch& b : c.branches) p.covers_all |= (b.r == 1);
+  return p;
+}
+
+}  // namespace ringattn

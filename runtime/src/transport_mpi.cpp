@@ -1,0 +1,93 @@
+#include <chrono>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "check.hpp"
+#include "transport.hpp"
+
+namespace ringattn {
+namespace {
+
+constexpr size_t kChunk = size_t(1) << 30;
+constexpr int kTagBase = 0x5241;  // "RA"
+
+class MpiTransport final : public RingTransport {
+ public:
+  explicit MpiTransport(MPI_Comm comm) : comm_(comm) {}
+  const char* name() const override { return "mpi"; }
+
+  Status start(int step, const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes,
+               int src) override {
+    Pending& p = pending_[step];
+    p = Pending{};
+    p.src = src;
+    p.dst = dst;
+    const int tag = kTagBase + (step % 16384);
+    if (src >= 0 && recv_bytes > 0) {
+      for (size_t off = 0; off < recv_bytes; off += kChunk) {
+        MPI_Request r;
+        int n = int(std::min(kChunk, recv_bytes - off));
+        RINGATTN_MPI_CHECK(MPI_Irecv(static_cast<char*>(recv) + off, n, MPI_BYTE, src, tag, comm_, &r));
+        p.reqs.push_back(r);
+      }
+      counters.bytes_received += int64_t(recv_bytes);
+    }
+    if (dst >= 0 && send_bytes > 0) {
+      for (size_t off = 0; off < send_bytes; off += kChunk) {
+        MPI_Request r;
+        int n = int(std::min(kChunk, send_bytes - off));
+        RINGATTN_MPI_CHECK(MPI_Isend(static_cast<const char*>(send) + off, n, MPI_BYTE, dst, tag, comm_, &r));
+        p.reqs.push_back(r);
+      }
+      counters.bytes_sent += int64_t(send_bytes);
+    }
+    return Status::Ok();
+  }
+
+  Status wait(int step, double timeout_s) override {
+    auto it = pending_.find(step);
+    if (it == pending_.end()) return Status::Ok();
+    Pending& p = it->second;
+    if (p.reqs.empty()) {
+      pending_.erase(it);
+      return Status::Ok();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    int spins = 0;
+    for (;;) {
+      int done = 0;
+      RINGATTN_MPI_CHECK(MPI_Testall(int(p.reqs.size()), p.reqs.data(), &done, MPI_STATUSES_IGNORE));
+      if (done) break;
+      double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (waited > timeout_s) {
+        std::string who;
+        if (p.src >= 0) who += "receiving from rank " + std::to_string(p.src);
+        if (p.dst >= 0) who += std::string(who.empty() ? "" : ", ") + "sending to rank " + std::to_string(p.dst);
+        for (MPI_Request& r : p.reqs)
+          if (r != MPI_REQUEST_NULL) MPI_Cancel(&r);
+        pending_.erase(it);
+        return Status(StatusCode::kTimeout, "ring step " + std::to_string(step) + ": no progress for " +
+                                                std::to_string(int(timeout_s)) + " s " + who +
+                                                " (peer failed or hung; see its output)");
+      }
+      if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    pending_.erase(it);
+    return Status::Ok();
+  }
+
+ private:
+  struct Pending {
+    std::vector<MPI_Request> reqs;
+    int src = -1, dst = -1;
+  };
+  MPI_Comm comm_;
+  std::map<int, Pending> pending_;
+};
+
+}  // namespace
+
+std::unique_ptr<RingTransport> make_mpi_transport(MPI_Comm comm) { return std::make_unique<MpiTransport>(comm); }
+
+}  // namespace ringattn
