@@ -16,8 +16,10 @@ namespace ringattn::kern::cuda {
 enum class ElemType : int { f16 = 0, bf16 = 1 };
 
 // Which matrix path the kernel uses. `automatic` picks the fastest measured
-// one (wgmma on sm_90a); the others exist for comparison and testing.
-enum class FwdVariant : int { automatic = 0, mma_sync = 1, wgmma = 2 };
+// one; the others exist for comparison and testing. mma_sync: FA2-style
+// mma.sync; wgmma: Hopper wgmma, GEMMs and softmax in sequence;
+// wgmma_pipelined: wgmma with the softmax overlapping the P V product.
+enum class FwdVariant : int { automatic = 0, mma_sync = 1, wgmma = 2, wgmma_pipelined = 3 };
 
 struct FwdParams {
   // Local shard, token-major B x L x H x D (elements of `dtype`).

@@ -9,11 +9,13 @@
 // memory and writes (or log-sum-exp merges into) O and LSE with 16-byte
 // accesses.
 //
-// Two matrix paths share everything but the GEMMs:
-//   kWgmma = false: mma.sync m16n8k16 + ldmatrix (FA2 style, any sm_80+).
-//   kWgmma = true : Hopper wgmma (HGMMA in SASS), A = Q from shared memory for
-//                   S = Q K^T, A = P from registers for O += P V, B from the
-//                   same swizzled tiles through matrix descriptors.
+// Three matrix paths (Traits::kPath) share everything but the GEMMs:
+//   0: mma.sync m16n8k16 + ldmatrix (FA2 style, any sm_80+).
+//   1: Hopper wgmma (HGMMA in SASS), A = Q from shared memory for S = Q K^T,
+//      A = P from registers for O += P V, B from the same swizzled tiles
+//      through matrix descriptors; each GEMM waited for before the softmax.
+//   2: as 1, with the softmax of key block j overlapping P_{j-1} V_{j-1} on
+//      the tensor cores (FA3's intra-warpgroup pipelining).
 // 8 warps; warp w owns query rows 16w..16w+15 in both paths (the wgmma
 // m64nNk16 accumulator of warpgroup g gives warp 4g+i rows 16i.. of its 64,
 // the same per-thread layout as mma.sync's C fragment), so the softmax,
@@ -27,11 +29,12 @@
 
 namespace ringattn::kern::cuda::detail {
 
-template <typename Elem, int kHeadDim_, bool kWgmma_>
+// kPath: 0 = mma.sync, 1 = wgmma, 2 = wgmma with intra-warpgroup overlap.
+template <typename Elem, int kHeadDim_, int kPath_>
 struct FwdTraits {
   using elem_t = Elem;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr bool kWgmma = kWgmma_;
+  static constexpr int kPath = kPath_;
   static constexpr int kBlockM = 128;  // query rows per CTA
   static constexpr int kBlockN = 128;  // keys per main-loop step
   static constexpr int kWarps = 8;     // 16 query rows each
@@ -39,7 +42,9 @@ struct FwdTraits {
   static constexpr int kChunks = kHeadDim / 8;          // 16-byte chunks per row
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;  // one K (or V) stage
-  static constexpr int kStages = 2;
+  // Path 2 prefetches K two steps and V one step ahead in a 3-deep ring
+  // (Q 32 KB + 3 x 64 KB = 224 KB at D = 128, under the 227 KB limit).
+  static constexpr int kStages = kPath_ == 2 ? 3 : 2;
   // Q | K stages | V stages | lse_new[kBlockM] | lse_old[kBlockM]; +1024 for
   // aligning the base to the 128B-swizzle atom (1024 bytes).
   static constexpr int kSmemBytes =
@@ -52,6 +57,7 @@ struct FwdTraits {
   static_assert(kThreads % kChunks == 0, "a thread keeps one chunk column");
   static_assert(kSmemBytes <= 227 * 1024, "fits the sm_90 shared memory");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "wgmma N");
+  static_assert(kPath >= 0 && kPath <= 2, "matrix path");
 };
 
 // ---------------------------------------------------------------- helpers --
@@ -174,7 +180,6 @@ __device__ __forceinline__ void wgmma_wait() {
                  "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define RA_D32 RA_R8(0), RA_R8(8), RA_R8(16), RA_R8(24)
 #define RA_D64 RA_D32, RA_R8(32), RA_R8(40), RA_R8(48), RA_R8(56)
-#define RA_S8(b) "%" #b "0,"
 // Register lists for the asm strings.
 #define RA_L32                                                                          \
   "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
@@ -221,22 +226,26 @@ __device__ __forceinline__ void wgmma_rs(float* d, const uint32_t* a, uint64_t d
   static_assert(N == 64 || N == 128, "N");
   if constexpr (N == 128) {
     if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-      asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " RA_L64
-                   ", {%64,%65,%66,%67}, %68, 1, 1, 1, 1;\n"
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                   "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " RA_L64
+                   ", {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
                    : RA_D64 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
     } else {
-      asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " RA_L64
-                   ", {%64,%65,%66,%67}, %68, 1, 1, 1, 1;\n"
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                   "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " RA_L64
+                   ", {%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
                    : RA_D64 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
     }
   } else {
     if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-      asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " RA_L32
-                   ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                   "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " RA_L32
+                   ", {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
                    : RA_D32 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
     } else {
-      asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " RA_L32
-                   ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                   "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " RA_L32
+                   ", {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
                    : RA_D32 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
     }
   }
@@ -307,7 +316,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
   const int my_row0 = tid / CH;
   constexpr int kRowStep = NT / CH;
 
-  auto load_kv = [&](int blk, int stage) {
+  auto load_rows = [&](const Elem* __restrict__ g, uint32_t s_base, int blk) {
     const int n0 = blk * BN;
 #pragma unroll
     for (int it = 0; it < BN / kRowStep; ++it) {
@@ -317,11 +326,11 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
       int64_t srow = 0;
       if (valid) srow = t.k_stride ? t.k_row0 + int64_t(j) * t.k_stride : int64_t(__ldg(p.src.index + t.k_row0 + j));
       const int64_t off = valid ? srow * p.src.row_stride + my_ch * 8 : 0;
-      const uint32_t so = swz(row, my_ch, BN);
-      cp_async16(s_k + stage * Traits::kKVBytes + so, gk + off, valid);
-      cp_async16(s_v + stage * Traits::kKVBytes + so, gv + off, valid);
+      cp_async16(s_base + swz(row, my_ch, BN), g + off, valid);
     }
   };
+  auto load_k = [&](int blk, int stage) { load_rows(gk, s_k + stage * Traits::kKVBytes, blk); };
+  auto load_v = [&](int blk, int stage) { load_rows(gv, s_v + stage * Traits::kKVBytes, blk); };
 
   // Prologue: Q and the first K/V block in one group.
 #pragma unroll
@@ -332,8 +341,13 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
         valid ? (t.q_row0 + int64_t(m0 + row) * t.q_stride) * p.q_row_stride + my_ch * 8 : 0;
     cp_async16(s_q + swz(row, my_ch, BM), gq + off, valid);
   }
-  if (n_blocks > 0) load_kv(0, 0);
-  cp_async_commit();
+  if constexpr (Traits::kPath == 2) {
+    if (n_blocks > 0) load_k(0, 0);
+    cp_async_commit();
+    if (n_blocks > 1) load_k(1, 1);
+    if (n_blocks > 0) load_v(0, 0);
+    cp_async_commit();
+  }
 
   // Per-thread rows: r0 = 16*warp + lane/4 and r0 + 8.
   const int r_lo = warp * 16 + (lane >> 2);
@@ -345,50 +359,25 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
   float row_sum[2] = {0.f, 0.f};              // per-thread partial sums
   const float sl2 = p.scale * 1.4426950408889634f;
 
-  for (int blk = 0; blk < n_blocks; ++blk) {
-    const int stage = blk & 1;
-    cp_async_wait<0>();
-    if constexpr (Traits::kWgmma) fence_proxy_async();
-    __syncthreads();
-    if (blk + 1 < n_blocks) {
-      load_kv(blk + 1, stage ^ 1);
-      cp_async_commit();
+  // ---- shared pieces of one key block ----
+  auto gemm_s_wgmma = [&](float* s, uint32_t sk) {
+    const int wg = warp >> 2;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint32_t qa = s_q + (kk >> 2) * BM * 128 + wg * 64 * 128 + (kk & 3) * 32;
+      const uint32_t kb = sk + (kk >> 2) * BN * 128 + (kk & 3) * 32;
+      wgmma_ss<Elem, BN>(s, gmma_desc(qa, 16, 1024), gmma_desc(kb, 16, 1024), kk > 0);
     }
-    const uint32_t sk = s_k + stage * Traits::kKVBytes;
-    const uint32_t sv = s_v + stage * Traits::kKVBytes;
-
-    // ---- S = Q K^T ----
-    float s[kSN * 4];
-    if constexpr (Traits::kWgmma) {
-      const int wg = warp >> 2;
-      wgmma_fence();
+  };
+  auto gemm_pv_wgmma = [&](uint32_t (*pf)[4], uint32_t sv) {
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const uint32_t qa = s_q + (kk >> 2) * BM * 128 + wg * 64 * 128 + (kk & 3) * 32;
-        const uint32_t kb = sk + (kk >> 2) * BN * 128 + (kk & 3) * 32;
-        wgmma_ss<Elem, BN>(s, gmma_desc(qa, 16, 1024), gmma_desc(kb, 16, 1024), kk > 0);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-    } else {
-#pragma unroll
-      for (int i = 0; i < kSN * 4; ++i) s[i] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t a[4];
-        ldsm_x4(s_q + swz(warp * 16 + (lane & 15), 2 * kk + (lane >> 4), BM), a[0], a[1], a[2], a[3]);
-#pragma unroll
-        for (int np = 0; np < BN / 16; ++np) {
-          uint32_t b0, b1, b2, b3;
-          ldsm_x4(sk + swz(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1), BN),
-                  b0, b1, b2, b3);
-          mma16816<Elem>(s + (2 * np) * 4, a, b0, b1);
-          mma16816<Elem>(s + (2 * np + 1) * 4, a, b2, b3);
-        }
-      }
-    }
-
-    // ---- mask: keys past the tile, and causal ----
+    for (int kk = 0; kk < BN / 16; ++kk)
+      wgmma_rs<Elem, D>(o_acc, pf[kk], gmma_desc(sv + kk * 16 * 128, BN * 128, 1024));
+  };
+  // Masks keys past the tile (and causal), updates the running max/sum and
+  // turns s into unnormalised probabilities in place; returns the factor the
+  // O accumulator must be rescaled by.
+  auto softmax_block = [&](float* s, int blk, float* corr) {
     const int n0 = blk * BN;
     const bool need_mask =
         n0 + BN > t.k_count || (kCausal && n0 + BN - 1 > diag + m0 + warp * 16);
@@ -405,22 +394,17 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
         }
       }
     }
-
-    // ---- online softmax ----
     float mx[2] = {row_max[0], row_max[1]};
 #pragma unroll
     for (int nb = 0; nb < kSN; ++nb) {
       mx[0] = fmaxf(mx[0], fmaxf(s[nb * 4 + 0], s[nb * 4 + 1]));
       mx[1] = fmaxf(mx[1], fmaxf(s[nb * 4 + 2], s[nb * 4 + 3]));
     }
+    float base[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-    }
-    float base[2], corr[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
       // A row with nothing visible yet keeps max -inf: subtract 0 instead so
       // exp2(-inf - base) is 0 and never NaN.
       base[h] = mx[h] == -INFINITY ? 0.f : mx[h] * sl2;
@@ -429,44 +413,138 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
       row_sum[h] *= corr[h];
     }
 #pragma unroll
+    for (int nb = 0; nb < kSN; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nb * 4 + e] = fast_exp2(fmaf(s[nb * 4 + e], sl2, -base[e >> 1]));
+      row_sum[0] += s[nb * 4 + 0] + s[nb * 4 + 1];
+      row_sum[1] += s[nb * 4 + 2] + s[nb * 4 + 3];
+    }
+  };
+  auto rescale_o = [&](const float* corr) {
+#pragma unroll
     for (int ob = 0; ob < kON; ++ob) {
       o_acc[ob * 4 + 0] *= corr[0];
       o_acc[ob * 4 + 1] *= corr[0];
       o_acc[ob * 4 + 2] *= corr[1];
       o_acc[ob * 4 + 3] *= corr[1];
     }
-    uint32_t pf[BN / 16][4];  // P as the A operand of m16n8k16 / wgmma k16
+  };
+  // P as the A operand of m16n8k16 / wgmma k16 (same fragment layout).
+  auto pack_p = [&](const float* s, uint32_t (*pf)[4]) {
 #pragma unroll
     for (int nb = 0; nb < kSN; ++nb) {
-      const float p0 = fast_exp2(fmaf(s[nb * 4 + 0], sl2, -base[0]));
-      const float p1 = fast_exp2(fmaf(s[nb * 4 + 1], sl2, -base[0]));
-      const float p2 = fast_exp2(fmaf(s[nb * 4 + 2], sl2, -base[1]));
-      const float p3 = fast_exp2(fmaf(s[nb * 4 + 3], sl2, -base[1]));
-      row_sum[0] += p0 + p1;
-      row_sum[1] += p2 + p3;
-      pf[nb >> 1][(nb & 1) * 2 + 0] = pack2<Elem>(p0, p1);
-      pf[nb >> 1][(nb & 1) * 2 + 1] = pack2<Elem>(p2, p3);
+      pf[nb >> 1][(nb & 1) * 2 + 0] = pack2<Elem>(s[nb * 4 + 0], s[nb * 4 + 1]);
+      pf[nb >> 1][(nb & 1) * 2 + 1] = pack2<Elem>(s[nb * 4 + 2], s[nb * 4 + 3]);
     }
+  };
 
-    // ---- O += P V ----
-    if constexpr (Traits::kWgmma) {
+  if constexpr (Traits::kPath == 2) {
+    // wgmma, pipelined inside the warpgroup (FA3's intra-warpgroup overlap):
+    // step j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, runs
+    // the softmax of S_j while the tensor cores work on P_{j-1} V_{j-1}, then
+    // rescales O. K_j and V_{j-1} are live at once, so step j loads K_{j+1}
+    // and V_j (one group, one barrier per step).
+    // Groups: prologue {Q, K_0}, {K_1, V_0}; step j commits {K_{j+2}, V_{j+1}}
+    // (possibly empty), so at the top of step j waiting for all but the
+    // newest group leaves K_j and V_{j-1} landed. Stage of block i: i % 3.
+    // K stage (j+2)%3 last held K_{j-1} (read by S_{j-1}, waited in step
+    // j-1); V stage (j+1)%3 last held V_{j-2} (read by P V in step j-1).
+    uint32_t pf[BN / 16][4];
+    int st = 0;  // stage of block blk
+    for (int blk = 0; blk < n_blocks; ++blk) {
+      cp_async_wait<1>();
+      fence_proxy_async();
+      __syncthreads();
+      const int st1 = st == 2 ? 0 : st + 1, st2 = st1 == 2 ? 0 : st1 + 1, stm1 = st2;
+      if (blk + 2 < n_blocks) load_k(blk + 2, st2);
+      if (blk + 1 < n_blocks) load_v(blk + 1, st1);
+      cp_async_commit();
+      float s[kSN * 4];
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) {
-        wgmma_rs<Elem, D>(o_acc, pf[kk], gmma_desc(sv + kk * 16 * 128, BN * 128, 1024));
+      gemm_s_wgmma(s, s_k + st * Traits::kKVBytes);
+      wgmma_commit();
+      if (blk > 0) {
+        gemm_pv_wgmma(pf, s_v + stm1 * Traits::kKVBytes);
+        wgmma_commit();
+        wgmma_wait<1>();  // S_j done; P_{j-1} V_{j-1} may still run
+      } else {
+        wgmma_wait<0>();
       }
+      float corr[2];
+      softmax_block(s, blk, corr);
+      wgmma_wait<0>();  // P_{j-1} V_{j-1} done: O and pf are free
+      rescale_o(corr);
+      pack_p(s, pf);
+      st = st1;
+    }
+    if (n_blocks > 0) {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+      wgmma_fence();
+      gemm_pv_wgmma(pf, s_v + ((n_blocks - 1) % 3) * Traits::kKVBytes);
       wgmma_commit();
       wgmma_wait<0>();
-    } else {
+    }
+  } else {
+    if (n_blocks > 0) { load_k(0, 0); load_v(0, 0); }
+    cp_async_commit();
+    for (int blk = 0; blk < n_blocks; ++blk) {
+      const int stage = blk & 1;
+      cp_async_wait<0>();
+      if constexpr (Traits::kPath == 1) fence_proxy_async();
+      __syncthreads();
+      if (blk + 1 < n_blocks) {
+        load_k(blk + 1, stage ^ 1);
+        load_v(blk + 1, stage ^ 1);
+        cp_async_commit();
+      }
+      const uint32_t sk = s_k + stage * Traits::kKVBytes;
+      const uint32_t sv = s_v + stage * Traits::kKVBytes;
+      float s[kSN * 4];
+      if constexpr (Traits::kPath == 1) {
+        wgmma_fence();
+        gemm_s_wgmma(s, sk);
+        wgmma_commit();
+        wgmma_wait<0>();
+      } else {
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) {
+        for (int i = 0; i < kSN * 4; ++i) s[i] = 0.f;
 #pragma unroll
-        for (int dp = 0; dp < D / 16; ++dp) {
-          uint32_t b0, b1, b2, b3;
-          ldsm_x4_t(sv + swz(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * dp + (lane >> 4), BN),
+        for (int kk = 0; kk < D / 16; ++kk) {
+          uint32_t a[4];
+          ldsm_x4(s_q + swz(warp * 16 + (lane & 15), 2 * kk + (lane >> 4), BM), a[0], a[1], a[2], a[3]);
+#pragma unroll
+          for (int np = 0; np < BN / 16; ++np) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(sk + swz(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1), BN),
                     b0, b1, b2, b3);
-          mma16816<Elem>(o_acc + (2 * dp) * 4, pf[kk], b0, b1);
-          mma16816<Elem>(o_acc + (2 * dp + 1) * 4, pf[kk], b2, b3);
+            mma16816<Elem>(s + (2 * np) * 4, a, b0, b1);
+            mma16816<Elem>(s + (2 * np + 1) * 4, a, b2, b3);
+          }
+        }
+      }
+      float corr[2];
+      softmax_block(s, blk, corr);
+      rescale_o(corr);
+      uint32_t pf[BN / 16][4];
+      pack_p(s, pf);
+      if constexpr (Traits::kPath == 1) {
+        wgmma_fence();
+        gemm_pv_wgmma(pf, sv);
+        wgmma_commit();
+        wgmma_wait<0>();
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+#pragma unroll
+          for (int dp = 0; dp < D / 16; ++dp) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_t(sv + swz(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), 2 * dp + (lane >> 4), BN),
+                      b0, b1, b2, b3);
+            mma16816<Elem>(o_acc + (2 * dp) * 4, pf[kk], b0, b1);
+            mma16816<Elem>(o_acc + (2 * dp + 1) * 4, pf[kk], b2, b3);
+          }
         }
       }
     }
@@ -572,14 +650,22 @@ cudaError_t launch_fwd_kernel(const FwdParams& p, cudaStream_t stream) {
 
 template <typename Elem, int D>
 cudaError_t run_fwd(const FwdParams& p, cudaStream_t stream) {
-  // Default path: wgmma (measured faster on H100, see bench/results/cuda_kernel_notes.md).
-  const bool wg = p.variant != FwdVariant::mma_sync;
-  if (wg) {
-    using T = FwdTraits<Elem, D, true>;
-    return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
+  // automatic = the fastest correct path measured on H100 (see
+  // bench/results/cuda_kernel_notes.md).
+  switch (p.variant) {
+    case FwdVariant::mma_sync: {
+      using T = FwdTraits<Elem, D, 0>;
+      return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
+    }
+    case FwdVariant::wgmma: {
+      using T = FwdTraits<Elem, D, 1>;
+      return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
+    }
+    default: {
+      using T = FwdTraits<Elem, D, 2>;
+      return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
+    }
   }
-  using T = FwdTraits<Elem, D, false>;
-  return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
 }
 
 }  // namespace ringattn::kern::cuda::detail

@@ -15,7 +15,7 @@ extern template cudaError_t run_fwd<__half, 128>(const FwdParams&, cudaStream_t)
 }  // namespace detail
 
 int fwd_block_m(ElemType /*dtype*/, int /*head_dim*/) {
-  return detail::FwdTraits<__nv_bfloat16, 128, true>::kBlockM;  // 128 for every variant
+  return detail::FwdTraits<__nv_bfloat16, 128, 2>::kBlockM;  // 128 for every variant
 }
 
 cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream) {

@@ -45,3 +45,7 @@ Status agree(MPI_Comm comm, const Status& local, uint64_t hash, int64_t seq, int
 }
 
 }  // namespace ringattn
+
+namespace ringattn {
+Status all_ranks(MPI_Comm comm, const Status& local) { return agree(comm, local, 0, 0, 0); }
+}  // namespace ringattn

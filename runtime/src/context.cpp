@@ -60,7 +60,7 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   if (local.ok()) {
     if (config.backend == Backend::cpu) {
       im.transport = make_mpi_transport(im.comm);
-      im.executor = make_cpu_executor(config, im.transport.get());
+      im.executor = make_cpu_executor(config, im.transport.get(), im.rank);
     } else {
       local = make_cuda_executor(config, im.comm, &im.executor);
     }

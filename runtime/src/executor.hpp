@@ -28,7 +28,7 @@ class Executor {
   virtual Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) = 0;
 };
 
-std::unique_ptr<Executor> make_cpu_executor(const Config& c, RingTransport* transport);
+std::unique_ptr<Executor> make_cpu_executor(const Config& c, RingTransport* transport, int rank);
 
 // Defined by the CUDA backend; without CUDA support it returns kUnsupported.
 Status make_cuda_executor(const Config& c, MPI_Comm comm, std::unique_ptr<Executor>* out);

@@ -6,6 +6,7 @@
 #include "../../kernels/common/half.hpp"
 #include "../../kernels/cpu/attention_cpu.hpp"
 #include "executor.hpp"
+#include "fault.hpp"
 
 namespace ringattn {
 namespace {
@@ -40,7 +41,7 @@ void from_float(DType dt, const float* src, size_t n, void* dst) {
 
 class CpuExecutor final : public Executor {
  public:
-  CpuExecutor(const Config& c, RingTransport* t) : cfg_(c), transport_(t) {}
+  CpuExecutor(const Config& c, RingTransport* t, int rank) : cfg_(c), transport_(t), rank_(rank), fault_(FaultPlan::from_env()) {}
 
   Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {
     const int64_t B = a.shape->batch, L = plan.local_rows, H = cfg_.heads, D = cfg_.head_dim;
@@ -112,6 +113,7 @@ class CpuExecutor final : public Executor {
     std::vector<Clock::time_point> started(plan.steps.size());
     auto start = [&](size_t i) -> Status {
       const PlanStep& st = plan.steps[i];
+      RINGATTN_RETURN_IF_ERROR(fault_.check(rank_, st.step));
       pack(st.send, &send_[i % 2]);
       recv_[i % 2].resize(block_bytes(st.recv));
       started[i] = Clock::now();
@@ -168,14 +170,16 @@ class CpuExecutor final : public Executor {
  private:
   Config cfg_;
   RingTransport* transport_;
+  int rank_;
+  FaultPlan fault_;
   std::vector<float> q32_, k32_, v32_, o_acc_, lse_acc_, recv32_;
   std::vector<char> send_[2], recv_[2];
 };
 
 }  // namespace
 
-std::unique_ptr<Executor> make_cpu_executor(const Config& c, RingTransport* t) {
-  return std::make_unique<CpuExecutor>(c, t);
+std::unique_ptr<Executor> make_cpu_executor(const Config& c, RingTransport* t, int rank) {
+  return std::make_unique<CpuExecutor>(c, t, rank);
 }
 
 }  // namespace ringattn

@@ -87,3 +87,10 @@ class Context {
 const char* version();
 
 }  // namespace ringattn
+
+namespace ringattn {
+// Collective: if any rank's `local` is an error, every rank returns the
+// error of the lowest failing rank (its message prefixed "rank R: ").
+// Front ends use it to fail file and argument errors on all ranks at once.
+Status all_ranks(MPI_Comm comm, const Status& local);
+}  // namespace ringattn

@@ -1,0 +1,47 @@
+// Backend-neutral buffers and timers, so front ends (the CLI, examples,
+// tests) need no CUDA headers: with Backend::cpu these are host memory and a
+// host clock; with Backend::cuda, device memory and CUDA events.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ringattn/config.hpp"
+#include "ringattn/status.hpp"
+
+namespace ringattn::dev {
+
+// Number of visible CUDA devices (0 without a GPU or without the CUDA build).
+int device_count();
+// Picks the device of this local rank (local_rank mod device_count()).
+Status select_device(int local_rank);
+// Name of the current device, or "cpu".
+const char* device_name(Backend b);
+
+Status alloc(Backend b, size_t bytes, void** out);
+void release(Backend b, void* p);
+Status upload(Backend b, void* dst, const void* host_src, size_t bytes);
+Status download(Backend b, void* host_dst, const void* src, size_t bytes);
+// Fills with 0xff bytes (NaN for every float type): poisons outputs.
+Status poison(Backend b, void* p, size_t bytes);
+Status synchronize(Backend b);
+// Bytes of device memory in use now and the most seen by peak_sample().
+int64_t device_bytes_in_use(Backend b);
+void peak_sample(Backend b);
+int64_t device_bytes_peak(Backend b);
+void peak_reset(Backend b);
+
+// Elapsed time of device work between start() and stop() (host clock on cpu).
+class Timer {
+ public:
+  explicit Timer(Backend b);
+  ~Timer();
+  Status start(void* stream = nullptr);
+  Status stop(double* ms, void* stream = nullptr);
+
+ private:
+  Backend b_;
+  void* ev_[2] = {nullptr, nullptr};
+  double t0_ = 0;
+};
+
+}  // namespace ringattn::dev

@@ -1,0 +1,480 @@
+// The CUDA executor: fused attention passes on the compute stream, the ring
+// exchange on a communication stream, ordered by events so that step d+1's
+// transfer runs under step d's attention.
+//
+//   comm stream:    pack(0) send/recv(0) | pack(1) send/recv(1) | wait done(0) pack(2) ...
+//   compute stream: init, local passes | wait recv(0) passes(0) done(0) | wait recv(1) ...
+//
+// Two receive slots (double buffer): the exchange of step i+2 is enqueued
+// only after the compute stream has recorded done(i), the last reader of
+// slot i%2. Transports:
+//   nccl: one ncclGroupStart/End per step with its send and receive, on the
+//         communication stream; all steps enqueued without host waits.
+//   mpi:  host-staged: the packed block is copied to pinned memory, sent with
+//         MPI_Isend/Irecv, and copied back; lets several ranks share a GPU.
+// The forward returns once O and LSE are complete, polling for completion so
+// that a silent peer ends the call with kTimeout (naming step and peer)
+// instead of a hang.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "../../../kernels/cuda/attention_fwd.hpp"
+#include "../../../kernels/cuda/ring_pack.hpp"
+#include "../executor.hpp"
+#include "../fault.hpp"
+#include "check_cuda.hpp"
+
+namespace ringattn {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace kc = kern::cuda;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// A plan's device arrays in one allocation, uploaded by one copy.
+struct DevicePlan {
+  void* blob = nullptr;
+  int64_t bytes = 0;
+  const kern::Tile* tiles = nullptr;
+  const int32_t* key_index = nullptr;
+  const int32_t* prefix = nullptr;            // per pass: num_tiles + 1 entries
+  std::vector<int64_t> pass_prefix_offset;    // into prefix
+  std::vector<int32_t> pass_blocks;           // CTAs per batch of each pass
+  std::vector<const int32_t*> send_rows, send_prefix;  // per plan step
+  ~DevicePlan() {
+    if (blob) cudaFree(blob);
+  }
+};
+
+Status upload_plan(const Plan& plan, int block_m, DevicePlan* dp) {
+  std::vector<char> host;
+  auto append = [&](const void* p, size_t n) -> size_t {
+    size_t off = (host.size() + 255) & ~size_t(255);
+    host.resize(off + n);
+    if (n) std::memcpy(host.data() + off, p, n);
+    return off;
+  };
+  size_t t_off = append(plan.tiles.data(), plan.tiles.size() * sizeof(kern::Tile));
+  size_t k_off = append(plan.key_index.data(), plan.key_index.size() * sizeof(int32_t));
+  std::vector<int32_t> prefix;
+  for (const Pass& ps : plan.passes) {
+    dp->pass_prefix_offset.push_back(int64_t(prefix.size()));
+    int32_t acc = 0;
+    for (int64_t t = ps.tile_begin; t < ps.tile_end; ++t) {
+      prefix.push_back(acc);
+      acc += (plan.tiles[t].q_count + block_m - 1) / block_m;
+    }
+    prefix.push_back(acc);
+    dp->pass_blocks.push_back(acc);
+  }
+  size_t p_off = append(prefix.data(), prefix.size() * sizeof(int32_t));
+  std::vector<size_t> rows_off, pre_off;
+  for (const PlanStep& st : plan.steps) {
+    rows_off.push_back(append(st.send.rows.data(), st.send.rows.size() * sizeof(int32_t)));
+    pre_off.push_back(append(st.send.head_prefix.data(), st.send.head_prefix.size() * sizeof(int32_t)));
+  }
+  dp->bytes = int64_t(host.size());
+  RINGATTN_CUDA_CHECK(cudaMalloc(&dp->blob, host.size() ? host.size() : 16));
+  RINGATTN_CUDA_CHECK(cudaMemcpy(dp->blob, host.data(), host.size(), cudaMemcpyHostToDevice));
+  char* base = static_cast<char*>(dp->blob);
+  dp->tiles = reinterpret_cast<const kern::Tile*>(base + t_off);
+  dp->key_index = reinterpret_cast<const int32_t*>(base + k_off);
+  dp->prefix = reinterpret_cast<const int32_t*>(base + p_off);
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    dp->send_rows.push_back(reinterpret_cast<const int32_t*>(base + rows_off[i]));
+    dp->send_prefix.push_back(reinterpret_cast<const int32_t*>(base + pre_off[i]));
+  }
+  return Status::Ok();
+}
+
+class CudaExecutor final : public Executor {
+ public:
+  CudaExecutor(const Config& c, MPI_Comm comm) : cfg_(c), comm_(comm), fault_(FaultPlan::from_env()) {}
+
+  ~CudaExecutor() override {
+    if (nccl_) {
+      if (aborted_) ncclCommAbort(nccl_);
+      else ncclCommDestroy(nccl_);
+    }
+    for (auto* v : {&ev_recv_, &ev_done_, &ev_c0_, &ev_c1_, &ev_t0_})
+      for (cudaEvent_t e : *v) cudaEventDestroy(e);
+    if (ev_in_) cudaEventDestroy(ev_in_);
+    if (comm_stream_) cudaStreamDestroy(comm_stream_);
+    for (int i = 0; i < 2; ++i) {
+      if (send_dev_[i]) cudaFree(send_dev_[i]);
+      if (recv_dev_[i]) cudaFree(recv_dev_[i]);
+      if (send_host_[i]) cudaFreeHost(send_host_[i]);
+      if (recv_host_[i]) cudaFreeHost(recv_host_[i]);
+    }
+  }
+
+  Status init() {
+    RINGATTN_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    RINGATTN_MPI_CHECK(MPI_Comm_size(comm_, &world_));
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+      cudaGetLastError();
+      return Status(StatusCode::kDeviceError, "backend 'cuda' needs a GPU but none is visible (allowed here: --backend cpu)");
+    }
+    RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&ev_in_, cudaEventDisableTiming));
+    block_m_ = kc::fwd_block_m(elem(), int(cfg_.head_dim));
+    if (cfg_.transport == Transport::mpi) {
+      mpi_ = make_mpi_transport(comm_);
+    } else if (world_ > 1) {
+      RINGATTN_RETURN_IF_ERROR(init_nccl());
+    }
+    return Status::Ok();
+  }
+
+  Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {
+    cudaStream_t cs = static_cast<cudaStream_t>(a.stream);
+    const int64_t B = a.shape->batch, L = plan.local_rows, H = cfg_.heads, D = cfg_.head_dim;
+    const int64_t es = int64_t(dtype_size(cfg_.dtype));
+    const size_t nsteps = plan.steps.size();
+    DevicePlan* dp = nullptr;
+    RINGATTN_RETURN_IF_ERROR(device_plan(plan, &dp));
+    RINGATTN_RETURN_IF_ERROR(ensure_events(nsteps + 1));
+
+    // Buffers for the largest block of any step.
+    int64_t max_send = 0, max_recv = 0;
+    for (const PlanStep& st : plan.steps) {
+      max_send = std::max(max_send, st.send.total_rows());
+      max_recv = std::max(max_recv, st.recv.total_rows());
+    }
+    RINGATTN_RETURN_IF_ERROR(ensure_buffers(size_t(2 * B * max_send * D * es), size_t(2 * B * max_recv * D * es)));
+
+    RINGATTN_CUDA_CHECK(cudaEventRecord(ev_in_, cs));
+    RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_in_, 0));
+    RINGATTN_CUDA_CHECK(kc::fwd_init_outputs(a.o, a.lse, B * L * H * D, B * L * H, elem(), !plan.covers_all, cs));
+
+    kc::FwdParams fp;
+    fp.q = a.q;
+    fp.o = a.o;
+    fp.lse = a.lse;
+    fp.q_batch_stride = L * H * D;
+    fp.q_row_stride = H * D;
+    fp.lse_batch_stride = L * H;
+    fp.lse_row_stride = H;
+    fp.batch = int32_t(B);
+    fp.heads = int32_t(H);
+    fp.head_dim = int32_t(D);
+    fp.scale = float(cfg_.scale > 0 ? cfg_.scale : 1.0 / std::sqrt(double(D)));
+    fp.causal = cfg_.causal;
+    fp.accumulate = true;
+    fp.dtype = elem();
+    auto run_passes = [&](int step, const kern::KeySource& src) -> Status {
+      for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+        const Pass& ps = plan.passes[pi];
+        if (ps.step != step) continue;
+        fp.src = src;
+        fp.tiles = dp->tiles + ps.tile_begin;
+        fp.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
+        fp.tile_block_prefix = dp->prefix + dp->pass_prefix_offset[pi];
+        fp.num_blocks = dp->pass_blocks[pi];
+        RINGATTN_CUDA_CHECK(kc::fwd_launch(fp, cs));
+      }
+      return Status::Ok();
+    };
+    auto recv_source = [&](size_t i) {
+      const int64_t R = plan.steps[i].recv.total_rows();
+      const char* base = static_cast<const char*>(recv_dev_[i % 2]);
+      return kern::KeySource{base, base + B * R * D * es, R * D, D, 0, dp->key_index};
+    };
+    auto pack = [&](size_t i) -> Status {
+      const PlanStep& st = plan.steps[i];
+      kc::PackParams pp;
+      pp.k = a.k;
+      pp.v = a.v;
+      pp.out = send_dev_[i % 2];
+      pp.rows = dp->send_rows[i];
+      pp.head_prefix = dp->send_prefix[i];
+      pp.total_rows = st.send.total_rows();
+      pp.local_rows = L;
+      pp.batch = int32_t(B);
+      pp.heads = int32_t(H);
+      pp.head_dim = int32_t(D);
+      pp.elem_bytes = int32_t(es);
+      RINGATTN_CUDA_CHECK(kc::pack_rows(pp, comm_stream_));
+      return Status::Ok();
+    };
+    auto block_bytes = [&](const RowList& rl) { return size_t(2 * B * rl.total_rows() * D * es); };
+
+    stats->timeline.assign(nsteps + 1, StepTiming{});
+    std::vector<Clock::time_point> host_t0(nsteps), host_t1(nsteps);
+    std::vector<double> exposed_host(nsteps, 0.0);
+
+    // Enqueue the exchange of step i on the communication stream.
+    auto start_nccl = [&](size_t i) -> Status {
+      const PlanStep& st = plan.steps[i];
+      RINGATTN_RETURN_IF_ERROR(fault_.check(rank_, st.step));
+      if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_done_[i - 2], 0));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
+      RINGATTN_RETURN_IF_ERROR(pack(i));
+      RINGATTN_NCCL_CHECK(ncclGroupStart());
+      if (!st.send.empty())
+        RINGATTN_NCCL_CHECK(ncclSend(send_dev_[i % 2], block_bytes(st.send), ncclUint8, st.send.peer, nccl_, comm_stream_));
+      if (!st.recv.empty())
+        RINGATTN_NCCL_CHECK(ncclRecv(recv_dev_[i % 2], block_bytes(st.recv), ncclUint8, st.recv.peer, nccl_, comm_stream_));
+      RINGATTN_NCCL_CHECK(ncclGroupEnd());
+      RINGATTN_RETURN_IF_ERROR(nccl_ready());
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_recv_[i], comm_stream_));
+      bytes_sent_ += int64_t(block_bytes(st.send));
+      bytes_recv_ += int64_t(block_bytes(st.recv));
+      return Status::Ok();
+    };
+    // Host-staged MPI: pack, copy to pinned memory, post Isend/Irecv.
+    auto start_mpi = [&](size_t i) -> Status {
+      const PlanStep& st = plan.steps[i];
+      RINGATTN_RETURN_IF_ERROR(fault_.check(rank_, st.step));
+      if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(ev_recv_[i - 2]));  // recv_host slot drained
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
+      host_t0[i] = Clock::now();
+      if (!st.send.empty()) {
+        RINGATTN_RETURN_IF_ERROR(pack(i));
+        RINGATTN_CUDA_CHECK(cudaMemcpyAsync(send_host_[i % 2], send_dev_[i % 2], block_bytes(st.send),
+                                            cudaMemcpyDeviceToHost, comm_stream_));
+        RINGATTN_CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+      }
+      return mpi_->start(st.step, send_host_[i % 2], block_bytes(st.send), st.send.empty() ? -1 : st.send.peer,
+                         recv_host_[i % 2], block_bytes(st.recv), st.recv.empty() ? -1 : st.recv.peer);
+    };
+    auto finish_mpi = [&](size_t i) -> Status {
+      const PlanStep& st = plan.steps[i];
+      auto w0 = Clock::now();
+      RINGATTN_RETURN_IF_ERROR(mpi_->wait(st.step, cfg_.timeout_seconds));
+      host_t1[i] = Clock::now();
+      exposed_host[i] = ms_between(w0, host_t1[i]);
+      if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_done_[i - 2], 0));
+      if (!st.recv.empty())
+        RINGATTN_CUDA_CHECK(cudaMemcpyAsync(recv_dev_[i % 2], recv_host_[i % 2], block_bytes(st.recv),
+                                            cudaMemcpyHostToDevice, comm_stream_));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_recv_[i], comm_stream_));
+      return Status::Ok();
+    };
+
+    const bool use_nccl = !mpi_;
+    const int64_t mpi_sent0 = mpi_ ? mpi_->counters.bytes_sent : 0, mpi_recv0 = mpi_ ? mpi_->counters.bytes_received : 0;
+    const int64_t nccl_sent0 = bytes_sent_, nccl_recv0 = bytes_recv_;
+    Status st = Status::Ok();
+    // The exchanges in flight before the local passes: two with NCCL (both
+    // receive slots), one with MPI (the host posts the next while the GPU computes).
+    size_t started = 0;
+    const size_t ahead = use_nccl ? 2 : 1;
+    for (; started < std::min(ahead, nsteps) && st.ok(); ++started) st = use_nccl ? start_nccl(started) : start_mpi(started);
+    if (st.ok()) {
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c0_[nsteps], cs));
+      st = run_passes(0, kern::KeySource{a.k, a.v, L * H * D, H * D, D, nullptr});
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c1_[nsteps], cs));
+    }
+    for (size_t i = 0; i < nsteps && st.ok(); ++i) {
+      if (!use_nccl) {
+        if (started < nsteps) st = start_mpi(started++);
+        if (st.ok()) st = finish_mpi(i);
+        if (!st.ok()) break;
+      }
+      RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(cs, ev_recv_[i], 0));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c0_[i], cs));
+      if (!plan.steps[i].recv.empty()) st = run_passes(plan.steps[i].step, recv_source(i));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c1_[i], cs));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_done_[i], cs));
+      if (use_nccl && st.ok() && started < nsteps) st = start_nccl(started++);
+    }
+    if (st.ok()) st = wait_complete(plan, cs, nsteps);
+    if (!st.ok()) return st;
+
+    // Timeline from the events (all complete now).
+    auto elapsed = [](cudaEvent_t x, cudaEvent_t y) {
+      float f = 0;
+      return cudaEventElapsedTime(&f, x, y) == cudaSuccess ? double(f) : 0.0;
+    };
+    stats->timeline[0].compute_ms = elapsed(ev_c0_[nsteps], ev_c1_[nsteps]);
+    for (size_t i = 0; i < nsteps; ++i) {
+      StepTiming& t = stats->timeline[i + 1];
+      const PlanStep& ps = plan.steps[i];
+      t.step = ps.step;
+      t.send_peer = ps.send.empty() ? -1 : ps.send.peer;
+      t.recv_peer = ps.recv.empty() ? -1 : ps.recv.peer;
+      t.bytes_sent = int64_t(block_bytes(ps.send));
+      t.bytes_ideal = ps.send.total_rows() * 2 * B * D * es;
+      t.compute_ms = elapsed(ev_c0_[i], ev_c1_[i]);
+      t.transfer_ms = use_nccl ? elapsed(ev_t0_[i], ev_recv_[i]) : ms_between(host_t0[i], host_t1[i]);
+      // Exposed: the compute stream idled between the previous step's end and this one's start.
+      t.exposed_ms = elapsed(i == 0 ? ev_c1_[nsteps] : ev_c1_[i - 1], ev_c0_[i]);
+    }
+    stats->last_bytes_sent = use_nccl ? bytes_sent_ - nccl_sent0 : mpi_->counters.bytes_sent - mpi_sent0;
+    stats->last_bytes_received = use_nccl ? bytes_recv_ - nccl_recv0 : mpi_->counters.bytes_received - mpi_recv0;
+    stats->last_bytes_ideal = plan.rows_sent() * 2 * B * D * es;
+    return Status::Ok();
+  }
+
+ private:
+  kc::ElemType elem() const { return cfg_.dtype == DType::f16 ? kc::ElemType::f16 : kc::ElemType::bf16; }
+
+  Status init_nccl() {
+    ncclUniqueId id;
+    if (rank_ == 0) RINGATTN_NCCL_CHECK(ncclGetUniqueId(&id));
+    RINGATTN_MPI_CHECK(MPI_Bcast(&id, int(sizeof(id)), MPI_BYTE, 0, comm_));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;  // non-blocking: init and abort can be timed out
+    RINGATTN_NCCL_CHECK(ncclCommInitRankConfig(&nccl_, world_, id, rank_, &config));
+    return nccl_ready();
+  }
+
+  // Polls a non-blocking NCCL communicator until its last call is done.
+  Status nccl_ready() {
+    const auto t0 = Clock::now();
+    for (;;) {
+      ncclResult_t r = ncclInProgress;
+      RINGATTN_NCCL_CHECK(ncclCommGetAsyncError(nccl_, &r));
+      if (r == ncclSuccess) return Status::Ok();
+      if (r != ncclInProgress) {
+        aborted_ = true;
+        return Status(StatusCode::kCommError, std::string("NCCL: ") + ncclGetErrorString(r));
+      }
+      if (ms_between(t0, Clock::now()) > cfg_.timeout_seconds * 1e3) {
+        aborted_ = true;
+        return Status(StatusCode::kTimeout, "NCCL did not become ready within " + std::to_string(int(cfg_.timeout_seconds)) + " s");
+      }
+      std::this_thread::yield();
+    }
+  }
+
+  // Waits for the compute stream, watching NCCL's asynchronous errors and the
+  // timeout; on failure names the first ring step whose receive is missing.
+  Status wait_complete(const Plan& plan, cudaStream_t cs, size_t nsteps) {
+    RINGATTN_CUDA_CHECK(cudaEventRecord(ev_in_, cs));
+    const auto t0 = Clock::now();
+    int spins = 0;
+    for (;;) {
+      cudaError_t e = cudaEventQuery(ev_in_);
+      if (e == cudaSuccess) return Status::Ok();
+      if (e != cudaErrorNotReady) RINGATTN_CUDA_CHECK(e);
+      if (nccl_) {
+        ncclResult_t r = ncclSuccess;
+        RINGATTN_NCCL_CHECK(ncclCommGetAsyncError(nccl_, &r));
+        if (r != ncclSuccess && r != ncclInProgress) {
+          aborted_ = true;
+          return Status(StatusCode::kCommError, std::string("NCCL asynchronous error: ") + ncclGetErrorString(r));
+        }
+      }
+      if (ms_between(t0, Clock::now()) > cfg_.timeout_seconds * 1e3) {
+        std::string where = "the attention passes";
+        for (size_t i = 0; i < nsteps; ++i) {
+          if (cudaEventQuery(ev_recv_[i]) == cudaErrorNotReady) {
+            const PlanStep& s = plan.steps[i];
+            where = "ring step " + std::to_string(s.step) +
+                    (s.recv.empty() ? " (sending to rank " + std::to_string(s.send.peer) + ")"
+                                    : " waiting for rank " + std::to_string(s.recv.peer));
+            break;
+          }
+        }
+        if (nccl_) aborted_ = true;
+        return Status(StatusCode::kTimeout, "no progress for " + std::to_string(int(cfg_.timeout_seconds)) + " s at " +
+                                                where + " (peer failed or hung; see its output)");
+      }
+      if (++spins > 100) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+  Status device_plan(const Plan& plan, DevicePlan** out) {
+    const auto key = std::make_tuple(plan.key.config_hash, plan.key.batch, plan.key.seq, plan.key.world, plan.key.rank);
+    auto it = dplans_.find(key);
+    if (it != dplans_.end()) {
+      *out = it->second.get();
+      return Status::Ok();
+    }
+    if (dplans_.size() > 64) dplans_.clear();
+    auto dp = std::make_unique<DevicePlan>();
+    RINGATTN_RETURN_IF_ERROR(upload_plan(plan, block_m_, dp.get()));
+    *out = dp.get();
+    dplans_[key] = std::move(dp);
+    return Status::Ok();
+  }
+
+  Status ensure_events(size_t n) {
+    for (auto* v : {&ev_recv_, &ev_done_, &ev_c0_, &ev_c1_, &ev_t0_}) {
+      while (v->size() < n) {
+        cudaEvent_t e;
+        RINGATTN_CUDA_CHECK(cudaEventCreate(&e));
+        v->push_back(e);
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status ensure_buffers(size_t send_bytes, size_t recv_bytes) {
+    if (send_bytes > send_cap_) {
+      for (int i = 0; i < 2; ++i) {
+        if (send_dev_[i]) cudaFree(send_dev_[i]);
+        send_dev_[i] = nullptr;
+        RINGATTN_CUDA_CHECK(cudaMalloc(&send_dev_[i], send_bytes));
+        if (mpi_) {
+          if (send_host_[i]) cudaFreeHost(send_host_[i]);
+          send_host_[i] = nullptr;
+          RINGATTN_CUDA_CHECK(cudaMallocHost(&send_host_[i], send_bytes));
+        }
+      }
+      send_cap_ = send_bytes;
+    }
+    if (recv_bytes > recv_cap_) {
+      for (int i = 0; i < 2; ++i) {
+        if (recv_dev_[i]) cudaFree(recv_dev_[i]);
+        recv_dev_[i] = nullptr;
+        RINGATTN_CUDA_CHECK(cudaMalloc(&recv_dev_[i], recv_bytes));
+        if (mpi_) {
+          if (recv_host_[i]) cudaFreeHost(recv_host_[i]);
+          recv_host_[i] = nullptr;
+          RINGATTN_CUDA_CHECK(cudaMallocHost(&recv_host_[i], recv_bytes));
+        }
+      }
+      recv_cap_ = recv_bytes;
+    }
+    return Status::Ok();
+  }
+
+  Config cfg_;
+  MPI_Comm comm_;
+  int rank_ = 0, world_ = 1;
+  FaultPlan fault_;
+  int block_m_ = 128;
+  ncclComm_t nccl_ = nullptr;
+  bool aborted_ = false;
+  std::unique_ptr<RingTransport> mpi_;
+  cudaStream_t comm_stream_ = nullptr;
+  cudaEvent_t ev_in_ = nullptr;
+  std::vector<cudaEvent_t> ev_recv_, ev_done_, ev_c0_, ev_c1_, ev_t0_;
+  void* send_dev_[2] = {nullptr, nullptr};
+  void* recv_dev_[2] = {nullptr, nullptr};
+  void* send_host_[2] = {nullptr, nullptr};
+  void* recv_host_[2] = {nullptr, nullptr};
+  size_t send_cap_ = 0, recv_cap_ = 0;
+  int64_t bytes_sent_ = 0, bytes_recv_ = 0;
+  std::map<std::tuple<uint64_t, int64_t, int64_t, int, int>, std::unique_ptr<DevicePlan>> dplans_;
+};
+
+}  // namespace
+
+bool cuda_backend_compiled() { return true; }
+
+Status make_cuda_executor(const Config& c, MPI_Comm comm, std::unique_ptr<Executor>* out) {
+  auto ex = std::make_unique<CudaExecutor>(c, comm);
+  RINGATTN_RETURN_IF_ERROR(ex->init());
+  *out = std::move(ex);
+  return Status::Ok();
+}
+
+}  // namespace ringattn

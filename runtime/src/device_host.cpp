@@ -1,0 +1,70 @@
+// Host side of ringattn::dev, used by the cpu backend in every build and by
+// the cuda backend's stubs when CUDA is not compiled in.
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include "device_impl.hpp"
+#include "ringattn/device.hpp"
+
+namespace ringattn::dev {
+
+static double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Status alloc(Backend b, size_t bytes, void** out) {
+  if (b == Backend::cuda) return cuda_alloc(bytes, out);
+  *out = std::malloc(bytes ? bytes : 1);
+  if (*out == nullptr) return Status(StatusCode::kInternal, "host allocation of " + std::to_string(bytes) + " bytes failed");
+  return Status::Ok();
+}
+void release(Backend b, void* p) {
+  if (b == Backend::cuda) return cuda_release(p);
+  std::free(p);
+}
+Status upload(Backend b, void* dst, const void* src, size_t n) {
+  if (b == Backend::cuda) return cuda_copy(dst, src, n, true);
+  std::memcpy(dst, src, n);
+  return Status::Ok();
+}
+Status download(Backend b, void* dst, const void* src, size_t n) {
+  if (b == Backend::cuda) return cuda_copy(dst, src, n, false);
+  std::memcpy(dst, src, n);
+  return Status::Ok();
+}
+Status poison(Backend b, void* p, size_t n) {
+  if (b == Backend::cuda) return cuda_poison(p, n);
+  std::memset(p, 0xff, n);
+  return Status::Ok();
+}
+Status synchronize(Backend b) { return b == Backend::cuda ? cuda_synchronize() : Status::Ok(); }
+int64_t device_bytes_in_use(Backend b) { return b == Backend::cuda ? cuda_bytes_in_use() : 0; }
+static int64_t g_peak = 0;
+void peak_sample(Backend b) {
+  int64_t u = device_bytes_in_use(b);
+  if (u > g_peak) g_peak = u;
+}
+int64_t device_bytes_peak(Backend) { return g_peak; }
+void peak_reset(Backend b) { g_peak = device_bytes_in_use(b); }
+
+const char* device_name(Backend b) { return b == Backend::cuda ? cuda_device_name() : "cpu"; }
+
+Timer::Timer(Backend b) : b_(b) {
+  if (b_ == Backend::cuda) cuda_events_create(ev_);
+}
+Timer::~Timer() {
+  if (b_ == Backend::cuda) cuda_events_destroy(ev_);
+}
+Status Timer::start(void* stream) {
+  if (b_ == Backend::cuda) return cuda_event_record(ev_[0], stream);
+  t0_ = now_ms();
+  return Status::Ok();
+}
+Status Timer::stop(double* ms, void* stream) {
+  if (b_ == Backend::cuda) return cuda_event_elapsed(ev_, stream, ms);
+  *ms = now_ms() - t0_;
+  return Status::Ok();
+}
+
+}  // namespace ringattn::dev

@@ -1,0 +1,21 @@
+// The CUDA half of ringattn::dev (runtime/src/cuda/device.cu), or stubs
+// that report the backend missing (runtime/src/cuda_stub.cpp).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "ringattn/status.hpp"
+
+namespace ringattn::dev {
+Status cuda_alloc(size_t bytes, void** out);
+void cuda_release(void* p);
+Status cuda_copy(void* dst, const void* src, size_t n, bool to_device);
+Status cuda_poison(void* p, size_t n);
+Status cuda_synchronize();
+int64_t cuda_bytes_in_use();
+const char* cuda_device_name();
+void cuda_events_create(void** ev);
+void cuda_events_destroy(void** ev);
+Status cuda_event_record(void* ev, void* stream);
+Status cuda_event_elapsed(void** ev, void* stream, double* ms);
+}  // namespace ringattn::dev

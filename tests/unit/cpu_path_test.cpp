@@ -1,0 +1,154 @@
+// The float32 CPU path (planner tiles walked by kern::cpu_forward_pass, merged
+// by the log-sum-exp rule) against the float64 reference, with fresh random
+// inputs every run. World size 1 runs exactly what executor_cpu.cpp runs for
+// step 0; larger world sizes are simulated in-process (tests/common/cpu_sim.hpp)
+// so the planner's packed-block key lists are checked without MPI.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "common/cpu_sim.hpp"
+#include "common/test_util.hpp"
+#include "kernels/cpu/reference.hpp"
+
+namespace ringattn::test {
+namespace {
+
+struct Case {
+  const char* name;
+  std::vector<Branch> branches;
+  int64_t N, B, H, D;
+  bool causal;
+  HeadOffsets offsets;
+};
+
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
+
+const Case kCases[] = {
+    {"longnet4_scaled", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 2048, 1, 4, 32, false, HeadOffsets::interleaved},
+    {"longnet4_scaled_causal", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 2048, 2, 2, 16, true, HeadOffsets::interleaved},
+    {"geometric_scaled", {{64, 1}, {128, 2}, {256, 4}, {512, 8}, {1024, 16}}, 1536, 1, 3, 32, false, HeadOffsets::interleaved},
+    {"longnet_paper_scaled_blocked", {{64, 1}, {128, 2}, {256, 4}, {512, 6}, {1024, 12}}, 1200, 1, 5, 16, false, HeadOffsets::blocked},
+    {"r_not_dividing_w_short_last", {{300, 3}, {700, 7}, {100, 6}}, 1500, 1, 4, 16, false, HeadOffsets::interleaved},
+    {"no_branch_selects", {{96, 4}, {160, 8}}, 960, 1, 2, 16, false, HeadOffsets::interleaved},
+    {"dense", {{768, 1}}, 768, 1, 2, 32, false, HeadOffsets::interleaved},
+    {"dense_causal", {{768, 1}}, 768, 1, 2, 16, true, HeadOffsets::interleaved},
+    {"blocked_causal_mixed", {{100, 1}, {333, 3}, {1000, 7}}, 1440, 2, 5, 8, true, HeadOffsets::blocked},
+    {"head_dim_not_multiple_of_8", {{64, 1}, {256, 4}}, 512, 1, 3, 13, true, HeadOffsets::interleaved},
+};
+
+struct Inputs {
+  std::vector<double> q, k, v;  // float32-representable values
+};
+
+Inputs make_inputs(uint64_t seed, size_t n, double amp) {
+  std::mt19937_64 g(seed);
+  Inputs in;
+  in.q = random_tensor(g, n, amp);
+  in.k = random_tensor(g, n, amp);
+  in.v = random_tensor(g, n, amp);
+  return in;
+}
+
+// Runs the CPU path as world size P (simulated), compares every rank's shard with the reference.
+void check_cpu_path(const Config& c, int64_t B, int64_t N, int P, double amp, uint64_t seed, double o_tol,
+                    double lse_tol, bool lse_relative = false) {
+  SCOPED_TRACE(describe(c, N, B) + " P=" + std::to_string(P) + " amp=" + std::to_string(amp) +
+               " seed=" + std::to_string(seed));
+  const int64_t H = c.heads, D = c.head_dim, L = N / P;
+  const Inputs in = make_inputs(seed, size_t(B * N * H * D), amp);
+  const std::vector<float> q = to_f32(in.q), k = to_f32(in.k), v = to_f32(in.v);
+  std::vector<double> ro(size_t(B * N * H * D)), rl(size_t(B * N * H));
+  kern::reference_forward(c, B, N, in.q.data(), in.k.data(), in.v.data(), 0, N, ro.data(), rl.data());
+  Shape s;
+  s.batch = B;
+  s.seq = N;
+  for (int rank = 0; rank < P; ++rank) {
+    SCOPED_TRACE("rank=" + std::to_string(rank));
+    std::vector<float> o, lse;
+    simulate_rank(c, s, P, rank, q, k, v, &o, &lse);
+    auto gi = [&](size_t i, int64_t per_row) {  // shard index -> global index
+      const int64_t row = int64_t(i) / per_row, e = int64_t(i) % per_row;
+      const int64_t b = row / L, t = row % L;
+      return size_t((b * N + int64_t(rank) * L + t) * per_row + e);
+    };
+    Errors e = compare(
+        o.size(), lse.size(), [&](size_t i) { return double(o[i]); }, [&](size_t i) { return double(lse[i]); },
+        [&](size_t i) { return ro[gi(i, H * D)]; }, [&](size_t i) { return rl[gi(i, H)]; });
+    EXPECT_EQ(e.nonfinite_o, 0) << e.str();
+    EXPECT_EQ(e.lse_inf_mismatch, 0) << e.str();
+    EXPECT_LE(e.o_rel, o_tol) << e.str();
+    if (lse_relative) {
+      double worst = 0;
+      for (size_t i = 0; i < lse.size(); ++i) {
+        const double r = rl[gi(i, H)];
+        if (std::isfinite(r)) worst = std::max(worst, std::fabs(double(lse[i]) - r) / std::max(1.0, std::fabs(r)));
+      }
+      EXPECT_LE(worst, lse_tol) << "worst relative LSE error; " << e.str();
+    } else {
+      EXPECT_LE(e.lse_abs, lse_tol) << e.str();
+    }
+  }
+}
+
+class CpuPath : public ::testing::TestWithParam<Case> {
+ protected:
+  Config config() const {
+    const Case& p = GetParam();
+    return make_config(p.branches, p.H, p.D, p.causal, p.offsets);
+  }
+};
+
+TEST_P(CpuPath, WorldOneMatchesReference) {
+  const Case& p = GetParam();
+  const kern::Tolerance tol = tolerance_of(DType::f32);
+  check_cpu_path(config(), p.B, p.N, 1, 1.0, fresh_seed(), tol.o, tol.lse);
+}
+
+TEST_P(CpuPath, SimulatedRanksMatchReference) {
+  const Case& p = GetParam();
+  const kern::Tolerance tol = tolerance_of(DType::f32);
+  for (int P : {2, 3, 4}) {
+    if (p.N % P) continue;
+    check_cpu_path(config(), p.B, p.N, P, 1.0, fresh_seed(), tol.o, tol.lse);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, CpuPath, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+// Logits of magnitude 1e4 (inputs scaled by 100): the merge must stay finite
+// and accurate. float32 cannot hold an LSE near 1e4 to better than ~5e-4
+// absolute (its spacing there is 2^-10), and the logits themselves carry an
+// absolute rounding error of about 1e4 * 2^-24 * sqrt(D), so the LSE bound is
+// taken relative to |LSE| here (1e-4 * |LSE|, the SPEC bound for |LSE| <= 1).
+TEST(CpuPathLargeLogits, InputsScaledBy100) {
+  const uint64_t seed = fresh_seed();
+  const kern::Tolerance tol = tolerance_of(DType::f32);
+  Config c = make_config({{64, 1}, {128, 2}, {256, 4}}, 2, 16);
+  check_cpu_path(c, 1, 512, 1, 100.0, seed, tol.o, tol.lse, /*lse_relative=*/true);
+  check_cpu_path(c, 1, 512, 2, 100.0, seed, tol.o, tol.lse, /*lse_relative=*/true);
+  c.causal = true;
+  check_cpu_path(c, 1, 512, 4, 100.0, seed, tol.o, tol.lse, /*lse_relative=*/true);
+  Config dense = make_config({{384, 1}}, 2, 16, true);
+  check_cpu_path(dense, 1, 384, 3, 100.0, seed, tol.o, tol.lse, /*lse_relative=*/true);
+}
+
+TEST(CpuPathLargeLogits, LogitsReallyReach1e4) {
+  // Guard for the test above: with amplitude 100 and D = 16 the largest logit is of order 1e4.
+  std::mt19937_64 g(fresh_seed());
+  const int64_t D = 16, n = 512;
+  auto q = random_tensor(g, size_t(n * D), 100.0), k = random_tensor(g, size_t(n * D), 100.0);
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += q[size_t(i * D + d)] * k[size_t(j * D + d)];
+      m = std::max(m, std::fabs(dot) / 4.0);
+    }
+  EXPECT_GT(m, 5e3);
+}
+
+}  // namespace
+}  // namespace ringattn::test

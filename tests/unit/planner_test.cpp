@@ -1,0 +1,315 @@
+// The planner against brute-force enumerations written from SPEC.md:
+//  - needed_rows(dst, src) is exactly the set of (head, key) rows of src's
+//    shard that some query of dst's shard attends to, head by head;
+//  - each plan's steps send and receive exactly those rows, once, to and from
+//    the ring peers the schedule names;
+//  - expanding every tile of every rank gives exactly the multiset of
+//    (query, head, key) pairs of SPEC.md (a key two branches select twice).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "common/spec_brute.hpp"
+#include "common/test_util.hpp"
+#include "kernels/common/tile.hpp"
+#include "plan.hpp"
+
+namespace ringattn::test {
+namespace {
+
+struct PlanCase {
+  const char* name;
+  std::vector<Branch> branches;
+  int64_t N, H;
+  bool causal;
+  HeadOffsets offsets;
+};
+std::ostream& operator<<(std::ostream& os, const PlanCase& c) { return os << c.name; }
+
+// The named config itself (checked against SPEC in config_test.cpp); empty on error.
+std::vector<Branch> named(const char* name, int64_t N) {
+  std::vector<Branch> b;
+  if (!named_branches(name, N, &b).ok()) b.clear();
+  return b;
+}
+
+// N is a multiple of 24, so every P in {2, 3, 4, 8} divides it.
+const PlanCase kPlanCases[] = {
+    {"geometric_scaled", geometric_scaled(64, 1536), 1536, 3, false, HeadOffsets::interleaved},
+    {"geometric_scaled_causal", geometric_scaled(64, 1536), 1536, 3, true, HeadOffsets::interleaved},
+    {"geometric_named_6144", named("geometric", 6144), 6144, 2, false, HeadOffsets::interleaved},
+    // longnet-paper / 32; N = 1200: shards of 600, 400, 300, 150 tokens are no multiple of w.
+    {"longnet_paper_scaled", {{64, 1}, {128, 2}, {256, 4}, {512, 6}, {1024, 12}}, 1200, 4, false, HeadOffsets::interleaved},
+    {"longnet_paper_scaled_blocked_causal", {{64, 1}, {128, 2}, {256, 4}, {512, 6}, {1024, 12}}, 1200, 5, true, HeadOffsets::blocked},
+    {"longnet4_scaled_shards_straddle", {{96, 1}, {192, 2}, {384, 4}, {768, 8}}, 1320, 4, false, HeadOffsets::interleaved},
+    {"r_not_dividing_w", {{300, 3}, {700, 7}, {100, 6}}, 1488, 5, false, HeadOffsets::interleaved},
+    {"sparse_no_branch_selects", {{96, 4}, {240, 8}}, 960, 2, false, HeadOffsets::blocked},
+    {"dense", {{480, 1}}, 480, 2, false, HeadOffsets::interleaved},
+    {"dense_causal", {{480, 1}}, 480, 2, true, HeadOffsets::interleaved},
+};
+
+class Planner : public ::testing::TestWithParam<PlanCase> {
+ protected:
+  Config config() const {
+    const PlanCase& p = GetParam();
+    return make_config(p.branches, p.H, 16, p.causal, p.offsets);
+  }
+};
+
+TEST_P(Planner, NeededRowsMatchBruteForce) {
+  const Config c = config();
+  const int64_t N = GetParam().N, H = c.heads;
+  ASSERT_FALSE(c.branches.empty());
+  for (int P : {2, 3, 4, 8}) {
+    ASSERT_EQ(N % P, 0);
+    SCOPED_TRACE(describe(c, N) + " P=" + std::to_string(P));
+    const int64_t L = N / P;
+    const auto need = spec_brute_need(c, N, P);
+    int64_t total = 0;
+    for (int dst = 0; dst < P; ++dst)
+      for (int src = 0; src < P; ++src) {
+        if (dst == src) continue;
+        SCOPED_TRACE("dst=" + std::to_string(dst) + " src=" + std::to_string(src));
+        const RowList rl = needed_rows(c, N, P, dst, src);
+        const int64_t want = spec_need_count(need[size_t(dst)], N, H, L, src);
+        total += want;
+        EXPECT_EQ(int64_t(rl.rows.size()), want);
+        EXPECT_EQ(rl.peer, src);
+        ASSERT_EQ(int64_t(rl.head_prefix.size()), H + 1);
+        EXPECT_EQ(rl.head_prefix.front(), 0);
+        EXPECT_EQ(rl.head_prefix.back(), int32_t(rl.rows.size()));
+        for (int64_t h = 0; h < H; ++h) {
+          std::vector<int32_t> got(rl.rows.begin() + rl.head_prefix[size_t(h)],
+                                   rl.rows.begin() + rl.head_prefix[size_t(h + 1)]);
+          std::vector<int32_t> brute;
+          for (int64_t u = int64_t(src) * L; u < int64_t(src + 1) * L; ++u)
+            if (need[size_t(dst)][size_t(h * N + u)]) brute.push_back(int32_t(u - int64_t(src) * L));
+          EXPECT_EQ(got, brute) << "head " << h;
+        }
+      }
+    if (std::string(GetParam().name).rfind("dense", 0) != 0 && !c.causal) {
+      // A useful guard: the dilated configs must move strictly less than everything.
+      EXPECT_LT(total, int64_t(P - 1) * N * H) << "every row of every shard travels";
+    }
+  }
+}
+
+TEST_P(Planner, StepsSendExactlyTheNeededRows) {
+  const Config c = config();
+  const int64_t N = GetParam().N, H = c.heads;
+  Shape s;
+  s.batch = 2;
+  s.seq = N;
+  for (int P : {2, 3, 4, 8}) {
+    SCOPED_TRACE(describe(c, N) + " P=" + std::to_string(P));
+    const int64_t L = N / P;
+    const auto need = spec_brute_need(c, N, P);
+    for (int rank = 0; rank < P; ++rank) {
+      SCOPED_TRACE("rank=" + std::to_string(rank));
+      const Plan plan = build_plan(c, s, P, rank);
+      EXPECT_EQ(plan.local_rows, L);
+      int64_t want_recv = 0;
+      for (int src = 0; src < P; ++src)
+        if (src != rank) want_recv += spec_need_count(need[size_t(rank)], N, H, L, src);
+      EXPECT_EQ(plan.rows_sent(), spec_rows_sent(need, N, H, P, rank));
+      EXPECT_EQ(plan.rows_received(), want_recv);
+      std::set<int> seen;
+      for (const PlanStep& st : plan.steps) {
+        ASSERT_GE(st.step, 1);
+        ASSERT_LT(st.step, P);
+        EXPECT_TRUE(seen.insert(st.step).second) << "step " << st.step << " twice";
+        const int dst = (rank + st.step) % P, src = (rank - st.step + P) % P;
+        EXPECT_FALSE(st.send.empty() && st.recv.empty()) << "step " << st.step << " moves nothing";
+        if (!st.send.empty()) {
+          EXPECT_EQ(st.send.peer, dst);
+        }
+        if (!st.recv.empty()) {
+          EXPECT_EQ(st.recv.peer, src);
+        }
+        EXPECT_EQ(st.send.total_rows(), spec_need_count(need[size_t(dst)], N, H, L, rank)) << "step " << st.step;
+        EXPECT_EQ(st.recv.total_rows(), spec_need_count(need[size_t(rank)], N, H, L, src)) << "step " << st.step;
+      }
+      // No step with traffic is left out of the plan.
+      for (int d = 1; d < P; ++d) {
+        const int dst = (rank + d) % P, src = (rank - d + P) % P;
+        const bool traffic = spec_need_count(need[size_t(dst)], N, H, L, rank) > 0 ||
+                             spec_need_count(need[size_t(rank)], N, H, L, src) > 0;
+        EXPECT_EQ(seen.count(d) == 1, traffic) << "step " << d;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, Planner, ::testing::ValuesIn(kPlanCases),
+                         [](const ::testing::TestParamInfo<PlanCase>& i) { return std::string(i.param.name); });
+
+// ---- tiles cover the attention exactly ------------------------------------
+
+uint64_t pack(int64_t t, int64_t h, int64_t u, int64_t N, int64_t H) { return uint64_t((t * H + h) * N + u); }
+
+// (query, head, key) triples of rank's shard per SPEC.md, with multiplicity over branches.
+std::vector<uint64_t> brute_triples(const Config& c, int64_t N, int P, int rank) {
+  const int64_t L = N / P;
+  std::vector<uint64_t> out;
+  std::vector<int64_t> keys;
+  for (int64_t t = int64_t(rank) * L; t < int64_t(rank + 1) * L; ++t)
+    for (int64_t h = 0; h < c.heads; ++h) {
+      spec_keys_scan(c, N, h, t, &keys);
+      for (int64_t u : keys) out.push_back(pack(t, h, u, N, c.heads));
+    }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The same triples, read from the plan's tiles.
+std::vector<uint64_t> tile_triples(const Config& c, const Plan& plan, int64_t N, int P, int rank) {
+  const int64_t L = N / P, qa = int64_t(rank) * L, H = c.heads;
+  std::vector<uint64_t> out;
+  int64_t prev_end = 0;
+  for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+    const Pass& ps = plan.passes[pi];
+    SCOPED_TRACE("pass " + std::to_string(pi) + " step " + std::to_string(ps.step) + " branch " + std::to_string(ps.branch));
+    EXPECT_EQ(ps.tile_begin, prev_end) << "passes must tile the tile array in order";
+    prev_end = ps.tile_end;
+    const PlanStep* step = nullptr;
+    for (const PlanStep& st : plan.steps)
+      if (st.step == ps.step) step = &st;
+    if (ps.step > 0) {
+      if (step == nullptr || step->recv.empty()) {
+        ADD_FAILURE() << "pass reads step " << ps.step << " that receives nothing (the executor would skip it)";
+        continue;
+      }
+      EXPECT_EQ(step->recv.peer, (rank - ps.step + P) % P);
+    }
+    std::set<std::pair<int64_t, int64_t>> queries;  // (query row, head): unique within a pass
+    for (int64_t ti = ps.tile_begin; ti < ps.tile_end; ++ti) {
+      const kern::Tile& t = plan.tiles[size_t(ti)];
+      EXPECT_EQ(t.branch, ps.branch);
+      EXPECT_GE(t.q_count, 1);
+      EXPECT_GE(t.k_count, 1);
+      EXPECT_EQ(t.q_stride, int32_t(c.branches[size_t(t.branch)].r));
+      for (int64_t i = 0; i < t.q_count; ++i) {
+        const int64_t qrow = t.q_row0 + i * t.q_stride;
+        EXPECT_TRUE(qrow >= 0 && qrow < L) << "query row " << qrow;
+        EXPECT_TRUE(queries.insert({qrow, t.head}).second) << "two tiles of one pass share query " << qrow << " head " << t.head;
+        const int64_t nk = kern::tile_visible_keys(t, i, c.causal);
+        for (int64_t j = 0; j < nk; ++j) {
+          int64_t u;
+          if (ps.step == 0) {
+            EXPECT_GT(t.k_stride, 0);
+            const int64_t krow = t.k_row0 + j * t.k_stride;
+            EXPECT_TRUE(krow >= 0 && krow < L) << "key row " << krow;
+            u = qa + krow;
+          } else {
+            EXPECT_EQ(t.k_stride, 0);
+            const int64_t at = t.k_row0 + j;
+            if (at < 0 || at >= int64_t(plan.key_index.size())) {
+              ADD_FAILURE() << "key_index position " << at << " out of range";
+              continue;
+            }
+            const int32_t idx = plan.key_index[size_t(at)];
+            const RowList& rl = step->recv;
+            if (idx < rl.head_prefix[size_t(t.head)] || idx >= rl.head_prefix[size_t(t.head + 1)]) {
+              ADD_FAILURE() << "key_index " << idx << " is outside head " << t.head << "'s rows of the block";
+              continue;
+            }
+            u = int64_t(rl.peer) * L + rl.rows[size_t(idx)];
+          }
+          out.push_back(pack(qa + qrow, t.head, u, N, H));
+        }
+      }
+    }
+  }
+  EXPECT_EQ(prev_end, int64_t(plan.tiles.size()));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct TileCase {
+  const char* name;
+  std::vector<Branch> branches;
+  int64_t N, H;
+  bool causal;
+  HeadOffsets offsets;
+};
+
+TEST(PlannerTiles, CoverTheAttentionExactly) {
+  const TileCase cases[] = {
+      {"mixed", {{16, 1}, {32, 2}, {64, 4}, {100, 3}}, 288, 3, false, HeadOffsets::interleaved},
+      {"mixed_causal_blocked", {{16, 1}, {32, 2}, {64, 4}, {100, 3}}, 288, 3, true, HeadOffsets::blocked},
+      {"geometric_scaled", geometric_scaled(16, 288), 288, 4, false, HeadOffsets::interleaved},
+      {"geometric_scaled_causal", geometric_scaled(16, 288), 288, 2, true, HeadOffsets::interleaved},
+      {"overlap_twice", {{48, 2}, {48, 2}, {96, 1}}, 288, 2, true, HeadOffsets::interleaved},
+      {"dense", {{288, 1}}, 288, 1, false, HeadOffsets::interleaved},
+      {"sparse", {{24, 4}, {60, 5}}, 288, 3, false, HeadOffsets::blocked},
+  };
+  for (const TileCase& tc : cases) {
+    const Config c = make_config(tc.branches, tc.H, 8, tc.causal, tc.offsets);
+    Shape s;
+    s.batch = 1;
+    s.seq = tc.N;
+    for (int P : {3, 1, 2, 4}) {
+      for (int rank = 0; rank < P; ++rank) {
+        SCOPED_TRACE(std::string(tc.name) + ": " + describe(c, tc.N) + " P=" + std::to_string(P) + " rank=" + std::to_string(rank));
+        const Plan plan = build_plan(c, s, P, rank);
+        const std::vector<uint64_t> want = brute_triples(c, tc.N, P, rank);
+        const std::vector<uint64_t> got = tile_triples(c, plan, tc.N, P, rank);
+        EXPECT_EQ(got.size(), want.size());
+        if (got != want) {
+          std::vector<uint64_t> extra, missing;
+          std::set_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(extra));
+          std::set_difference(want.begin(), want.end(), got.begin(), got.end(), std::back_inserter(missing));
+          auto show = [&](const std::vector<uint64_t>& v) {
+            std::string str;
+            for (size_t i = 0; i < std::min<size_t>(v.size(), 5); ++i) {
+              const uint64_t x = v[i];
+              const int64_t u = int64_t(x % uint64_t(tc.N)), th = int64_t(x / uint64_t(tc.N));
+              str += " (t=" + std::to_string(th / tc.H) + ",h=" + std::to_string(th % tc.H) + ",u=" + std::to_string(u) + ")";
+            }
+            return str;
+          };
+          ADD_FAILURE() << extra.size() << " extra pairs:" << show(extra) << "; " << missing.size()
+                        << " missing pairs:" << show(missing);
+        }
+        if (tc.causal) {
+          for (uint64_t x : want) ASSERT_LE(int64_t(x % uint64_t(tc.N)), int64_t(x / uint64_t(tc.N)) / tc.H);
+        }
+      }
+    }
+  }
+}
+
+TEST(PlannerTiles, DuplicateBranchesCountTwice) {
+  // Guard for the multiset comparison: with a branch listed twice every pair appears twice.
+  const Config one = make_config({{32, 2}}, 2, 8), two = make_config({{32, 2}, {32, 2}}, 2, 8);
+  Shape s;
+  s.seq = 96;
+  for (int rank = 0; rank < 3; ++rank) {
+    auto a = tile_triples(one, build_plan(one, s, 3, rank), 96, 3, rank);
+    auto b = tile_triples(two, build_plan(two, s, 3, rank), 96, 3, rank);
+    EXPECT_EQ(b.size(), 2 * a.size());
+  }
+}
+
+TEST(PlannerCoverage, CoversAllMeansEveryTokenSelected) {
+  // covers_all promises that no (token, head) is left with LSE = -inf; check the promise.
+  const std::vector<std::vector<Branch>> sets = {{{16, 1}, {32, 4}}, {{32, 2}, {64, 4}}, {{24, 4}, {60, 5}}, {{8, 8}}};
+  for (const auto& br : sets)
+    for (int64_t H : {1, 2, 3, 8}) {
+      const Config c = make_config(br, H, 8);
+      Shape s;
+      s.seq = 192;
+      const Plan plan = build_plan(c, s, 1, 0);
+      if (!plan.covers_all) continue;
+      for (int64_t t = 0; t < s.seq; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+          bool any = false;
+          for (const Branch& b : c.branches) any |= spec_selected(c, b, h, t);
+          EXPECT_TRUE(any) << format_branches(br) << " H=" << H << " t=" << t << " h=" << h;
+        }
+    }
+}
+
+}  // namespace
+}  // namespace ringattn::test
