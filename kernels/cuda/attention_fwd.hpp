@@ -19,7 +19,12 @@ enum class ElemType : int { f16 = 0, bf16 = 1 };
 // one; the others exist for comparison and testing. mma_sync: FA2-style
 // mma.sync; wgmma: Hopper wgmma, GEMMs and softmax in sequence;
 // wgmma_pipelined: wgmma with the softmax overlapping the P V product.
-enum class FwdVariant : int { automatic = 0, mma_sync = 1, wgmma = 2, wgmma_pipelined = 3 };
+// wgmma_ws: warp-specialised persistent kernel (a producer warpgroup gathering
+// K/V into a 2-stage mbarrier ring, two ping-ponging consumer warpgroups);
+// wgmma_ws_3stage: the same with a 3-stage ring.
+enum class FwdVariant : int {
+  automatic = 0, mma_sync = 1, wgmma = 2, wgmma_pipelined = 3, wgmma_ws = 4, wgmma_ws_3stage = 5
+};
 
 struct FwdParams {
   // Local shard, token-major B x L x H x D (elements of `dtype`).

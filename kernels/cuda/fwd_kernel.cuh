@@ -631,6 +631,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
   }
 }
 
+}  // namespace ringattn::kern::cuda::detail
+
+#include "fwd_kernel_ws.cuh"
+
+namespace ringattn::kern::cuda::detail {
+
 // Launch one pass for a fixed dtype / head dim; causal and path are switched
 // here (the flash-attention habit: runtime values become template constants in
 // one place). Explicitly instantiated once per (dtype, head dim) file.
@@ -650,19 +656,28 @@ cudaError_t launch_fwd_kernel(const FwdParams& p, cudaStream_t stream) {
 
 template <typename Elem, int D>
 cudaError_t run_fwd(const FwdParams& p, cudaStream_t stream) {
-  // automatic = the fastest correct path measured on H100 (see
-  // bench/results/cuda_kernel_notes.md).
+  // automatic = path 1 (wgmma, GEMMs and softmax in sequence): the fastest
+  // correct path measured on H100 (bench/results/cuda_kernel_notes.md):
+  // 1.3x mma.sync; path 2's overlap measured within +-3% of it.
   switch (p.variant) {
     case FwdVariant::mma_sync: {
       using T = FwdTraits<Elem, D, 0>;
       return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
     }
-    case FwdVariant::wgmma: {
-      using T = FwdTraits<Elem, D, 1>;
+    case FwdVariant::wgmma_ws: {
+      using T = FwdWsTraits<Elem, D, 2>;
+      return p.causal ? launch_fwd_ws_kernel<T, true>(p, stream) : launch_fwd_ws_kernel<T, false>(p, stream);
+    }
+    case FwdVariant::wgmma_ws_3stage: {
+      using T = FwdWsTraits<Elem, D, 3>;
+      return p.causal ? launch_fwd_ws_kernel<T, true>(p, stream) : launch_fwd_ws_kernel<T, false>(p, stream);
+    }
+    case FwdVariant::wgmma_pipelined: {
+      using T = FwdTraits<Elem, D, 2>;
       return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
     }
     default: {
-      using T = FwdTraits<Elem, D, 2>;
+      using T = FwdTraits<Elem, D, 1>;
       return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
     }
   }

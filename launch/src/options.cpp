@@ -160,6 +160,7 @@ Status parse_options(int argc, char** argv, Options* o) {
       RINGATTN_RETURN_IF_ERROR(need(&o->config_name));
     } else if (a == "--branches") {
       RINGATTN_RETURN_IF_ERROR(need(&o->branches_text));
+      o->branches_given = true;
     } else if (a == "--seq") {
       RINGATTN_RETURN_IF_ERROR(need(&v));
       RINGATTN_RETURN_IF_ERROR(parse_i64(a, v, 1, int64_t(1) << 40, &o->seq));
@@ -236,7 +237,7 @@ Status parse_options(int argc, char** argv, Options* o) {
   bool all_files = !o->q_file.empty() && !o->k_file.empty() && !o->v_file.empty();
   if (any_file && !all_files) return InvalidArgument("--q, --k and --v must be given together");
   if (any_file && cmd != "run") return InvalidArgument("--q/--k/--v are options of 'run' only");
-  if (!o->config_name.empty() && !o->branches_text.empty())
+  if (!o->config_name.empty() && o->branches_given)
     return InvalidArgument("give --config or --branches, not both");
   return Status::Ok();
 }
@@ -249,7 +250,7 @@ Status make_config(const Options& o, Config* c) {
   std::string tr = o.transport.empty() ? (c->backend == Backend::cuda ? "nccl" : "mpi") : o.transport;
   RINGATTN_RETURN_IF_ERROR(parse_transport(tr, &c->transport));
   RINGATTN_RETURN_IF_ERROR(parse_head_offsets(o.head_offsets, &c->head_offsets));
-  if (!o.branches_text.empty()) {
+  if (o.branches_given) {
     RINGATTN_RETURN_IF_ERROR(parse_branches(o.branches_text, &c->branches));
   } else {
     RINGATTN_RETURN_IF_ERROR(named_branches(o.config_name.empty() ? "longnet4" : o.config_name, o.seq, &c->branches));

@@ -15,6 +15,7 @@ struct Options {
   bool help = false;
   std::string config_name;      // longnet4 | longnet-paper | geometric | dense
   std::string branches_text;    // explicit "w:r,..."
+  bool branches_given = false;  // --branches seen (even empty: an error)
   int64_t seq = 32768;
   int64_t heads = 4;
   int64_t head_dim = 64;

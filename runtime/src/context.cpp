@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "agree.hpp"
+#include "device_tier.hpp"
 #include "check.hpp"
 #include "executor.hpp"
 #include "plan_cache.hpp"
@@ -25,6 +26,7 @@ struct Context::Impl {
   Stats stats;
 
   ~Impl() {
+    cache.reset();  // waits for the fences of its last readers
     executor.reset();
     transport.reset();
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
@@ -57,24 +59,31 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   im.cfg = config;
 
   Status local = validate_config(config);
+  std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
   if (local.ok()) {
     if (config.backend == Backend::cpu) {
       im.transport = make_mpi_transport(im.comm);
       im.executor = make_cpu_executor(config, im.transport.get(), im.rank);
     } else {
       local = make_cuda_executor(config, im.comm, &im.executor);
+      if (local.ok()) local = make_cuda_device_tier(&tier);
     }
   }
   im.hash = config_hash(config);
   RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, 0, 0));
 
-  im.cache = std::make_unique<PlanCache>(config.cache);
+  im.cache = std::make_unique<PlanCache>(config.cache, std::move(tier), im.executor->plan_image_block_m());
+  std::vector<std::pair<PlanKey, PlanCache::Builder>> pregen;
   for (const Shape& s : config.pregenerate) {
     Status st = validate_shape(config, s, im.world);
     if (!st.ok()) return Status(st.code(), "pregenerate: " + st.message());
-    im.cache->pin(PlanKey{im.hash, s.batch, s.seq, im.world, im.rank},
-                  [&] { return build_plan(config, s, im.world, im.rank); });
+    const int world = im.world, rank = im.rank;
+    pregen.emplace_back(PlanKey{im.hash, s.batch, s.seq, world, rank},
+                        [config, s, world, rank] { return build_plan(config, s, world, rank); });
   }
+  // Built now, pinned, and placed on the device in one batched copy.
+  Status st = im.cache->pregenerate(pregen);
+  if (!st.ok()) return Status(st.code(), "pregenerate: " + st.message());
   *out = std::move(ctx);
   return Status::Ok();
 }
@@ -109,13 +118,20 @@ Status Context::forward(const Shape& shape, const void* q, const void* k, const 
   const auto tp = Clock::now();
   const Config& cfg = im.cfg;
   int world = im.world, rank = im.rank;
-  std::shared_ptr<const Plan> plan =
-      im.cache->get(PlanKey{im.hash, shape.batch, shape.seq, world, rank},
-                    [&] { return build_plan(cfg, shape, world, rank); });
+  // The lease keeps the plan (and its device copy) alive until the fence
+  // recorded by release() after the forward's last kernel completes.
+  PlanLease lease;
+  Status got = im.cache->acquire(PlanKey{im.hash, shape.batch, shape.seq, world, rank},
+                                 [&] { return build_plan(cfg, shape, world, rank); }, stream, &lease);
   im.stats.last_plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
+  RINGATTN_RETURN_IF_ERROR(got);
 
   ForwardArgs a{&shape, q, k, v, o, lse, stream};
-  RINGATTN_RETURN_IF_ERROR(im.executor->forward(*plan, a, &im.stats));
+  a.image = lease.image.get();
+  a.image_device = lease.device;
+  Status st = im.executor->forward(*lease.plan, a, &im.stats);
+  im.cache->release(&lease, stream);
+  RINGATTN_RETURN_IF_ERROR(st);
   im.stats.forwards++;
   im.stats.last_forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   return Status::Ok();

@@ -1,6 +1,7 @@
 // Built when the CUDA backend is not compiled in: every CUDA entry point
 // reports that, naming what is allowed instead.
 #include "device_impl.hpp"
+#include "device_tier.hpp"
 #include "executor.hpp"
 #include "ringattn/device.hpp"
 
@@ -13,6 +14,7 @@ static Status no_cuda() {
 
 bool cuda_backend_compiled() { return false; }
 Status make_cuda_executor(const Config&, MPI_Comm, std::unique_ptr<Executor>*) { return no_cuda(); }
+Status make_cuda_device_tier(std::unique_ptr<DeviceTier>*) { return no_cuda(); }
 
 namespace dev {
 int device_count() { return 0; }

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "plan.hpp"
+#include "plan_image.hpp"
 #include "ringattn/ringattn.hpp"
 #include "transport.hpp"
 
@@ -20,12 +21,21 @@ struct ForwardArgs {
   void* o;
   float* lse;
   void* stream;
+  // The plan's device image (plan_image.hpp) from the pattern cache's lease;
+  // the stream already waits for its copy. Null on the cpu backend.
+  const PlanImage* image = nullptr;
+  const void* image_device = nullptr;
 };
 
 class Executor {
  public:
   virtual ~Executor() = default;
+  // Returns once O and LSE are complete or enqueued on a.stream: every reader
+  // of the plan's device image is on that stream (the cache fences it there).
   virtual Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) = 0;
+  // Query rows per CTA that the device image's prefix tables are built for;
+  // 0: this executor reads no device image (the cpu backend).
+  virtual int plan_image_block_m() const { return 0; }
 };
 
 std::unique_ptr<Executor> make_cpu_executor(const Config& c, RingTransport* transport, int rank);

@@ -1,14 +1,53 @@
-// The pattern cache: compiled plans keyed by (config hash, batch, N, world,
-// rank). This is the host tier; see docs in README for the tiers.
+// The tiered pattern cache: compiled plans (plan.hpp) and their device
+// images (plan_image.hpp), keyed by PlanKey (config hash, batch, N, world,
+// rank; the config hash covers branches, causality, head rule, heads, dtype,
+// backend...).
+//
+// Tiers (both LRU, each under its own byte budget, MRU first):
+//   host:   the Plan and its image blob in pinned memory (from the
+//           DeviceTier). Every cached plan is here; the device holds a subset.
+//   device: a device copy of the image. A plan is promoted after
+//           `promote_after_hits` host hits (0: at once); pinned plans
+//           (Config::pregenerate) and announced ones (prefetch) go straight
+//           to the device. Evicted from the device, a plan stays on the host
+//           until the host tier evicts it.
+// A plan used while only on the host is copied to the device for that call
+// ("staged", freed after it): the same path as `enabled = false`, which
+// rebuilds the plan and its image on every call (the comparison baseline).
+//
+// Lifetime: acquire() returns a lease; release(lease, stream) records a fence
+// after the last kernel that read it. A device or host block dropped by the
+// cache (eviction, staging, cache off) is freed only once no lease holds it
+// and all its fences (kernels, copies) completed: polled, never waited on by
+// the forward.
+//
+// Device memory held (resident plans + dropped blocks not yet freed) never
+// exceeds device_budget_bytes; when room cannot be made (the rest is pinned
+// or still in use) the plan stays on the host and is staged. Staging copies
+// are per-call working memory and not counted (as with the cache off).
+//
+// Prefetch: one worker thread (owned by the cache) builds announced plans and
+// places them on the device with one batched copy per drained queue. A
+// forward that needs a plan still building waits for that build (counted in
+// prefetch_waits), never rebuilds it. One mutex; builds run outside it.
+//
+// Without a DeviceTier (cpu backend) only the host tier exists and no image
+// is built: nothing would read it.
 #pragma once
-#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
+#include "device_tier.hpp"
 #include "plan.hpp"
+#include "plan_image.hpp"
 #include "ringattn/ringattn.hpp"
 
 namespace ringattn {
@@ -23,92 +62,135 @@ struct PlanKeyHash {
   }
 };
 
+namespace cache_detail {
+// Memory the cache allocated; freed by reclaim() once unused.
+struct Block {
+  enum class Kind { device, pinned_host, malloc_host };
+  Kind kind = Kind::device;
+  void* ptr = nullptr;
+  int64_t bytes = 0;
+  bool staged = false;              // per-call device copy, outside the budget
+  int leases = 0;                   // forwards holding it
+  std::vector<FenceRef> fences;     // readers not yet known complete
+};
+}  // namespace cache_detail
+
+// A plan in use by one forward. `device` is the device copy of `image`
+// (null without a device tier); the compute stream passed to acquire()
+// already waits for its copy.
+struct PlanLease {
+  std::shared_ptr<const Plan> plan;
+  std::shared_ptr<const PlanImage> image;
+  const void* device = nullptr;
+  std::shared_ptr<cache_detail::Block> block;
+  explicit operator bool() const { return plan != nullptr; }
+};
+
 class PlanCache {
  public:
   using Builder = std::function<Plan()>;
-  explicit PlanCache(const CacheOptions& o) : opt_(o) {}
 
-  std::shared_ptr<const Plan> get(const PlanKey& key, const Builder& build) {
-    auto t0 = std::chrono::steady_clock::now();
-    std::lock_guard<std::mutex> g(mu_);
-    if (opt_.enabled) {
-      auto it = map_.find(key);
-      if (it != map_.end()) {
-        stats_.host_hits++;
-        lru_.splice(lru_.begin(), lru_, it->second.lru);
-        stats_.lookup_ms += ms(t0);
-        return it->second.plan;
-      }
-    }
-    stats_.misses++;
-    auto b0 = std::chrono::steady_clock::now();
-    auto plan = std::make_shared<const Plan>(build());
-    stats_.build_ms += ms(b0);
-    if (opt_.enabled) insert(key, plan, false);
-    return plan;
-  }
+  // `tier`: null for the cpu backend. `block_m`: query rows per CTA of the
+  // device kernel (the image's prefix tables depend on it).
+  PlanCache(const CacheOptions& o, std::unique_ptr<DeviceTier> tier, int block_m);
+  ~PlanCache();
+  PlanCache(const PlanCache&) = delete;
+  PlanCache& operator=(const PlanCache&) = delete;
 
-  void pin(const PlanKey& key, const Builder& build) {
-    std::lock_guard<std::mutex> g(mu_);
-    auto b0 = std::chrono::steady_clock::now();
-    auto plan = std::make_shared<const Plan>(build());
-    stats_.build_ms += ms(b0);
-    insert(key, plan, true);
-  }
+  // The plan of `key`, built by `build` on a miss. `stream`: the compute
+  // stream of the kernels that will read it.
+  Status acquire(const PlanKey& key, const Builder& build, void* stream, PlanLease* out);
+  // Records a fence on `stream` after the lease's readers; clears the lease.
+  void release(PlanLease* lease, void* stream);
 
-  void prefetch(const PlanKey& key, const Builder& build) {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      if (!opt_.enabled || map_.count(key)) return;
-    }
-    get(key, build);
-  }
+  // Builds the plans now, pins them (never evicted) and places them on the
+  // device in one batched copy.
+  Status pregenerate(const std::vector<std::pair<PlanKey, Builder>>& plans);
+  // Announces a plan: built on the worker thread, placed on the device.
+  void prefetch(const PlanKey& key, Builder build);
 
-  CacheStats stats() const {
-    std::lock_guard<std::mutex> g(mu_);
-    CacheStats s = stats_;
-    s.plans_held = int64_t(map_.size());
-    return s;
-  }
+  // Frees dropped blocks whose fences completed (also done by every call).
+  void poll();
+  // Waits until the prefetch worker has nothing queued or building.
+  void wait_idle();
+
+  CacheStats stats() const;
+
+  // Introspection for tests.
+  bool on_host(const PlanKey& key) const;
+  bool on_device(const PlanKey& key) const;
+  std::vector<PlanKey> host_order() const;    // MRU first
+  std::vector<PlanKey> device_order() const;  // MRU first
 
  private:
+  using Block = cache_detail::Block;
+  using BlockRef = std::shared_ptr<Block>;
+  enum class State { building, ready, failed };
   struct Entry {
+    PlanKey key;
+    State state = State::building;
+    Status error;
     std::shared_ptr<const Plan> plan;
-    std::list<PlanKey>::iterator lru;
-    bool pinned = false;
-    int64_t bytes = 0;
+    std::shared_ptr<const PlanImage> image;
+    BlockRef host;       // image blob on the host
+    BlockRef dev;        // resident device copy
+    FenceRef dev_ready;  // the copy that filled `dev`
+    int64_t host_bytes = 0;
+    int hits = 0;            // host hits since it arrived on the host tier (or left the device)
+    bool pinned = false;     // never evicted; placed on the device
+    bool announced = false;  // prefetched: place on the device when built
+    bool in_host = false, in_dev = false;
+    std::list<Entry*>::iterator host_it, dev_it;
   };
-  static double ms(std::chrono::steady_clock::time_point t) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
-  }
-  void insert(const PlanKey& key, std::shared_ptr<const Plan> plan, bool pinned) {
-    auto it = map_.find(key);
-    if (it != map_.end()) {
-      it->second.pinned |= pinned;
-      return;
-    }
-    lru_.push_front(key);
-    Entry e{std::move(plan), lru_.begin(), pinned, 0};
-    e.bytes = e.plan->host_bytes();
-    stats_.host_bytes += e.bytes;
-    map_.emplace(key, std::move(e));
-    // Evict least recently used unpinned plans over the host budget.
-    for (auto r = lru_.end(); stats_.host_bytes > opt_.host_budget_bytes && r != lru_.begin();) {
-      --r;
-      auto m = map_.find(*r);
-      if (m->second.pinned || *r == key) continue;
-      stats_.host_bytes -= m->second.bytes;
-      stats_.host_evictions++;
-      map_.erase(m);
-      r = lru_.erase(r);
-    }
-  }
+  struct Payload {
+    std::shared_ptr<const Plan> plan;
+    std::shared_ptr<const PlanImage> image;
+    BlockRef host;
+    double build_ms = 0;
+  };
+  struct Job {
+    PlanKey key;
+    Builder build;
+  };
+
+  Status build_payload(const Builder& build, bool pinned_host, Payload* out);
+  void free_block(Block& b);
+  void drop(BlockRef b);  // to the pending list (freed by reclaim)
+  Entry* begin_build(const PlanKey& key);
+  Status finish_build(Entry* e, Status built, Payload&& p);  // under the lock
+  void touch(Entry* e);
+  void evict_device(Entry* e);
+  void evict_entry(Entry* e);
+  void enforce_host_budget();
+  int64_t device_held() const { return resident_bytes_ + dropped_device_bytes_; }
+  bool make_room(int64_t need, const std::vector<Entry*>& batch);
+  Status place_on_device(const std::vector<Entry*>& batch);
+  void wait_for_dropped(std::unique_lock<std::mutex>& lk);
+  Status lease_device(Entry* e, void* stream, PlanLease* out);
+  Status stage(const std::shared_ptr<const PlanImage>& image, const BlockRef& host, void* stream, PlanLease* out);
+  Status acquire_uncached(const Builder& build, void* stream, PlanLease* out);
+  void reclaim();
+  void worker();
+  static int64_t alloc_size(int64_t bytes) { return bytes > 256 ? bytes : 256; }
 
   CacheOptions opt_;
+  std::unique_ptr<DeviceTier> tier_;
+  int block_m_;
+
   mutable std::mutex mu_;
-  std::unordered_map<PlanKey, Entry, PlanKeyHash> map_;
-  std::list<PlanKey> lru_;
+  std::condition_variable built_cv_;  // an entry left the building state
+  std::condition_variable work_cv_;   // worker: a job arrived, or stop
+  std::condition_variable idle_cv_;   // worker: queue drained
+  std::unordered_map<PlanKey, std::unique_ptr<Entry>, PlanKeyHash> map_;
+  std::list<Entry*> host_lru_, dev_lru_;  // MRU first
+  std::vector<BlockRef> dropped_;         // waiting for leases and fences
+  int64_t resident_bytes_ = 0, dropped_device_bytes_ = 0;
   CacheStats stats_;
+
+  std::deque<Job> queue_;
+  std::vector<PlanKey> to_place_;  // built by the worker, announced, not yet placed
+  bool worker_busy_ = false, stop_ = false;
+  std::thread worker_;
 };
 
 }  // namespace ringattn

@@ -48,9 +48,12 @@ inline void spec_keys_scan(const Config& c, int64_t N, int64_t h, int64_t t, std
 inline void spec_keys_segment(const Config& c, int64_t N, int64_t h, int64_t t, std::vector<int64_t>* keys) {
   keys->clear();
   for (const Branch& b : c.branches) {
+    if (!spec_selected(c, b, h, t)) continue;  // A_i(t, h) is empty
     const int64_t s = t / b.w, a = s * b.w, e = std::min(a + b.w, N);
-    for (int64_t u = a; u < e; ++u)
-      if (spec_attends(c, b, h, t, u)) keys->push_back(u);
+    const int64_t o = spec_head_offset(c.head_offsets, b.r, h, c.heads);
+    const int64_t last = c.causal ? std::min(e, t + 1) : e;
+    for (int64_t u = a; u < last; ++u)
+      if ((u - a) % b.r == o) keys->push_back(u);  // u in I(i, h, s)
   }
 }
 

@@ -4,6 +4,7 @@
 //   fwd_main bench [variant...]  the issue-4 benchmark table
 // variant: auto | mma | wgmma | pipe. Exit code non-zero on any failure.
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include "fwd_runner.hpp"
 
@@ -15,11 +16,14 @@ static FwdVariant parse_variant(const std::string& s) {
   if (s == "mma") return FwdVariant::mma_sync;
   if (s == "wgmma") return FwdVariant::wgmma;
   if (s == "pipe") return FwdVariant::wgmma_pipelined;
+  if (s == "ws") return FwdVariant::wgmma_ws;
+  if (s == "ws3") return FwdVariant::wgmma_ws_3stage;
   return FwdVariant::automatic;
 }
 static const char* variant_name(FwdVariant v) {
   return v == FwdVariant::mma_sync ? "mma" : v == FwdVariant::wgmma ? "wgmma"
-         : v == FwdVariant::wgmma_pipelined ? "pipe" : "auto";
+         : v == FwdVariant::wgmma_pipelined ? "pipe" : v == FwdVariant::wgmma_ws ? "ws"
+         : v == FwdVariant::wgmma_ws_3stage ? "ws3" : "auto";
 }
 
 static int run_tests(FwdVariant v, bool small_only) {
@@ -86,7 +90,14 @@ static int run_bench(const std::vector<FwdVariant>& variants) {
               prop.l2CacheSize >> 20);
   std::printf("%-22s %-6s %9s %10s %9s %9s %9s %10s\n", "case", "path", "tokens", "useful_FLOP",
               "ms(med)", "ms(min)", "TFLOP/s", "peak_GiB");
+  // BENCH_CASES="name1,name2": only those cases (exact names); BENCH_ITERS: timed runs.
+  const char* only = std::getenv("BENCH_CASES");
+  const char* iters_env = std::getenv("BENCH_ITERS");
   for (const BenchCase& bc : cases) {
+    if (only && *only) {
+      const std::string list = std::string(",") + only + ",";
+      if (list.find(std::string(",") + bc.name + ",") == std::string::npos) continue;
+    }
     const auto br = named_config(bc.cfg, bc.N);
     const size_t elems = size_t(B) * bc.N * H * D;
     const size_t rows = size_t(B) * bc.N * H;
@@ -132,7 +143,8 @@ static int run_bench(const std::vector<FwdVariant>& variants) {
       cudaEvent_t e0, e1;
       RA_CUDA_CHECK(cudaEventCreate(&e0));
       RA_CUDA_CHECK(cudaEventCreate(&e1));
-      const int warm = 2, iters = bc.N >= (1 << 20) ? 10 : 20;
+      const int warm = 2, iters = iters_env ? std::max(1, std::atoi(iters_env))
+                                            : bc.N >= (1 << 20) ? 10 : 20;
       std::vector<float> ms;
       for (int it = 0; it < warm + iters; ++it) {
         const int s = it % sets;

@@ -2,6 +2,10 @@
 # Build, test and benchmark the CUDA fused dilated attention forward in one call
 # (no CMake needed). Usage: kernels/cuda/standalone/run_device.sh [test|bench|all|build]
 # Logs go to $OUT (or ./out_cuda). Exit code non-zero on any failure.
+# Env: PREBUILT=1 uses the objects already in $BUILD (built elsewhere with the
+# same script, MODE=build); TEST_VARIANTS, SAN_VARIANTS, BENCH_VARIANTS pick
+# paths; NCU_VARIANTS="wgmma ws" profiles the first longnet4-64k launch of
+# each (ncu --set full) into $OUT/ncu_<variant>.txt.
 set -o pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/out_cuda}; mkdir -p "$OUT"
@@ -14,13 +18,15 @@ echo "== build $(date -u +%FT%TZ)"; nvidia-smi --query-gpu=name,driver_version,c
 objs=""
 for f in kernels/cuda/*.cu; do
   o=$BUILD/$(basename "$f" .cu).o; objs="$objs $o"
-  $NVCC $FLAGS -c "$f" -o "$o" 2> "$BUILD/$(basename "$f").ptxas" &
+  [ "${PREBUILT:-0}" = 1 ] || $NVCC $FLAGS -c "$f" -o "$o" 2> "$BUILD/$(basename "$f").ptxas" &
 done
-$NVCC $FLAGS -c kernels/cuda/standalone/fwd_main.cu -o $BUILD/fwd_main.o 2> $BUILD/fwd_main.ptxas &
+[ "${PREBUILT:-0}" = 1 ] || $NVCC $FLAGS -c kernels/cuda/standalone/fwd_main.cu -o $BUILD/fwd_main.o 2> $BUILD/fwd_main.ptxas &
 wait
 cat $BUILD/*.ptxas > "$OUT/ptxas.txt"
+[ "${PREBUILT:-0}" = 1 ] && [ -x $BUILD/fwd_main ] || \
 $NVCC -gencode=arch=compute_90a,code=sm_90a $objs $BUILD/fwd_main.o -o $BUILD/fwd_main || { echo BUILD FAILED; cat "$OUT/ptxas.txt" | grep -i error; exit 1; }
-grep -A2 "fwd_kernel" "$OUT/ptxas.txt" | grep -E "Used|spill" | sort | uniq -c
+if grep -E "C7514|C7508" "$OUT/ptxas.txt" | grep -v "FwdTraits.*Li2EEE" ; then echo "WGMMA SERIALISED / SETMAXNREG IGNORED"; rc=1; fi
+grep -A2 -E "fwd_kernel|fwd_ws_kernel" "$OUT/ptxas.txt" | grep -E "Used|spill" | sort | uniq -c
 if grep -E "[1-9][0-9]* bytes spill" "$OUT/ptxas.txt"; then echo "SPILLS FOUND"; rc=1; fi
 grep -i "warn" "$OUT/ptxas.txt" | head
 if command -v cuobjdump >/dev/null; then
@@ -30,17 +36,26 @@ if command -v cuobjdump >/dev/null; then
 fi
 [ "$MODE" = build ] && exit $rc
 if [ "$MODE" = test ] || [ "$MODE" = all ]; then
-  echo "== correctness"; $BUILD/fwd_main test mma wgmma pipe 2>&1 | tee "$OUT/test.txt" || rc=1
+  echo "== correctness"; $BUILD/fwd_main test ${TEST_VARIANTS:-mma wgmma pipe ws ws3 auto} 2>&1 | tee "$OUT/test.txt" || rc=1
   if command -v compute-sanitizer >/dev/null; then
     echo "== compute-sanitizer"
-    compute-sanitizer --tool memcheck --error-exitcode 3 $BUILD/fwd_main small mma wgmma pipe > "$OUT/memcheck.txt" 2>&1; m=$?
-    compute-sanitizer --tool racecheck --error-exitcode 3 $BUILD/fwd_main small mma wgmma pipe > "$OUT/racecheck.txt" 2>&1; r=$?
+    compute-sanitizer --tool memcheck --error-exitcode 3 $BUILD/fwd_main small ${SAN_VARIANTS:-mma wgmma pipe ws ws3} > "$OUT/memcheck.txt" 2>&1; m=$?
+    compute-sanitizer --tool racecheck --error-exitcode 3 $BUILD/fwd_main small ${SAN_VARIANTS:-mma wgmma pipe ws ws3} > "$OUT/racecheck.txt" 2>&1; r=$?
     tail -n 3 "$OUT/memcheck.txt"; tail -n 3 "$OUT/racecheck.txt"
     echo "memcheck rc=$m racecheck rc=$r"; [ $m = 0 ] && [ $r = 0 ] || rc=1
   fi
 fi
 if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
-  echo "== bench"; $BUILD/fwd_main bench ${BENCH_VARIANTS:-mma wgmma pipe} 2>&1 | tee "$OUT/bench.txt" || rc=1
+  echo "== bench"; $BUILD/fwd_main bench ${BENCH_VARIANTS:-mma wgmma pipe ws ws3} 2>&1 | tee "$OUT/bench.txt" || rc=1
+fi
+if [ -n "${NCU_VARIANTS:-}" ] && command -v ncu >/dev/null; then
+  for v in $NCU_VARIANTS; do
+    k='regex:fwd_kernel'; case $v in ws*) k='regex:fwd_ws_kernel';; esac
+    echo "== ncu $v"
+    BENCH_CASES="longnet4 64k" BENCH_ITERS=1 timeout 240 ncu --set full --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" -k "$k" -c 1 --import-source no \
+      $BUILD/fwd_main bench $v > "$OUT/ncu_$v.txt" 2>&1 || echo "ncu $v rc=$?"
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Executed Ipc A|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|L2 Hit Rate|L1/TEX Hit|Bank" "$OUT/ncu_$v.txt" | head -30
+  done
 fi
 echo "== done rc=$rc"
 exit $rc

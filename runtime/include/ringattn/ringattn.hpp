@@ -34,12 +34,21 @@ struct StepTiming {
   double exposed_ms = 0;    // time spent waiting for it (not overlapped)
 };
 
+// Counters of the tiered pattern cache (compiled plans), this rank.
 struct CacheStats {
-  int64_t device_hits = 0, host_hits = 0, misses = 0;
+  int64_t device_hits = 0, host_hits = 0, misses = 0;  // misses: plans built on the forward's path
   int64_t promotions = 0, device_evictions = 0, host_evictions = 0;
-  int64_t bytes_copied = 0, device_bytes = 0, host_bytes = 0;
-  int64_t plans_held = 0;
-  double build_ms = 0, lookup_ms = 0;
+  int64_t bytes_copied = 0;  // host->device, all plan copies (promotions, staging, cache off)
+  int64_t device_bytes = 0;  // device memory held now (resident plans + evicted ones still in use)
+  int64_t host_bytes = 0;    // host tier: plans and their images
+  int64_t plans_held = 0;    // distinct plans in the host tier (device ones are a subset)
+  double build_ms = 0;       // building plans and images, on any thread
+  double lookup_ms = 0;      // inside the lookup on hits (both tiers)
+  int64_t prefetches = 0;      // plans built by the prefetch worker
+  int64_t prefetch_waits = 0;  // forwards that waited for a prefetch build still running
+  int64_t copies = 0;          // batched host->device copies (one may move several plans)
+  int64_t staged = 0;          // uses of a plan not resident on the device (copied for one call)
+  int64_t device_plans = 0;    // plans resident on the device now
 };
 
 struct Stats {

@@ -43,58 +43,35 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// A plan's device arrays in one allocation, uploaded by one copy.
+// A plan's device arrays: the image the pattern cache copied to the device
+// (plan_image.hpp), turned into pointers.
 struct DevicePlan {
-  void* blob = nullptr;
-  int64_t bytes = 0;
   const kern::Tile* tiles = nullptr;
   const int32_t* key_index = nullptr;
   const int32_t* prefix = nullptr;            // per pass: num_tiles + 1 entries
-  std::vector<int64_t> pass_prefix_offset;    // into prefix
-  std::vector<int32_t> pass_blocks;           // CTAs per batch of each pass
+  const int64_t* pass_prefix_offset = nullptr;  // into prefix, per pass
+  const int32_t* pass_blocks = nullptr;         // CTAs per batch of each pass
   std::vector<const int32_t*> send_rows, send_prefix;  // per plan step
-  ~DevicePlan() {
-    if (blob) cudaFree(blob);
-  }
 };
 
-Status upload_plan(const Plan& plan, int block_m, DevicePlan* dp) {
-  std::vector<char> host;
-  auto append = [&](const void* p, size_t n) -> size_t {
-    size_t off = (host.size() + 255) & ~size_t(255);
-    host.resize(off + n);
-    if (n) std::memcpy(host.data() + off, p, n);
-    return off;
-  };
-  size_t t_off = append(plan.tiles.data(), plan.tiles.size() * sizeof(kern::Tile));
-  size_t k_off = append(plan.key_index.data(), plan.key_index.size() * sizeof(int32_t));
-  std::vector<int32_t> prefix;
-  for (const Pass& ps : plan.passes) {
-    dp->pass_prefix_offset.push_back(int64_t(prefix.size()));
-    int32_t acc = 0;
-    for (int64_t t = ps.tile_begin; t < ps.tile_end; ++t) {
-      prefix.push_back(acc);
-      acc += (plan.tiles[t].q_count + block_m - 1) / block_m;
-    }
-    prefix.push_back(acc);
-    dp->pass_blocks.push_back(acc);
-  }
-  size_t p_off = append(prefix.data(), prefix.size() * sizeof(int32_t));
-  std::vector<size_t> rows_off, pre_off;
-  for (const PlanStep& st : plan.steps) {
-    rows_off.push_back(append(st.send.rows.data(), st.send.rows.size() * sizeof(int32_t)));
-    pre_off.push_back(append(st.send.head_prefix.data(), st.send.head_prefix.size() * sizeof(int32_t)));
-  }
-  dp->bytes = int64_t(host.size());
-  RINGATTN_CUDA_CHECK(cudaMalloc(&dp->blob, host.size() ? host.size() : 16));
-  RINGATTN_CUDA_CHECK(cudaMemcpy(dp->blob, host.data(), host.size(), cudaMemcpyHostToDevice));
-  char* base = static_cast<char*>(dp->blob);
-  dp->tiles = reinterpret_cast<const kern::Tile*>(base + t_off);
-  dp->key_index = reinterpret_cast<const int32_t*>(base + k_off);
-  dp->prefix = reinterpret_cast<const int32_t*>(base + p_off);
+Status device_plan_view(const Plan& plan, const ForwardArgs& a, int block_m, DevicePlan* dp) {
+  const PlanImage* im = a.image;
+  if (im == nullptr || a.image_device == nullptr)
+    return Status(StatusCode::kInternal, "cuda executor: the plan has no device image (pattern cache lease missing)");
+  if (im->block_m != block_m || im->pass_blocks.size() != plan.passes.size() || im->send_rows_offset.size() != plan.steps.size())
+    return Status(StatusCode::kInternal, "cuda executor: the device image was built for block_m " + std::to_string(im->block_m) +
+                                             ", the kernel needs " + std::to_string(block_m));
+  const void* base = a.image_device;
+  dp->tiles = image_at<kern::Tile>(base, im->tiles_offset);
+  dp->key_index = image_at<int32_t>(base, im->key_index_offset);
+  dp->prefix = image_at<int32_t>(base, im->prefix_offset);
+  dp->pass_prefix_offset = im->pass_prefix_offset.data();
+  dp->pass_blocks = im->pass_blocks.data();
+  dp->send_rows.clear();
+  dp->send_prefix.clear();
   for (size_t i = 0; i < plan.steps.size(); ++i) {
-    dp->send_rows.push_back(reinterpret_cast<const int32_t*>(base + rows_off[i]));
-    dp->send_prefix.push_back(reinterpret_cast<const int32_t*>(base + pre_off[i]));
+    dp->send_rows.push_back(image_at<int32_t>(base, im->send_rows_offset[i]));
+    dp->send_prefix.push_back(image_at<int32_t>(base, im->send_prefix_offset[i]));
   }
   return Status::Ok();
 }
@@ -145,8 +122,9 @@ class CudaExecutor final : public Executor {
     const int64_t B = a.shape->batch, L = plan.local_rows, H = cfg_.heads, D = cfg_.head_dim;
     const int64_t es = int64_t(dtype_size(cfg_.dtype));
     const size_t nsteps = plan.steps.size();
-    DevicePlan* dp = nullptr;
-    RINGATTN_RETURN_IF_ERROR(device_plan(plan, &dp));
+    DevicePlan dplan;
+    RINGATTN_RETURN_IF_ERROR(device_plan_view(plan, a, block_m_, &dplan));
+    const DevicePlan* dp = &dplan;
     RINGATTN_RETURN_IF_ERROR(ensure_events(nsteps + 1));
 
     // Buffers for the largest block of any step.
@@ -321,6 +299,8 @@ class CudaExecutor final : public Executor {
     return Status::Ok();
   }
 
+  int plan_image_block_m() const override { return block_m_; }
+
  private:
   kc::ElemType elem() const { return cfg_.dtype == DType::f16 ? kc::ElemType::f16 : kc::ElemType::bf16; }
 
@@ -390,21 +370,6 @@ class CudaExecutor final : public Executor {
     }
   }
 
-  Status device_plan(const Plan& plan, DevicePlan** out) {
-    const auto key = std::make_tuple(plan.key.config_hash, plan.key.batch, plan.key.seq, plan.key.world, plan.key.rank);
-    auto it = dplans_.find(key);
-    if (it != dplans_.end()) {
-      *out = it->second.get();
-      return Status::Ok();
-    }
-    if (dplans_.size() > 64) dplans_.clear();
-    auto dp = std::make_unique<DevicePlan>();
-    RINGATTN_RETURN_IF_ERROR(upload_plan(plan, block_m_, dp.get()));
-    *out = dp.get();
-    dplans_[key] = std::move(dp);
-    return Status::Ok();
-  }
-
   Status ensure_events(size_t n) {
     for (auto* v : {&ev_recv_, &ev_done_, &ev_c0_, &ev_c1_, &ev_t0_}) {
       while (v->size() < n) {
@@ -463,7 +428,6 @@ class CudaExecutor final : public Executor {
   void* recv_host_[2] = {nullptr, nullptr};
   size_t send_cap_ = 0, recv_cap_ = 0;
   int64_t bytes_sent_ = 0, bytes_recv_ = 0;
-  std::map<std::tuple<uint64_t, int64_t, int64_t, int, int>, std::unique_ptr<DevicePlan>> dplans_;
 };
 
 }  // namespace

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build (gpu preset), GPU tests, benchmarks.
+#   ./launch/gpu_suite.sh [build|test|bench|ring|all]...   (default: all)
+# Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-$PWD/build/gpu-logs}"
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
+phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(all)
+want() { for p in "${phases[@]}"; do [ "$p" = "$1" ] || [ "$p" = all ] && return 0; done; return 1; }
+summary=()
+note() { summary+=("$*"); echo "== $*"; }
+RA=build/gpu/launch/ringattn
+MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader; nvcc --version | tail -1; date -u; } > "$OUT/device.txt" 2>&1
+note "device: $(head -1 "$OUT/device.txt")"
+
+if want build; then
+  t0=$(date +%s)
+  cmake --preset gpu > "$OUT/configure.log" 2>&1 && cmake --build --preset gpu -j 16 > "$OUT/build.log" 2>&1
+  rc=$?; note "build: rc=$rc in $(( $(date +%s) - t0 )) s"
+  [ $rc = 0 ] || { tail -40 "$OUT/build.log"; exit 1; }
+  # Resource report and SASS summary of the fused kernels.
+  obj=$(find build/gpu/kernels -name 'fwd_bf16_hd128.cu.o' | head -1)
+  if [ -n "$obj" ]; then
+    cuobjdump -res-usage "$obj" > "$OUT/resource_usage.txt" 2>&1
+    cuobjdump -sass "$obj" > "$OUT/sass.txt" 2>&1
+    note "sass bf16 hd128: HGMMA=$(grep -c HGMMA "$OUT/sass.txt") HMMA=$(grep -c HMMA "$OUT/sass.txt") LDL/STL=$(grep -cE 'LDL|STL' "$OUT/sass.txt")"
+    grep -E "REG|STACK|LOCAL" "$OUT/resource_usage.txt" | head -8 > "$OUT/resource_summary.txt"
+  fi
+fi
+
+if want test; then
+  t0=$(date +%s)
+  ctest --test-dir build/gpu -L gpu -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_gpu.log" 2>&1
+  rc=$?; note "ctest -L gpu: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu.log")"
+  grep -E "Failed|\*\*\*" "$OUT/ctest_gpu.log" | head -20
+fi
+
+bench() {  # name, np, args...
+  local name="$1" np="$2"; shift 2
+  $MPI -np "$np" $RA bench --backend cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  note "$name: rc=$rc $(grep -A1 '# config' "$OUT/$name.log" | tail -1)"
+}
+if want bench; then
+  bench longnet4_64k 1 --config longnet4 --seq 64k --heads 16 --head-dim 128
+  bench longnet4_1M 1 --config longnet4 --seq 1M --heads 16 --head-dim 128 --iters 10 --warmup 2
+  bench longnet4_1M_causal 1 --config longnet4 --seq 1M --heads 16 --head-dim 128 --causal --iters 10 --warmup 2
+  bench dense_16k 1 --config dense --seq 16k --heads 16 --head-dim 128
+  bench longnet4_16k 1 --config longnet4 --seq 16k --heads 16 --head-dim 128 --cache-stats
+  grep -h "peak device memory" "$OUT"/longnet4_1M.log | head -1 | sed 's/^/   1M: /'
+fi
+
+if want ring; then
+  bench geometric_256k_np4_mpi 4 --config geometric --seq 256k --heads 16 --head-dim 128 --transport mpi --timeline --iters 5 --warmup 1
+  # NCCL with several ranks on one GPU: each rank its own NCCL_HOSTID.
+  cat > "$OUT/hostid.sh" <<'EOS'
+#!/bin/bash
+export NCCL_HOSTID="ringattn-host-${OMPI_COMM_WORLD_RANK}" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo NCCL_NVLS_ENABLE=0
+exec "$@"
+EOS
+  chmod +x "$OUT/hostid.sh"
+  timeout 240 $MPI -np 2 "$OUT/hostid.sh" $RA verify --backend cuda --transport nccl --branches 512:1,1024:2,2048:4,4096:8 --seq 8192 --heads 4 --head-dim 128 --timeout 60 > "$OUT/nccl_np2_hostid.log" 2>&1
+  note "nccl np2 (NCCL_HOSTID per rank): rc=$? $(tail -1 "$OUT/nccl_np2_hostid.log")"
+  timeout 240 $MPI -np 2 $RA verify --backend cuda --transport nccl --branches 512:1,1024:2 --seq 4096 --heads 4 --head-dim 128 --timeout 30 > "$OUT/nccl_np2_plain.log" 2>&1
+  note "nccl np2 (plain, expected to be refused): rc=$? $(grep -m1 -iE 'error|verify' "$OUT/nccl_np2_plain.log")"
+  t0=$(date +%s)
+  timeout 120 $MPI -np 4 $RA run --backend cuda --transport mpi --config geometric --seq 64k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 1 --warmup 0 > "$OUT/fault_mpi.log" 2>&1
+  note "fault (rank 1 exits at step 1, mpi transport, 4 ranks): rc=$? after $(( $(date +%s) - t0 )) s"
+  $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 25 > "$OUT/varlen_prefetch.log" 2>&1
+  note "varlen cycle (prefetch): $(tail -1 "$OUT/varlen_prefetch.log")"
+  $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 25 --cache off > "$OUT/varlen_off.log" 2>&1
+  note "varlen cycle (cache off): $(tail -1 "$OUT/varlen_off.log")"
+fi
+
+echo; echo "================ summary ================"
+printf '%s\n' "${summary[@]}"
