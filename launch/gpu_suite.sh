@@ -17,7 +17,7 @@ MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader; nvcc --version | tail -1; date -u; } > "$OUT/device.txt" 2>&1
 note "device: $(head -1 "$OUT/device.txt")"
 
-if want build; then
+if want build || [ ! -x "$RA" ]; then
   t0=$(date +%s)
   cmake --preset gpu > "$OUT/configure.log" 2>&1 && cmake --build --preset gpu -j 16 > "$OUT/build.log" 2>&1
   rc=$?; note "build: rc=$rc in $(( $(date +%s) - t0 )) s"
@@ -46,7 +46,8 @@ bench() {  # name, np, args...
   note "$name: rc=$rc $(grep -A1 '# config' "$OUT/$name.log" | tail -1)"
 }
 if want bench; then
-  bench longnet4_64k 1 --config longnet4 --seq 64k --heads 16 --head-dim 128
+  bench longnet4_64k 1 --config longnet4 --seq 64k --heads 16 --head-dim 128 --timeline
+  grep -A2 "# timeline" "$OUT/longnet4_64k.log" | tail -1 | sed "s/^/   ring machinery check, kernel passes of the last forward: /"
   bench longnet4_1M 1 --config longnet4 --seq 1M --heads 16 --head-dim 128 --iters 10 --warmup 2
   bench longnet4_1M_causal 1 --config longnet4 --seq 1M --heads 16 --head-dim 128 --causal --iters 10 --warmup 2
   bench dense_16k 1 --config dense --seq 16k --heads 16 --head-dim 128
@@ -70,10 +71,22 @@ EOS
   t0=$(date +%s)
   timeout 120 $MPI -np 4 $RA run --backend cuda --transport mpi --config geometric --seq 64k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 1 --warmup 0 > "$OUT/fault_mpi.log" 2>&1
   note "fault (rank 1 exits at step 1, mpi transport, 4 ranks): rc=$? after $(( $(date +%s) - t0 )) s"
-  $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 25 > "$OUT/varlen_prefetch.log" 2>&1
-  note "varlen cycle (prefetch): $(tail -1 "$OUT/varlen_prefetch.log")"
-  $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 25 --cache off > "$OUT/varlen_off.log" 2>&1
-  note "varlen cycle (cache off): $(tail -1 "$OUT/varlen_off.log")"
+  $MPI -np 4 $RA bench --backend cuda --transport mpi --scaling --config geometric --seq 256k --heads 16 --head-dim 128 --iters 5 --warmup 1 --json "$OUT/scaling.json" > "$OUT/scaling.log" 2>&1
+  note "scaling: rc=$?"; grep -E "^  (weak|strong)" "$OUT/scaling.log"
+  python3 examples/plot_scaling.py "$OUT/scaling.json" "$OUT/scaling.png" >/dev/null 2>&1
+fi
+
+if want cache; then
+  for n in 16384 65536; do
+    bench cache_on_$n 1 --config longnet4 --seq $n --heads 16 --head-dim 128 --warmup 5 --iters 50 --cache-stats
+    grep -A2 "pattern cache" "$OUT/cache_on_$n.log" | tail -1 | sed 's/^/   cache on: /'
+    bench cache_off_$n 1 --config longnet4 --seq $n --heads 16 --head-dim 128 --warmup 5 --iters 50 --cache off --cache-stats
+  done
+  for m in "--cache off" "--no-prefetch" ""; do
+    tag=$(echo "prefetch$m" | tr -d ' -')
+    $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 50 --warm 10 $m > "$OUT/varlen_$tag.log" 2>&1
+    note "varlen [$m]: rc=$?"; tail -8 "$OUT/varlen_$tag.log"
+  done
 fi
 
 echo; echo "================ summary ================"

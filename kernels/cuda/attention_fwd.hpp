@@ -16,7 +16,7 @@ namespace ringattn::kern::cuda {
 enum class ElemType : int { f16 = 0, bf16 = 1 };
 
 // Which matrix path the kernel uses. `automatic` picks the fastest measured
-// one; the others exist for comparison and testing. mma_sync: FA2-style
+// one (wgmma_ws); the others exist for comparison and testing. mma_sync: FA2-style
 // mma.sync; wgmma: Hopper wgmma, GEMMs and softmax in sequence;
 // wgmma_pipelined: wgmma with the softmax overlapping the P V product.
 // wgmma_ws: warp-specialised persistent kernel (a producer warpgroup gathering

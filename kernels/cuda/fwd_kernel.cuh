@@ -9,6 +9,8 @@
 // memory and writes (or log-sum-exp merges into) O and LSE with 16-byte
 // accesses.
 //
+// (Path 3, the warp-specialised persistent kernel that `automatic` runs, is
+// in fwd_kernel_ws.cuh.)
 // Three matrix paths (Traits::kPath) share everything but the GEMMs:
 //   0: mma.sync m16n8k16 + ldmatrix (FA2 style, any sm_80+).
 //   1: Hopper wgmma (HGMMA in SASS), A = Q from shared memory for S = Q K^T,
@@ -656,17 +658,17 @@ cudaError_t launch_fwd_kernel(const FwdParams& p, cudaStream_t stream) {
 
 template <typename Elem, int D>
 cudaError_t run_fwd(const FwdParams& p, cudaStream_t stream) {
-  // automatic = path 1 (wgmma, GEMMs and softmax in sequence): the fastest
-  // correct path measured on H100 (bench/results/cuda_kernel_notes.md):
-  // 1.3x mma.sync; path 2's overlap measured within +-3% of it.
+  // automatic = wgmma_ws (warp-specialised, persistent, 2-stage ring): the
+  // fastest correct path measured on H100 (bench/results/cuda_kernel_notes.md:
+  // 1.45-1.7x path 1 on longnet4, run 4 of 2026-11-25).
   switch (p.variant) {
     case FwdVariant::mma_sync: {
       using T = FwdTraits<Elem, D, 0>;
       return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
     }
-    case FwdVariant::wgmma_ws: {
-      using T = FwdWsTraits<Elem, D, 2>;
-      return p.causal ? launch_fwd_ws_kernel<T, true>(p, stream) : launch_fwd_ws_kernel<T, false>(p, stream);
+    case FwdVariant::wgmma: {
+      using T = FwdTraits<Elem, D, 1>;
+      return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
     }
     case FwdVariant::wgmma_ws_3stage: {
       using T = FwdWsTraits<Elem, D, 3>;
@@ -676,9 +678,9 @@ cudaError_t run_fwd(const FwdParams& p, cudaStream_t stream) {
       using T = FwdTraits<Elem, D, 2>;
       return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
     }
-    default: {
-      using T = FwdTraits<Elem, D, 1>;
-      return p.causal ? launch_fwd_kernel<T, true>(p, stream) : launch_fwd_kernel<T, false>(p, stream);
+    default: {  // automatic, wgmma_ws
+      using T = FwdWsTraits<Elem, D, 2>;
+      return p.causal ? launch_fwd_ws_kernel<T, true>(p, stream) : launch_fwd_ws_kernel<T, false>(p, stream);
     }
   }
 }

@@ -13,11 +13,12 @@
 //     across items, so the next item's Q/K/V arrive during this one's tail
 //     and epilogue.
 //   WG 1, 2, consumers (setmaxnreg 232): 64 query rows each. Step g issues
-//     S_g = Q K_g^T and O += P_{g-1} V_{g-1} back to back, runs the softmax of
-//     S_g while P_{g-1} V_{g-1} is on the tensor cores (intra-warpgroup
-//     overlap), then frees the stage. The two consumers take turns issuing
-//     their GEMMs (ping-pong on named barriers 1 and 2), so one's softmax runs
-//     under the other's GEMMs. No CTA-wide barrier after the set-up.
+//     S_g = Q K_g^T and O += P_{g-1} V_{g-1} back to back, hands the turn to
+//     the other consumer once S_g is done, runs the softmax of S_g (after
+//     P_{g-1} V_{g-1}: see the note at its wait), then frees the stage. The
+//     two consumers take turns issuing their GEMMs (ping-pong on named
+//     barriers 1 and 2), so one's softmax runs under the other's GEMMs. No
+//     CTA-wide barrier after the set-up.
 //   Epilogue: straight from registers to global memory (4-byte stores; the
 //     log-sum-exp merge reads the old O and LSE the same way), so Q's shared
 //     memory is free as soon as the last S GEMM is done.
@@ -125,6 +126,7 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Traits::kProducerRegs));
     const int my_ch = tid % CH;
     const int my_row0 = tid / CH;
+    const int lane = tid & 31;
     constexpr int RS = 128 / CH;  // rows per pass (8 or 16), a multiple of 8:
     constexpr int IT = BN / RS;   // the swizzle of row + i*RS equals row's
     static_assert(BM == BN, "Q and K/V loads share the row mapping");
@@ -132,17 +134,50 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
     int stage = 0;
     uint32_t phase = 0;
     int itc = 0;
-    int lo_prev = 0, batch_prev = -1;
+    int lo_prev = 0, batch_prev = -1, cta_prev = 0;
+    // Item order. The planner lists tiles head-major (all segments of head 0,
+    // then head 1, ...), so neighbouring items read rows far apart (64 MB per
+    // tile at (16384,8) and 1M tokens). When the pass splits evenly into
+    // heads x segments x blocks-per-tile, walk it segment-major instead
+    // (segment, head, block): items running at the same time then read the
+    // same token rows (other heads' 256-byte columns), which keeps DRAM pages
+    // and TLB entries shared. Any such reshape is a bijection on the items,
+    // so this is only about speed: correctness does not depend on the layout.
+    const int bpt = p.num_tiles > 1 ? __ldg(p.tile_block_prefix + 1) : p.num_blocks;
+    const bool reorder = p.heads > 1 && bpt > 0 && p.num_blocks % (p.heads * bpt) == 0;
+    const int segs = reorder ? p.num_blocks / (p.heads * bpt) : 1;
     for (int w = blockIdx.x; w < total; w += gridDim.x, ++itc) {
       const int batch = w / p.num_blocks;
-      const int cta = w - batch * p.num_blocks;
-      int lo = batch == batch_prev ? lo_prev : 0, hi = p.num_tiles - 1;
-      while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        if (__ldg(p.tile_block_prefix + mid) <= cta) lo = mid; else hi = mid - 1;
+      int cta = w - batch * p.num_blocks;
+      if (reorder) {
+        const int q = cta / bpt, blk = cta - q * bpt;
+        const int sg = q / p.heads, h = q - sg * p.heads;
+        cta = (h * segs + sg) * bpt + blk;
+      }
+      // Tile of this item: last i with prefix[i] <= cta. Items of a CTA only
+      // move forward, so first one coalesced probe of the 32 tiles after the
+      // last one (a single round trip instead of a ~log2(tiles)-deep chain of
+      // dependent loads, which showed as a gap before each item); a binary
+      // search only when the item is further ahead.
+      int lo = batch == batch_prev && cta >= cta_prev ? lo_prev : 0;
+      {
+        const int cand = lo + 1 + lane;
+        const bool le = cand < p.num_tiles && __ldg(p.tile_block_prefix + cand) <= cta;
+        const unsigned m = __ballot_sync(0xffffffffu, le);
+        if (m != 0xffffffffu) {
+          lo += __popc(m);  // prefix is increasing: the lanes with le are 0..k-1
+        } else {
+          lo += 32;
+          int hi = p.num_tiles - 1;
+          while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (__ldg(p.tile_block_prefix + mid) <= cta) lo = mid; else hi = mid - 1;
+          }
+        }
       }
       lo_prev = lo;
       batch_prev = batch;
+      cta_prev = cta;
       const Tile t = p.tiles[lo];
       const int m0 = (cta - __ldg(p.tile_block_prefix + lo)) * BM;
       const int q_rows = min(BM, t.q_count - m0);
@@ -233,7 +268,7 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
     const int wg = cw >> 2;    // consumer warpgroup 0/1: rows 64wg..
     const int my_bar = 1 + wg, other_bar = 2 - wg;
     const int r_lo = cw * 16 + (lane >> 2);
-    const int qc = (lane & 3) * 2;
+    const int qc = (lane & 3) * 2;  // column pair inside an 8-column block
     const float sl2 = p.scale * 1.4426950408889634f;
     if (wg == 1) named_arrive(1);  // warpgroup 0 issues first
 
@@ -245,6 +280,27 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
       fence_proxy_async();
       const WsItem it = *info;
       const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks;
+
+      // Rows of this thread in global memory. When merging, fetch the old LSE
+      // now and pull the old O rows into L2, so the epilogue does not wait
+      // two dependent DRAM round trips while the tensor cores idle.
+      Elem* orow[2];
+      float* lrow[2];
+      float l_old[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = r_lo + h * 8;
+        const int64_t qrow = it.q_row0 + int64_t(m0 + row) * it.q_stride;
+        orow[h] = static_cast<Elem*>(p.o) + it.batch * p.q_batch_stride + int64_t(it.head) * D + qc +
+                  qrow * p.q_row_stride;
+        lrow[h] = p.lse + it.batch * p.lse_batch_stride + it.head + qrow * p.lse_row_stride;
+        if (p.accumulate && row < it.q_rows) {
+          l_old[h] = *lrow[h];
+          // The quad's 4 lanes cover the row's 2 (D = 128) or 1 (D = 64) 128-byte lines.
+          if ((lane & 3) * 128 < D * 2)
+            asm volatile("prefetch.global.L2 [%0];\n" ::"l"(orow[h] - qc + (lane & 3) * 64));
+        }
+      }
 
       float o_acc[kON * 4];
 #pragma unroll
@@ -325,7 +381,15 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
           row_sum[0] += s[nb * 4 + 0] + s[nb * 4 + 1];
           row_sum[1] += s[nb * 4 + 2] + s[nb * 4 + 3];
         }
-        wgmma_wait<0>();  // P_{blk-1} V_{blk-1} done: O and pf are free, so is the stage
+        // P_{blk-1} V_{blk-1} done: O and pf are free, so is the stage.
+        // NOTE: ptxas schedules this wait right after the first FMNMX of the
+        // softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0), so the softmax does
+        // not overlap this warpgroup's own P V; the tensor cores are kept busy
+        // by the other warpgroup (ping-pong) instead. A version that really
+        // overlaps it (wait, rescale and pack moved behind the next turn's
+        // barriers; verified in SASS) measured 8-12% slower on H100
+        // (bench/results/cuda_kernel_notes.md, run 7), so this order stays.
+        wgmma_wait<0>();
         mbar_arrive(bar_empty + 8 * stage);
 #pragma unroll
         for (int ob = 0; ob < kON; ++ob) {
@@ -362,19 +426,12 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
         row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 1);
         row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 2);
       }
-      Elem* go = static_cast<Elem*>(p.o) + it.batch * p.q_batch_stride + int64_t(it.head) * D + qc;
-      float* glse = p.lse + it.batch * p.lse_batch_stride + it.head;
       float w1[2], w2[2], lnew[2];
       bool write[2];
-      Elem* orow[2];
-      float* lrow[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int row = r_lo + h * 8;
         const bool valid = row < it.q_rows;
-        const int64_t qrow = it.q_row0 + int64_t(m0 + row) * it.q_stride;
-        orow[h] = go + qrow * p.q_row_stride;
-        lrow[h] = glse + qrow * p.lse_row_stride;
         const bool any = row_sum[h] > 0.f;
         const float inv = any ? 1.f / row_sum[h] : 0.f;
         const float l2 = any ? (row_max[h] * sl2 + __log2f(row_sum[h])) * 0.6931471805599453f : -INFINITY;
@@ -383,7 +440,7 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
           if (l2 == -INFINITY) {
             write[h] = false;  // nothing new for this row: leave O and LSE
           } else {
-            const float l1 = *lrow[h];
+            const float l1 = l_old[h];
             if (l1 != -INFINITY) {
               const float m = fmaxf(l1, l2);
               const float e1 = __expf(l1 - m), e2 = __expf(l2 - m);
@@ -429,6 +486,12 @@ cudaError_t launch_fwd_ws_kernel(const FwdParams& p, cudaStream_t stream) {
   if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
   const int64_t total = int64_t(p.num_blocks) * p.batch;
   if (total > INT32_MAX) return cudaErrorInvalidValue;
+  // Causal items of a tile cost 1, 2, ... key blocks in turn (query block
+  // order). CTA c takes items c, c+G, c+2G, ...: with G = 132 (a multiple of
+  // 4) a CTA would only ever see query blocks of one residue mod 4 (up to 18%
+  // more work than the mean at 16 blocks per tile); an odd G walks every
+  // residue.
+  if (p.causal && sms > 1 && (sms & 1) == 0) --sms;
   const int grid = int(total < sms ? total : sms);
   kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
   return cudaGetLastError();

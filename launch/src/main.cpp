@@ -31,6 +31,7 @@ using cli::Options;
 namespace {
 
 int g_rank = 0, g_world = 1;
+MPI_Comm g_comm = MPI_COMM_WORLD;  // the ranks of the current measurement (scaling uses subsets)
 
 [[noreturn]] void fail(const Status& s, int code = 1) {
   std::fprintf(stderr, "ringattn: error (rank %d of %d): %s\n", g_rank, g_world, s.to_string().c_str());
@@ -49,7 +50,7 @@ int g_rank = 0, g_world = 1;
 }
 
 void check_all(const Status& local) {
-  Status s = all_ranks(MPI_COMM_WORLD, local);
+  Status s = all_ranks(g_comm, local);
   if (!s.ok()) fail(s, s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kIoError ? 2 : 1);
 }
 
@@ -78,7 +79,7 @@ double median(std::vector<double> v) {
 std::vector<std::string> gather_lines(const std::string& mine) {
   int len = int(mine.size());
   std::vector<int> lens(g_world), displs(g_world);
-  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, g_comm);
   std::string all;
   if (g_rank == 0) {
     int total = 0;
@@ -86,7 +87,7 @@ std::vector<std::string> gather_lines(const std::string& mine) {
     all.resize(size_t(total));
   }
   MPI_Gatherv(mine.data(), len, MPI_CHAR, g_rank == 0 ? &all[0] : nullptr, lens.data(), displs.data(), MPI_CHAR, 0,
-              MPI_COMM_WORLD);
+              g_comm);
   std::vector<std::string> out;
   if (g_rank == 0)
     for (int i = 0; i < g_world; ++i) out.push_back(all.substr(size_t(displs[i]), size_t(lens[i])));
@@ -213,9 +214,13 @@ Status alloc_outputs(Buffers* buf, DType dt, size_t elems, size_t lse_elems) {
   return Status::Ok();
 }
 
+std::string config_label(const Options& o) {
+  return o.branches_given ? "custom" : (o.config_name.empty() ? "longnet4" : o.config_name);
+}
+
 std::string describe(const Options& o, const Config& c, const Shape& s) {
   std::ostringstream ss;
-  ss << "# config " << (o.branches_text.empty() ? (o.config_name.empty() ? "longnet4" : o.config_name) : "custom")
+  ss << "# config " << config_label(o)
      << " (" << format_branches(c.branches) << ")" << (c.causal ? " causal" : "") << ", head offsets "
      << to_string(c.head_offsets) << "\n"
      << "# backend " << to_string(c.backend) << " (" << dev::device_name(c.backend) << "), transport "
@@ -239,13 +244,13 @@ Timing time_forwards(Context& ctx, const Shape& s, Buffers& buf, int warmup, int
   auto t_start = std::chrono::steady_clock::now();
   for (int i = 0; i < warmup + iters; ++i) {
     const size_t k = size_t(i) % sets;
-    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Barrier(g_comm);
     OR_ABORT(timer.start());
     OR_ABORT(ctx.forward(s, buf.q[k], buf.k[k], buf.v[k], buf.o, buf.lse));
     double ms = 0;
     OR_ABORT(timer.stop(&ms));
     dev::peak_sample(ctx.config().backend);
-    MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, g_comm);
     if (i >= warmup) t.per_iter_ms.push_back(ms);
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     if (progress && g_rank == 0 && elapsed > 5.0)
@@ -269,15 +274,15 @@ Summary summarize(Context& ctx, const Shape& s, const Timing& t) {
   const Stats& st = ctx.stats();
   int64_t v[2] = {st.last_bytes_sent, st.last_bytes_ideal};
   int64_t mx[2], sm[2];
-  MPI_Allreduce(v, mx, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Allreduce(v, sm, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(v, mx, 2, MPI_INT64_T, MPI_MAX, g_comm);
+  MPI_Allreduce(v, sm, 2, MPI_INT64_T, MPI_SUM, g_comm);
   r.bytes_sent_max = mx[0];
   r.bytes_ideal_max = mx[1];
   r.bytes_sent_total = sm[0];
   r.bytes_ideal_total = sm[1];
   double exposed = 0;
   for (const StepTiming& x : st.timeline) exposed += x.exposed_ms;
-  MPI_Allreduce(&exposed, &r.exposed_ms_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(&exposed, &r.exposed_ms_max, 1, MPI_DOUBLE, MPI_MAX, g_comm);
   return r;
 }
 
@@ -313,13 +318,14 @@ std::string timeline_table(Context& ctx) {
 std::string cache_table(Context& ctx) {
   const CacheStats& c = ctx.stats().cache;
   char line[512];
-  std::snprintf(line, sizeof(line), "%6d %8lld %8lld %8lld %6lld %6lld %6lld %6lld %12lld %12lld %10.3f %10.3f\n",
+  std::snprintf(line, sizeof(line), "%6d %8lld %8lld %6lld %6lld %6lld %6lld %6lld %6lld %6lld %6lld %11lld %11lld %9.3f %9.4f\n",
                 g_rank, (long long)c.device_hits, (long long)c.host_hits, (long long)c.misses,
                 (long long)c.promotions, (long long)c.device_evictions, (long long)c.host_evictions,
-                (long long)c.plans_held, (long long)c.device_bytes, (long long)c.host_bytes, c.build_ms, c.lookup_ms);
+                (long long)c.staged, (long long)c.copies, (long long)c.prefetch_waits, (long long)c.plans_held,
+                (long long)c.device_bytes, (long long)c.host_bytes, c.build_ms, c.lookup_ms);
   auto lines = gather_lines(line);
   std::string out =
-      "# pattern cache\n#  rank  dev_hit host_hit     miss  promo dev_ev host_ev  plans    dev_bytes   host_bytes   build_ms  lookup_ms\n";
+      "# pattern cache\n#  rank  dev_hit host_hit   miss  promo dev_ev hst_ev staged copies pf_wait plans  dev_bytes  host_bytes  build_ms lookup_ms\n";
   for (auto& l : lines) out += l;
   return out;
 }
@@ -327,7 +333,7 @@ std::string cache_table(Context& ctx) {
 std::string json_common(const Options& o, const Config& c, const Shape& s) {
   std::ostringstream j;
   j << "  \"command\": \"" << o.command << "\",\n"
-    << "  \"config\": \"" << (o.branches_text.empty() ? (o.config_name.empty() ? "longnet4" : o.config_name) : "custom")
+    << "  \"config\": \"" << config_label(o)
     << "\",\n  \"branches\": \"" << format_branches(c.branches) << "\",\n"
     << "  \"causal\": " << (c.causal ? "true" : "false") << ",\n"
     << "  \"head_offsets\": \"" << to_string(c.head_offsets) << "\",\n"
@@ -379,7 +385,7 @@ Status write_outputs(const Options& o, const Config& c, const Shape& s, Buffers&
     std::vector<float> tmp(g_rank == 0 ? size_t(chunk * g_world) : 0);
     if (g_rank == 0) all->resize(size_t(s.batch * s.seq * per_row));
     for (int64_t b = 0; b < s.batch; ++b) {
-      MPI_Gather(part.data() + b * chunk, int(chunk), MPI_FLOAT, tmp.data(), int(chunk), MPI_FLOAT, 0, MPI_COMM_WORLD);
+      MPI_Gather(part.data() + b * chunk, int(chunk), MPI_FLOAT, tmp.data(), int(chunk), MPI_FLOAT, 0, g_comm);
       if (g_rank == 0) std::copy(tmp.begin(), tmp.end(), all->begin() + b * s.seq * per_row);
     }
   };
@@ -393,7 +399,7 @@ Status write_outputs(const Options& o, const Config& c, const Shape& s, Buffers&
     gather(lse, c.heads, &all);
     if (g_rank == 0) st = npy::write_f32(o.lse_file, {s.batch, s.seq, c.heads}, all.data());
   }
-  return all_ranks(MPI_COMM_WORLD, st);
+  return all_ranks(g_comm, st);
 }
 
 int cmd_run_or_bench(const Options& o, Context& ctx) {
@@ -421,7 +427,7 @@ int cmd_run_or_bench(const Options& o, Context& ctx) {
   const double tflops = r.flops / (r.ms * 1e-3) / 1e12;
   int64_t peak = dev::device_bytes_peak(c.backend);
   int64_t peak_max = 0;
-  MPI_Allreduce(&peak, &peak_max, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(&peak, &peak_max, 1, MPI_INT64_T, MPI_MAX, g_comm);
   if (g_rank == 0) {
     std::printf("%s", ranks.c_str());
     if (!tl.empty()) std::printf("%s", tl.c_str());
@@ -429,7 +435,7 @@ int cmd_run_or_bench(const Options& o, Context& ctx) {
     std::printf("# %-10s %10s %10s %12s %14s %10s %16s %16s %12s\n", "config", "tokens", "ranks", "median_ms",
                 "useful_FLOPs", "TFLOP/s", "bytes/rank(max)", "ideal/rank(max)", "exposed_ms");
     std::printf("  %-10s %10lld %10d %12.3f %14.4g %10.3f %16lld %16lld %12.3f\n",
-                o.config_name.empty() ? (o.branches_text.empty() ? "longnet4" : "custom") : o.config_name.c_str(),
+                config_label(o).c_str(),
                 (long long)s.seq, g_world, r.ms, r.flops, tflops, (long long)r.bytes_sent_max,
                 (long long)r.bytes_ideal_max, r.exposed_ms_max);
     std::printf("# median of %d (after %d warm-up), slowest rank per iteration; %s sent per rank (ideal %s)%s\n",
@@ -458,7 +464,7 @@ int cmd_verify(const Options& o, Context& ctx) {
   const Config& c = ctx.config();
   Shape s{o.batch, o.seq};
   uint64_t seed = o.seed_given ? o.seed : uint64_t(std::chrono::system_clock::now().time_since_epoch().count() & 0xffffffff);
-  MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, g_comm);
   const int64_t N = s.seq, L = N / g_world, H = c.heads, D = c.head_dim, B = s.batch;
   if (g_rank == 0) std::printf("# ringattn verify (seed %llu, amplitude %g)\n%s", (unsigned long long)seed, o.amplitude, describe(o, c, s).c_str());
 
@@ -526,11 +532,11 @@ int cmd_verify(const Options& o, Context& ctx) {
   auto lines = gather_lines(line);
   double worst[2] = {std::isnan(oerr) ? INFINITY : oerr, std::isnan(lerr) ? INFINITY : lerr};
   int64_t bad[2] = {ok ? 0 : 1, wrong};
-  MPI_Allreduce(MPI_IN_PLACE, worst, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, bad, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, worst, 2, MPI_DOUBLE, MPI_MAX, g_comm);
+  MPI_Allreduce(MPI_IN_PLACE, bad, 2, MPI_INT64_T, MPI_SUM, g_comm);
   const Stats& st = ctx.stats();
   int64_t bytes[2] = {st.last_bytes_sent, st.last_bytes_ideal};
-  MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, bytes, 2, MPI_INT64_T, MPI_MAX, g_comm);
   if (g_rank == 0) {
     std::printf("#  rank     tokens  O_rel_l2_err    LSE_abs_err     #wrong\n");
     for (auto& l : lines) std::printf("%s", l.c_str());
@@ -547,6 +553,88 @@ int cmd_verify(const Options& o, Context& ctx) {
     write_json(o.json, j.str());
   }
   return bad[0] == 0 ? 0 : 1;
+}
+
+
+// Weak scaling (tokens per rank fixed at --seq / ranks) and strong scaling
+// (--seq total) over 1, 2, 4, ... ranks and all of them: each measurement runs
+// on a sub-communicator of the first g ranks while the others wait.
+int cmd_scaling(const Options& o) {
+  const int world = g_world, me = g_rank;
+  std::vector<int> counts;
+  for (int g = 1; g < world; g *= 2) counts.push_back(g);
+  counts.push_back(world);
+  const int64_t per_rank = o.seq / world;
+  struct Row {
+    std::string mode;
+    int ranks;
+    int64_t tokens;
+    Summary r;
+  };
+  std::vector<Row> rows;
+  for (const char* mode : {"weak", "strong"}) {
+    for (int g : counts) {
+      const int64_t seq = std::string(mode) == "weak" ? per_rank * g : o.seq;
+      MPI_Comm sub = MPI_COMM_NULL;
+      MPI_Comm_split(MPI_COMM_WORLD, me < g ? 0 : MPI_UNDEFINED, me, &sub);
+      if (sub != MPI_COMM_NULL) {
+        g_comm = sub;
+        g_world = g;
+        Options so = o;
+        so.seq = seq;
+        Config c;
+        check_all(cli::make_config(so, &c));
+        check_all(validate_shape(c, Shape{so.batch, seq}, g));
+        std::unique_ptr<Context> ctx;
+        Status st = Context::create(c, sub, &ctx);
+        if (!st.ok()) fail(st);
+        Shape s{so.batch, seq};
+        {
+          Buffers buf(c.backend);
+          make_inputs(so, c, &s, &buf, 1);
+          const int64_t L = seq / g;
+          check_all(alloc_outputs(&buf, c.dtype, size_t(s.batch * L * c.heads * c.head_dim), size_t(s.batch * L * c.heads)));
+          Timing t = time_forwards(*ctx, s, buf, o.warmup, o.iters, false);
+          Summary r = summarize(*ctx, s, t);
+          if (me == 0) {
+            rows.push_back({mode, g, seq, r});
+            std::fprintf(stderr, "[ringattn] scaling %s: %d ranks, %lld tokens: %.3f ms\n", mode, g, (long long)seq, r.ms);
+          }
+        }
+        ctx.reset();
+        MPI_Comm_free(&sub);
+        g_comm = MPI_COMM_WORLD;
+        g_world = world;
+      }
+      MPI_Barrier(MPI_COMM_WORLD);
+    }
+  }
+  if (me != 0) return 0;
+  std::printf("# ringattn bench --scaling: config %s, %lld tokens per rank (weak) / %lld total (strong), up to %d ranks\n",
+              config_label(o).c_str(), (long long)per_rank, (long long)o.seq, world);
+  std::printf("# %-6s %6s %10s %11s %11s %12s %14s %14s %10s %11s\n", "mode", "ranks", "tokens", "median_ms",
+              "TFLOP/s", "TF/s/rank", "bytes/rank", "ideal/rank", "exposed%", "efficiency");
+  std::ostringstream j;
+  j << "  \"command\": \"bench --scaling\",\n  \"config\": \"" << config_label(o) << "\",\n  \"backend\": \"" << o.backend
+    << "\",\n  \"device\": \"" << dev::device_name(o.backend == "cuda" ? Backend::cuda : Backend::cpu) << "\",\n  \"rows\": [\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& w = rows[i];
+    const Row& base = rows[w.mode == "weak" ? 0 : counts.size()];
+    const double tf = w.r.flops / (w.r.ms * 1e-3) / 1e12;
+    const double eff = w.mode == "weak" ? base.r.ms / w.r.ms : base.r.ms / (double(w.ranks) * w.r.ms);
+    const double exposed = 100.0 * w.r.exposed_ms_max / w.r.ms;
+    std::printf("  %-6s %6d %10lld %11.3f %11.3f %12.3f %14lld %14lld %10.2f %11.3f\n", w.mode.c_str(), w.ranks,
+                (long long)w.tokens, w.r.ms, tf, tf / w.ranks, (long long)w.r.bytes_sent_max, (long long)w.r.bytes_ideal_max,
+                exposed, eff);
+    j << "    {\"mode\": \"" << w.mode << "\", \"ranks\": " << w.ranks << ", \"tokens\": " << w.tokens
+      << ", \"median_ms\": " << w.r.ms << ", \"tflops\": " << tf << ", \"bytes_per_rank\": " << w.r.bytes_sent_max
+      << ", \"ideal_per_rank\": " << w.r.bytes_ideal_max << ", \"exposed_pct\": " << exposed
+      << ", \"efficiency\": " << eff << "}" << (i + 1 < rows.size() ? "," : "") << "\n";
+  }
+  j << "  ]\n";
+  std::printf("# efficiency: weak = t(1)/t(g); strong = t(1)/(g*t(g)). Ranks sharing one GPU share its compute.\n");
+  write_json(o.json, j.str());
+  return 0;
 }
 
 }  // namespace
@@ -580,6 +668,11 @@ int main(int argc, char** argv) {
     MPI_Comm_rank(local, &local_rank);
     MPI_Comm_free(&local);
     check_all(dev::select_device(local_rank));
+  }
+  if (o.command == "bench" && o.scaling) {
+    int rc = cmd_scaling(o);
+    MPI_Finalize();
+    return rc;
   }
   std::unique_ptr<Context> ctx;
   st = Context::create(cfg, MPI_COMM_WORLD, &ctx);

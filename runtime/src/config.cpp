@@ -84,6 +84,8 @@ static bool parse_int(const std::string& s, int64_t* v) {
 Status parse_branches(const std::string& s, std::vector<Branch>* out) {
   out->clear();
   if (s.empty()) return InvalidArgument("empty branch list (expected w:r[,w:r...], e.g. 2048:1,4096:2)");
+  if (s.back() == ',' || s.front() == ',' || s.find(",,") != std::string::npos)
+    return InvalidArgument("bad branch list '" + s + "': empty entry (expected w:r[,w:r...])");
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {

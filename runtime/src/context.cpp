@@ -44,7 +44,6 @@ const Stats& Context::stats() const {
 }
 
 Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Context>* out) {
-  if (out == nullptr) return InvalidArgument("Context::create: output pointer is null");
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) return InvalidArgument("Context::create: MPI is not initialized (call MPI_Init first)");
@@ -59,6 +58,9 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   im.cfg = config;
 
   Status local = validate_config(config);
+  // A null `out` on one rank is agreed like any other bad value: returning
+  // before agree() would leave the other ranks waiting in it.
+  if (out == nullptr) local = InvalidArgument("Context::create: output pointer is null");
   std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
   if (local.ok()) {
     if (config.backend == Backend::cpu) {

@@ -201,6 +201,20 @@ TEST_F(BadConfig, BadValueOnOneRankOnly) {
   expect_create_fails_everywhere(c, StatusCode::kInvalidArgument, {"r=0", "rank " + std::to_string(last)});
 }
 
+TEST_F(BadConfig, NullOutputPointerOnOneRank) {
+  // Rank 0 passes out = nullptr; the others must not be left waiting in create.
+  std::unique_ptr<Context> ctx;
+  Status st = Context::create(good_config(), MPI_COMM_WORLD, mpi_rank() == 0 ? nullptr : &ctx);
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(ctx, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  EXPECT_NE(st.message().find("output pointer"), std::string::npos) << st.message();
+  if (mpi_size() > 1) {
+    EXPECT_NE(st.message().find("rank 0"), std::string::npos) << st.message();
+  }
+  EXPECT_EQ(st.message(), bcast_string(st.message(), 0));
+}
+
 TEST_F(BadConfig, RanksDisagreeOnCausal) {
   if (mpi_size() == 1) GTEST_SKIP() << "needs two ranks to disagree";
   Config c = good_config();

@@ -54,6 +54,12 @@ if [ -n "${NCU_VARIANTS:-}" ] && command -v ncu >/dev/null; then
     echo "== ncu $v"
     BENCH_CASES="longnet4 64k" BENCH_ITERS=1 timeout 240 ncu --set full --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" -k "$k" -c 1 --import-source no \
       $BUILD/fwd_main bench $v > "$OUT/ncu_$v.txt" 2>&1 || echo "ncu $v rc=$?"
+    if [ "${NCU_SOURCE:-0}" = 1 ]; then
+      BENCH_CASES="longnet4 64k" BENCH_ITERS=1 timeout 200 ncu --section SourceCounters --section WarpStateStats \
+        --section SpeedOfLight -k "$k" -c 1 --import-source no -o "$BUILD/src_$v" -f $BUILD/fwd_main bench $v > /dev/null 2>&1 || echo "ncu src $v rc=$?"
+      ncu --import "$BUILD/src_$v.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_src_$v.csv" 2> "$OUT/ncu_src_$v.err" || echo "ncu src print rc=$?"
+      ls -la "$OUT/ncu_src_$v.csv"; head -c 600 "$OUT/ncu_src_$v.csv"; echo
+    fi
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Executed Ipc A|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|L2 Hit Rate|L1/TEX Hit|Bank" "$OUT/ncu_$v.txt" | head -30
   done
 fi
