@@ -112,6 +112,7 @@ int main(int argc, char** argv) {
   const CacheStats c = ctx->stats().cache;
   // Warm step of each length: the same length again and again (median).
   std::vector<double> warm_ms(nlen, 0.0);
+  double warm_spread = 0;  // noise floor: slowest warm run / median warm run, over lengths
   for (size_t l = 0; l < nlen && warm > 0; ++l) {
     std::vector<double> t;
     for (int i = 0; i < warm + 1; ++i) {
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
     }
     std::sort(t.begin(), t.end());
     warm_ms[l] = t[t.size() / 2];
+    warm_spread = std::max(warm_spread, t.back() / warm_ms[l]);
   }
   if (rank == 0) {
     std::printf("# cache: device hits %lld, host hits %lld, misses %lld, promotions %lld, plans held %lld (on device %lld), "
@@ -136,8 +138,12 @@ int main(int argc, char** argv) {
       const int64_t dev_hits = c.device_hits - after_first_cycle.device_hits;
       const int64_t hits = dev_hits + c.host_hits - after_first_cycle.host_hits;
       double worst = 0, sum_plan = 0, sum_ms = 0;
+      std::vector<double> ratios;
       for (size_t s = nlen; s < size_t(steps); ++s) {
-        if (warm_ms[s % nlen] > 0) worst = std::max(worst, step_ms[s] / warm_ms[s % nlen]);
+        if (warm_ms[s % nlen] > 0) {
+          worst = std::max(worst, step_ms[s] / warm_ms[s % nlen]);
+          ratios.push_back(step_ms[s] / warm_ms[s % nlen]);
+        }
         sum_plan += plan_ms[s];
         sum_ms += step_ms[s];
       }
@@ -147,6 +153,10 @@ int main(int argc, char** argv) {
                   nlen, steps - 1, lookups ? 100.0 * double(hits) / double(lookups) : 0.0,
                   lookups ? 100.0 * double(dev_hits) / double(lookups) : 0.0, 1e3 * sum_plan / n,
                   100.0 * sum_plan / sum_ms, worst);
+      std::sort(ratios.begin(), ratios.end());
+      std::printf("# step / warm step of its length: median %.3f, worst %.3f; noise floor (slowest / median warm run "
+                  "of one length, no length change at all) %.3f\n",
+                  ratios.empty() ? 0.0 : ratios[ratios.size() / 2], worst, warm_spread);
     }
     std::printf("# warm ms per length:");
     for (size_t l = 0; l < nlen; ++l) std::printf(" %lld:%.3f", (long long)lengths[l], warm_ms[l]);

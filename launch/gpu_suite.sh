@@ -90,4 +90,6 @@ if want cache; then
 fi
 
 echo; echo "================ summary ================"
-printf '%s\n' "${summary[@]}"
+printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
+# At most 8 files come back from the device tool: bundle the logs.
+(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude scaling.json . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name scaling.json -delete)
