@@ -58,13 +58,8 @@ fi
 if want ring; then
   bench geometric_256k_np4_mpi 4 --config geometric --seq 256k --heads 16 --head-dim 128 --transport mpi --timeline --iters 5 --warmup 1
   # NCCL with several ranks on one GPU: each rank its own NCCL_HOSTID.
-  cat > "$OUT/hostid.sh" <<'EOS'
-#!/bin/bash
-export NCCL_HOSTID="ringattn-host-${OMPI_COMM_WORLD_RANK}" NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo NCCL_NVLS_ENABLE=0
-exec "$@"
-EOS
-  chmod +x "$OUT/hostid.sh"
-  timeout 240 $MPI -np 2 "$OUT/hostid.sh" $RA verify --backend cuda --transport nccl --branches 512:1,1024:2,2048:4,4096:8 --seq 8192 --heads 4 --head-dim 128 --timeout 60 > "$OUT/nccl_np2_hostid.log" 2>&1
+  hostid=tests/gpu/nccl_hostid.sh
+  timeout 240 $MPI -np 2 $hostid $RA verify --backend cuda --transport nccl --branches 512:1,1024:2,2048:4,4096:8 --seq 8192 --heads 4 --head-dim 128 --timeout 60 > "$OUT/nccl_np2_hostid.log" 2>&1
   note "nccl np2 (NCCL_HOSTID per rank): rc=$? $(tail -1 "$OUT/nccl_np2_hostid.log")"
   timeout 240 $MPI -np 2 $RA verify --backend cuda --transport nccl --branches 512:1,1024:2 --seq 4096 --heads 4 --head-dim 128 --timeout 30 > "$OUT/nccl_np2_plain.log" 2>&1
   note "nccl np2 (plain, expected to be refused): rc=$? $(grep -m1 -iE 'error|verify' "$OUT/nccl_np2_plain.log")"
