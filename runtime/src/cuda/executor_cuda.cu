@@ -16,7 +16,13 @@
 // that a silent peer ends the call with kTimeout (naming step and peer)
 // instead of a hang.
 #include <cuda_runtime.h>
+#include <mpi.h>
 #include <nccl.h>
+#if defined(OPEN_MPI) && OPEN_MPI
+#include <mpi-ext.h>  // MPIX_CUDA_AWARE_SUPPORT, MPIX_Query_cuda_support
+#endif
+#include <cstdlib>
+#include <string>
 
 #include <chrono>
 #include <cmath>
@@ -76,6 +82,19 @@ Status device_plan_view(const Plan& plan, const ForwardArgs& a, int block_m, Dev
   return Status::Ok();
 }
 
+// Open MPI reports CUDA support at compile time (MPIX_CUDA_AWARE_SUPPORT) and
+// at run time (MPIX_Query_cuda_support); both must agree before device
+// pointers go to MPI. RINGATTN_MPI_CUDA_AWARE=0 forces host staging.
+bool detect_cuda_aware_mpi() {
+  const char* env = std::getenv("RINGATTN_MPI_CUDA_AWARE");
+  if (env && std::string(env) == "0") return false;
+#if defined(MPIX_CUDA_AWARE_SUPPORT) && MPIX_CUDA_AWARE_SUPPORT
+  return MPIX_Query_cuda_support() == 1;
+#else
+  return false;
+#endif
+}
+
 class CudaExecutor final : public Executor {
  public:
   CudaExecutor(const Config& c, MPI_Comm comm) : cfg_(c), comm_(comm), fault_(FaultPlan::from_env()) {}
@@ -111,6 +130,7 @@ class CudaExecutor final : public Executor {
     block_m_ = kc::fwd_block_m(elem(), int(cfg_.head_dim));
     if (cfg_.transport == Transport::mpi) {
       mpi_ = make_mpi_transport(comm_);
+      cuda_aware_mpi_ = detect_cuda_aware_mpi();
     } else if (world_ > 1) {
       RINGATTN_RETURN_IF_ERROR(init_nccl());
     }
@@ -214,10 +234,21 @@ class CudaExecutor final : public Executor {
       bytes_recv_ += int64_t(block_bytes(st.recv));
       return Status::Ok();
     };
-    // Host-staged MPI: pack, copy to pinned memory, post Isend/Irecv.
+    // Host-staged MPI: pack, copy to pinned memory, post Isend/Irecv. With
+    // a CUDA-aware MPI the device blocks are posted directly instead.
     auto start_mpi = [&](size_t i) -> Status {
       const PlanStep& st = plan.steps[i];
       RINGATTN_RETURN_IF_ERROR(fault_.check(rank_, st.step));
+      if (cuda_aware_mpi_) {
+        // The receive slot's last reader is step i-2's attention.
+        if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(ev_done_[i - 2]));
+        RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
+        host_t0[i] = Clock::now();
+        if (!st.send.empty()) RINGATTN_RETURN_IF_ERROR(pack(i));
+        RINGATTN_CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+        return mpi_->start(st.step, send_dev_[i % 2], block_bytes(st.send), st.send.empty() ? -1 : st.send.peer,
+                           recv_dev_[i % 2], block_bytes(st.recv), st.recv.empty() ? -1 : st.recv.peer);
+      }
       if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(ev_recv_[i - 2]));  // recv_host slot drained
       RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
       host_t0[i] = Clock::now();
@@ -237,7 +268,7 @@ class CudaExecutor final : public Executor {
       host_t1[i] = Clock::now();
       exposed_host[i] = ms_between(w0, host_t1[i]);
       if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_done_[i - 2], 0));
-      if (!st.recv.empty())
+      if (!st.recv.empty() && !cuda_aware_mpi_)
         RINGATTN_CUDA_CHECK(cudaMemcpyAsync(recv_dev_[i % 2], recv_host_[i % 2], block_bytes(st.recv),
                                             cudaMemcpyHostToDevice, comm_stream_));
       RINGATTN_CUDA_CHECK(cudaEventRecord(ev_recv_[i], comm_stream_));
@@ -387,7 +418,7 @@ class CudaExecutor final : public Executor {
         if (send_dev_[i]) cudaFree(send_dev_[i]);
         send_dev_[i] = nullptr;
         RINGATTN_CUDA_CHECK(cudaMalloc(&send_dev_[i], send_bytes));
-        if (mpi_) {
+        if (mpi_ && !cuda_aware_mpi_) {
           if (send_host_[i]) cudaFreeHost(send_host_[i]);
           send_host_[i] = nullptr;
           RINGATTN_CUDA_CHECK(cudaMallocHost(&send_host_[i], send_bytes));
@@ -400,7 +431,7 @@ class CudaExecutor final : public Executor {
         if (recv_dev_[i]) cudaFree(recv_dev_[i]);
         recv_dev_[i] = nullptr;
         RINGATTN_CUDA_CHECK(cudaMalloc(&recv_dev_[i], recv_bytes));
-        if (mpi_) {
+        if (mpi_ && !cuda_aware_mpi_) {
           if (recv_host_[i]) cudaFreeHost(recv_host_[i]);
           recv_host_[i] = nullptr;
           RINGATTN_CUDA_CHECK(cudaMallocHost(&recv_host_[i], recv_bytes));
@@ -419,6 +450,7 @@ class CudaExecutor final : public Executor {
   ncclComm_t nccl_ = nullptr;
   bool aborted_ = false;
   std::unique_ptr<RingTransport> mpi_;
+  bool cuda_aware_mpi_ = false;  // MPI takes device pointers: no host staging
   cudaStream_t comm_stream_ = nullptr;
   cudaEvent_t ev_in_ = nullptr;
   std::vector<cudaEvent_t> ev_recv_, ev_done_, ev_c0_, ev_c1_, ev_t0_;
