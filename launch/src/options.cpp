@@ -100,8 +100,10 @@ std::string usage(const std::string& cmd) {
            "Bench:\n"
            "  --iters N --warmup N  (default 10 and 3)\n"
            "  --scaling             weak (tokens per rank fixed) and strong (total fixed) scaling over\n"
-           "                        the rank counts 1, 2, 4, ... up to the ranks given\n"
-           "  --cycle               training-like loop over 5 lengths (cache off / on / prefetch)\n";
+           "                        the rank counts 1, 2, 4, ... up to the ranks given (--seq: total tokens;\n"
+           "                        weak scaling keeps --seq / ranks per rank); --json FILE for the table,\n"
+           "                        examples/plot_scaling.py FILE out.png for the plot\n"
+           "(training-like loop with changing lengths and prefetch: examples/varlen_loop.cpp)\n";
   }
   return "usage: ringattn [-np N] <command> [options]\n"
          "Distributed dilated (LongNet) ring attention.\n\n"
@@ -154,8 +156,6 @@ Status parse_options(int argc, char** argv, Options* o) {
       o->cache_stats = true;
     } else if (a == "--scaling") {
       o->scaling = true;
-    } else if (a == "--cycle") {
-      o->cycle = true;
     } else if (a == "--config") {
       RINGATTN_RETURN_IF_ERROR(need(&o->config_name));
     } else if (a == "--branches") {

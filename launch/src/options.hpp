@@ -42,7 +42,6 @@ struct Options {
   double timeout = 60;
   std::string inject_fault;     // rank=R,step=S[,mode=exit|error]
   bool scaling = false;         // bench: weak/strong scaling study
-  bool cycle = false;           // bench: training-like loop over 5 lengths
 };
 
 // Parses argv (after the program name). On --help sets opts->help.
