@@ -99,6 +99,59 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// ---- Softmax pieces shared by every path. A warp holds a 16 x (8*kSN) block
+// of S as m16n8 accumulator fragments: s[nb*4 + e] is row r_lo + 8*(e>>1),
+// column nb*8 + qc + (e&1); each row is spread over the 4 lanes of a quad.
+
+// Sets S to -inf past the tile's keys (col >= k_count) and, if causal, above
+// the diagonal (key position in I > query position: col > diag + query row).
+template <int kSN, bool kCausal>
+__device__ __forceinline__ void mask_scores(float* s, int n0, int qc, int q_row_lo, int k_count, int diag) {
+#pragma unroll
+  for (int nb = 0; nb < kSN; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = n0 + nb * 8 + qc + (e & 1);
+      const int qi = q_row_lo + ((e >> 1) << 3);
+      bool ok = col < k_count;
+      if (kCausal) ok = ok && col <= diag + qi;
+      if (!ok) s[nb * 4 + e] = -INFINITY;
+    }
+  }
+}
+
+// One online-softmax step (base-2, sl2 = scale * log2 e): updates the running
+// row max and sum, turns s into unnormalised probabilities in place and
+// returns in corr the factor the O accumulator must be rescaled by.
+template <int kSN>
+__device__ __forceinline__ void online_softmax_step(float* s, float* row_max, float* row_sum, float sl2, float* corr) {
+  float mx[2] = {row_max[0], row_max[1]};
+#pragma unroll
+  for (int nb = 0; nb < kSN; ++nb) {
+    mx[0] = fmaxf(mx[0], fmaxf(s[nb * 4 + 0], s[nb * 4 + 1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[nb * 4 + 2], s[nb * 4 + 3]));
+  }
+  float base[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    // A row with nothing visible yet keeps max -inf: subtract 0 instead so
+    // exp2(-inf - base) is 0 and never NaN.
+    base[h] = mx[h] == -INFINITY ? 0.f : mx[h] * sl2;
+    corr[h] = fast_exp2(row_max[h] * sl2 - base[h]);
+    row_max[h] = mx[h];
+    row_sum[h] *= corr[h];
+  }
+#pragma unroll
+  for (int nb = 0; nb < kSN; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nb * 4 + e] = fast_exp2(fmaf(s[nb * 4 + e], sl2, -base[e >> 1]));
+    row_sum[0] += s[nb * 4 + 0] + s[nb * 4 + 1];
+    row_sum[1] += s[nb * 4 + 2] + s[nb * 4 + 3];
+  }
+}
+
 template <typename Elem>
 __device__ __forceinline__ uint32_t pack2(float a, float b);
 template <>
@@ -383,44 +436,8 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
     const int n0 = blk * BN;
     const bool need_mask =
         n0 + BN > t.k_count || (kCausal && n0 + BN - 1 > diag + m0 + warp * 16);
-    if (need_mask) {
-#pragma unroll
-      for (int nb = 0; nb < kSN; ++nb) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int col = n0 + nb * 8 + qc + (e & 1);
-          const int qi = m0 + r_lo + ((e >> 1) << 3);
-          bool ok = col < t.k_count;
-          if (kCausal) ok = ok && col <= diag + qi;
-          if (!ok) s[nb * 4 + e] = -INFINITY;
-        }
-      }
-    }
-    float mx[2] = {row_max[0], row_max[1]};
-#pragma unroll
-    for (int nb = 0; nb < kSN; ++nb) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[nb * 4 + 0], s[nb * 4 + 1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[nb * 4 + 2], s[nb * 4 + 3]));
-    }
-    float base[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      // A row with nothing visible yet keeps max -inf: subtract 0 instead so
-      // exp2(-inf - base) is 0 and never NaN.
-      base[h] = mx[h] == -INFINITY ? 0.f : mx[h] * sl2;
-      corr[h] = fast_exp2(row_max[h] * sl2 - base[h]);
-      row_max[h] = mx[h];
-      row_sum[h] *= corr[h];
-    }
-#pragma unroll
-    for (int nb = 0; nb < kSN; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s[nb * 4 + e] = fast_exp2(fmaf(s[nb * 4 + e], sl2, -base[e >> 1]));
-      row_sum[0] += s[nb * 4 + 0] + s[nb * 4 + 1];
-      row_sum[1] += s[nb * 4 + 2] + s[nb * 4 + 3];
-    }
+    if (need_mask) mask_scores<kSN, kCausal>(s, n0, qc, m0 + r_lo, t.k_count, diag);
+    online_softmax_step<kSN>(s, row_max, row_sum, sl2, corr);
   };
   auto rescale_o = [&](const float* corr) {
 #pragma unroll

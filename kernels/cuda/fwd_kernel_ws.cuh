@@ -345,42 +345,9 @@ __global__ void __launch_bounds__(384, 1) fwd_ws_kernel(const FwdParams p) {
         // ---- softmax of S_blk (overlaps P_{blk-1} V_{blk-1}) ----
         const int n0 = blk * BN;
         const bool need_mask = n0 + BN > k_count || (kCausal && n0 + BN - 1 > diag + m0 + cw * 16);
-        if (need_mask) {
-#pragma unroll
-          for (int nb = 0; nb < kSN; ++nb) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int col = n0 + nb * 8 + qc + (e & 1);
-              const int qi = m0 + r_lo + ((e >> 1) << 3);
-              bool ok = col < k_count;
-              if (kCausal) ok = ok && col <= diag + qi;
-              if (!ok) s[nb * 4 + e] = -INFINITY;
-            }
-          }
-        }
-        float mx[2] = {row_max[0], row_max[1]};
-#pragma unroll
-        for (int nb = 0; nb < kSN; ++nb) {
-          mx[0] = fmaxf(mx[0], fmaxf(s[nb * 4 + 0], s[nb * 4 + 1]));
-          mx[1] = fmaxf(mx[1], fmaxf(s[nb * 4 + 2], s[nb * 4 + 3]));
-        }
-        float base[2], corr[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-          mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-          base[h] = mx[h] == -INFINITY ? 0.f : mx[h] * sl2;
-          corr[h] = fast_exp2(row_max[h] * sl2 - base[h]);
-          row_max[h] = mx[h];
-          row_sum[h] *= corr[h];
-        }
-#pragma unroll
-        for (int nb = 0; nb < kSN; ++nb) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[nb * 4 + e] = fast_exp2(fmaf(s[nb * 4 + e], sl2, -base[e >> 1]));
-          row_sum[0] += s[nb * 4 + 0] + s[nb * 4 + 1];
-          row_sum[1] += s[nb * 4 + 2] + s[nb * 4 + 3];
-        }
+        if (need_mask) mask_scores<kSN, kCausal>(s, n0, qc, m0 + r_lo, k_count, diag);
+        float corr[2];
+        online_softmax_step<kSN>(s, row_max, row_sum, sl2, corr);
         // P_{blk-1} V_{blk-1} done: O and pf are free, so is the stage.
         // NOTE: ptxas schedules this wait right after the first FMNMX of the
         // softmax (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0), so the softmax does
