@@ -66,6 +66,9 @@ if want ring; then
   t0=$(date +%s)
   timeout 120 $MPI -np 4 $RA run --backend cuda --transport mpi --config geometric --seq 64k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 1 --warmup 0 > "$OUT/fault_mpi.log" 2>&1
   note "fault (rank 1 exits at step 1, mpi transport, 4 ranks): rc=$? after $(( $(date +%s) - t0 )) s"
+  t0=$(date +%s)
+  timeout 120 $MPI -np 3 $hostid $RA run --backend cuda --transport nccl --config geometric --seq 48k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 3 --warmup 0 > "$OUT/fault_nccl.log" 2>&1
+  note "fault (rank 1 exits at step 1, nccl, 3 ranks, forwards left in flight): rc=$? after $(( $(date +%s) - t0 )) s: $(grep -m2 -h 'error' "$OUT/fault_nccl.log" | tr '\n' ' ' | cut -c1-300)"
   $MPI -np 4 $RA bench --backend cuda --transport mpi --scaling --config geometric --seq 256k --heads 16 --head-dim 128 --iters 5 --warmup 1 --json "$OUT/scaling.json" > "$OUT/scaling.log" 2>&1
   note "scaling: rc=$?"; grep -E "^  (weak|strong)" "$OUT/scaling.log"
   python3 examples/plot_scaling.py "$OUT/scaling.json" "$OUT/scaling.png" >/dev/null 2>&1
@@ -77,11 +80,23 @@ if want cache; then
     grep -A2 "pattern cache" "$OUT/cache_on_$n.log" | tail -1 | sed 's/^/   cache on: /'
     bench cache_off_$n 1 --config longnet4 --seq $n --heads 16 --head-dim 128 --warmup 5 --iters 50 --cache off --cache-stats
   done
-  for m in "--cache off" "--no-prefetch" ""; do
-    tag=$(echo "prefetch$m" | tr -d ' -')
-    $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 50 --warm 10 $m > "$OUT/varlen_$tag.log" 2>&1
-    note "varlen [$m]: rc=$?"; tail -8 "$OUT/varlen_$tag.log"
-  done
+  # The clocks, power and throttle reasons while the loops run (read-only query).
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_event_reasons.active --format=csv -lms 100 > "$OUT/smi_varlen.csv" 2>&1 &
+  smi=$!
+  varlen() {  # tag, env assignments or "", args...
+    local tag="$1" envs="$2"; shift 2
+    env $envs $MPI -np 1 build/gpu/examples/ringattn_varlen --backend cuda --long --steps 100 "$@" > "$OUT/varlen_$tag.log" 2>&1
+    note "varlen $tag [$envs $*]: rc=$? $(grep -h '^# step / warm' "$OUT/varlen_$tag.log" | cut -c1-220)"
+    grep -h "^# steady state" "$OUT/varlen_$tag.log" | sed 's/^/   /'
+  }
+  varlen cacheoff "" --cache off
+  varlen noprefetch "" --no-prefetch
+  varlen prefetch ""
+  varlen prefetch2 ""
+  varlen prefetch_layers4 "" --layers 4
+  varlen prefetch_sync "" --sync
+  varlen cacheoff_sync "" --cache off --sync
+  kill $smi 2>/dev/null
 fi
 
 echo; echo "================ summary ================"

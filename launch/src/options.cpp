@@ -67,7 +67,10 @@ std::string usage(const std::string& cmd) {
       "  --cache-stats         print cache counters\n"
       "Output:\n"
       "  --json FILE           write the results as JSON (rank 0)\n"
-      "  --help                this text\n";
+      "  --help                this text\n"
+      "Environment:\n"
+      "  RINGATTN_HOST_WAIT=spin|sleep   how the host waits for the GPU and the network\n"
+      "                        (default spin on cuda: lowest latency; sleep frees the core)\n";
   if (cmd == "run") {
     return "usage: ringattn run [options]\n"
            "Runs the distributed forward on random inputs (or .npy files) and prints time,\n"
@@ -90,7 +93,9 @@ std::string usage(const std::string& cmd) {
            common +
            "Verify:\n"
            "  --seed S              input seed (default: from the clock, printed)\n"
-           "  --amplitude A         inputs uniform in [-A, A) (100 gives logits ~1e4)\n";
+           "  --amplitude A         inputs uniform in [-A, A) (100 gives logits ~1e4)\n"
+           "  --repeat N            N forwards back to back, outputs poisoned in between, the last\n"
+           "                        one checked (forwards left in flight on the GPU; default 1)\n";
   }
   if (cmd == "bench") {
     return "usage: ringattn bench [options]\n"
@@ -201,6 +206,11 @@ Status parse_options(int argc, char** argv, Options* o) {
       int64_t n;
       RINGATTN_RETURN_IF_ERROR(parse_i64(a, v, a == "--iters" ? 1 : 0, 100000, &n));
       (a == "--iters" ? o->iters : o->warmup) = int(n);
+    } else if (a == "--repeat") {
+      RINGATTN_RETURN_IF_ERROR(need(&v));
+      int64_t n;
+      RINGATTN_RETURN_IF_ERROR(parse_i64(a, v, 1, 1000, &n));
+      o->repeat = int(n);
     } else if (a == "--json") {
       RINGATTN_RETURN_IF_ERROR(need(&o->json));
     } else if (a == "--q") {

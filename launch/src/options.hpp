@@ -31,6 +31,7 @@ struct Options {
   double amplitude = 1.0;       // inputs uniform in [-a, a)
   int iters = -1;               // default: 3 (run), 10 (bench)
   int warmup = -1;              // default: 1 (run), 3 (bench)
+  int repeat = 1;               // verify: forwards back to back (outputs poisoned in between), last one checked
   std::string json;
   std::string q_file, k_file, v_file, out_file, lse_file;
   bool timeline = false;

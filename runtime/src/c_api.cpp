@@ -53,5 +53,11 @@ extern "C" int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t s
   return s.ok() ? 0 : fail(s);
 }
 
+extern "C" int ringattn_synchronize(ringattn_context_t ctx) {
+  if (ctx == nullptr) return fail(ringattn::InvalidArgument("ringattn_synchronize: context is null"));
+  ringattn::Status s = ctx->ctx->synchronize();
+  return s.ok() ? 0 : fail(s);
+}
+
 extern "C" void ringattn_destroy(ringattn_context_t ctx) { delete ctx; }
 extern "C" const char* ringattn_last_error(void) { return g_last_error.c_str(); }

@@ -7,6 +7,7 @@
 #include "device_tier.hpp"
 #include "check.hpp"
 #include "executor.hpp"
+#include "host_wait.hpp"
 #include "plan_cache.hpp"
 #include "ringattn/ringattn.hpp"
 #include "transport.hpp"
@@ -26,6 +27,7 @@ struct Context::Impl {
   Stats stats;
 
   ~Impl() {
+    if (executor) (void)executor->finish();  // the forward in flight, under the timeout
     cache.reset();  // waits for the fences of its last readers
     executor.reset();
     transport.reset();
@@ -61,10 +63,11 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   // A null `out` on one rank is agreed like any other bad value: returning
   // before agree() would leave the other ranks waiting in it.
   if (out == nullptr) local = InvalidArgument("Context::create: output pointer is null");
+  if (local.ok()) local = check_wait_env();
   std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
   if (local.ok()) {
     if (config.backend == Backend::cpu) {
-      im.transport = make_mpi_transport(im.comm);
+      im.transport = make_mpi_transport(im.comm, WaitPolicy::sleep);
       im.executor = make_cpu_executor(config, im.transport.get(), im.rank);
     } else {
       local = make_cuda_executor(config, im.comm, &im.executor);
@@ -88,6 +91,14 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   if (!st.ok()) return Status(st.code(), "pregenerate: " + st.message());
   *out = std::move(ctx);
   return Status::Ok();
+}
+
+Status Context::synchronize() {
+  Impl& im = *impl_;
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = im.executor->finish();
+  im.stats.last_sync_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return st;
 }
 
 Status Context::prefetch(const Shape& shape) {

@@ -30,6 +30,9 @@ void cuda_events_create(void**) {}
 void cuda_events_destroy(void**) {}
 Status cuda_event_record(void*, void*) { return no_cuda(); }
 Status cuda_event_elapsed(void**, void*, double*) { return no_cuda(); }
+void* cuda_event_new() { return nullptr; }
+void cuda_event_free(void*) {}
+Status cuda_event_between(void*, void*, double*) { return no_cuda(); }
 }  // namespace dev
 
 }  // namespace ringattn

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "device_impl.hpp"
 #include "ringattn/device.hpp"
@@ -65,6 +66,32 @@ Status Timer::stop(double* ms, void* stream) {
   if (b_ == Backend::cuda) return cuda_event_elapsed(ev_, stream, ms);
   *ms = now_ms() - t0_;
   return Status::Ok();
+}
+
+Marks::~Marks() {
+  for (void* e : ev_) cuda_event_free(e);
+}
+Status Marks::mark(void* stream) {
+  if (b_ == Backend::cpu) {
+    t_.push_back(now_ms());
+    ++n_;
+    return Status::Ok();
+  }
+  void* e = cuda_event_new();
+  if (e == nullptr) return Status(StatusCode::kDeviceError, "Marks: cudaEventCreate failed");
+  ev_.push_back(e);
+  ++n_;
+  return cuda_event_record(e, stream);
+}
+Status Marks::elapsed_ms(size_t i, size_t j, double* ms) const {
+  if (i >= n_ || j >= n_)
+    return InvalidArgument("Marks::elapsed_ms(" + std::to_string(i) + ", " + std::to_string(j) + "): only " +
+                           std::to_string(n_) + " marks");
+  if (b_ == Backend::cpu) {
+    *ms = t_[j] - t_[i];
+    return Status::Ok();
+  }
+  return cuda_event_between(ev_[i], ev_[j], ms);
 }
 
 }  // namespace ringattn::dev

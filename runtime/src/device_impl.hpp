@@ -18,4 +18,7 @@ void cuda_events_create(void** ev);
 void cuda_events_destroy(void** ev);
 Status cuda_event_record(void* ev, void* stream);
 Status cuda_event_elapsed(void** ev, void* stream, double* ms);
+void* cuda_event_new();
+void cuda_event_free(void* ev);
+Status cuda_event_between(void* a, void* b, double* ms);  // waits for b
 }  // namespace ringattn::dev

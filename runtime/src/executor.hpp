@@ -32,7 +32,12 @@ class Executor {
   virtual ~Executor() = default;
   // Returns once O and LSE are complete or enqueued on a.stream: every reader
   // of the plan's device image is on that stream (the cache fences it there).
+  // At most one forward is left in flight; the next forward (after enqueuing
+  // its own work) or finish() waits for it under the timeout and fills its
+  // timeline into the Stats it was given.
   virtual Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) = 0;
+  // Waits for the forward in flight, if any (timeout and NCCL errors watched).
+  virtual Status finish() { return Status::Ok(); }
   // Query rows per CTA that the device image's prefix tables are built for;
   // 0: this executor reads no device image (the cpu backend).
   virtual int plan_image_block_m() const { return 0; }

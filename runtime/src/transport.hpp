@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "host_wait.hpp"
 #include "ringattn/status.hpp"
 
 namespace ringattn {
@@ -33,7 +34,7 @@ class RingTransport {
 };
 
 // Non-blocking MPI point-to-point on host buffers; messages over 1 GiB are
-// split so counts fit in an int.
-std::unique_ptr<RingTransport> make_mpi_transport(MPI_Comm comm);
+// split so counts fit in an int. `wait` polls under `policy` (host_wait.hpp).
+std::unique_ptr<RingTransport> make_mpi_transport(MPI_Comm comm, WaitPolicy policy);
 
 }  // namespace ringattn

@@ -14,7 +14,7 @@ constexpr int kTagBase = 0x5241;  // "RA"
 
 class MpiTransport final : public RingTransport {
  public:
-  explicit MpiTransport(MPI_Comm comm) : comm_(comm) {}
+  MpiTransport(MPI_Comm comm, WaitPolicy policy) : comm_(comm), policy_(policy) {}
   const char* name() const override { return "mpi"; }
 
   Status start(int step, const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes,
@@ -53,14 +53,12 @@ class MpiTransport final : public RingTransport {
       pending_.erase(it);
       return Status::Ok();
     }
-    const auto t0 = std::chrono::steady_clock::now();
-    int spins = 0;
+    Backoff backoff(policy_);
     for (;;) {
       int done = 0;
       RINGATTN_MPI_CHECK(MPI_Testall(int(p.reqs.size()), p.reqs.data(), &done, MPI_STATUSES_IGNORE));
       if (done) break;
-      double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (waited > timeout_s) {
+      if (backoff.waited_ms() > timeout_s * 1e3) {
         std::string who;
         if (p.src >= 0) who += "receiving from rank " + std::to_string(p.src);
         if (p.dst >= 0) who += std::string(who.empty() ? "" : ", ") + "sending to rank " + std::to_string(p.dst);
@@ -71,7 +69,7 @@ class MpiTransport final : public RingTransport {
                                                 std::to_string(int(timeout_s)) + " s " + who +
                                                 " (peer failed or hung; see its output)");
       }
-      if (++spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      backoff.pause();
     }
     pending_.erase(it);
     return Status::Ok();
@@ -83,11 +81,14 @@ class MpiTransport final : public RingTransport {
     int src = -1, dst = -1;
   };
   MPI_Comm comm_;
+  WaitPolicy policy_;
   std::map<int, Pending> pending_;
 };
 
 }  // namespace
 
-std::unique_ptr<RingTransport> make_mpi_transport(MPI_Comm comm) { return std::make_unique<MpiTransport>(comm); }
+std::unique_ptr<RingTransport> make_mpi_transport(MPI_Comm comm, WaitPolicy policy) {
+  return std::make_unique<MpiTransport>(comm, wait_policy_from_env(policy));
+}
 
 }  // namespace ringattn

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "ringattn/config.hpp"
 #include "ringattn/status.hpp"
@@ -21,7 +22,8 @@ Status alloc(Backend b, size_t bytes, void** out);
 void release(Backend b, void* p);
 Status upload(Backend b, void* dst, const void* host_src, size_t bytes);
 Status download(Backend b, void* host_dst, const void* src, size_t bytes);
-// Fills with 0xff bytes (NaN for every float type): poisons outputs.
+// Fills with 0xff bytes (NaN for every float type): poisons outputs. On cuda,
+// ordered on the default stream, without a host wait.
 Status poison(Backend b, void* p, size_t bytes);
 Status synchronize(Backend b);
 // Bytes of device memory in use now and the most seen by peak_sample().
@@ -42,6 +44,27 @@ class Timer {
   Backend b_;
   void* ev_[2] = {nullptr, nullptr};
   double t0_ = 0;
+};
+
+// Time stamps put on a stream without waiting, read afterwards: for timing
+// a loop whose host runs ahead of the device (a training loop) step by step.
+// elapsed_ms(i, j) waits for mark j (call Context::synchronize() first when a
+// forward may be in flight). On cpu, marks are host clock readings.
+class Marks {
+ public:
+  explicit Marks(Backend b) : b_(b) {}
+  ~Marks();
+  Marks(const Marks&) = delete;
+  Marks& operator=(const Marks&) = delete;
+  Status mark(void* stream = nullptr);
+  Status elapsed_ms(size_t i, size_t j, double* ms) const;
+  size_t size() const { return n_; }
+
+ private:
+  Backend b_;
+  size_t n_ = 0;
+  std::vector<void*> ev_;
+  std::vector<double> t_;
 };
 
 }  // namespace ringattn::dev

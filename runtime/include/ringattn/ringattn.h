@@ -34,6 +34,8 @@ int ringattn_create(const ringattn_config_t* config, MPI_Comm comm, ringattn_con
 /* Collective. q, k, v, o: batch x seq/P x heads x head_dim; lse: batch x seq/P x heads (float). */
 int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
                      const void* v, void* o, float* lse, void* stream);
+/* Waits for the forward in flight (cuda backend; see Context::synchronize). */
+int ringattn_synchronize(ringattn_context_t ctx);
 void ringattn_destroy(ringattn_context_t ctx);
 const char* ringattn_last_error(void);
 

@@ -53,11 +53,13 @@ struct CacheStats {
 
 struct Stats {
   int64_t forwards = 0;
-  double last_forward_ms = 0;
+  double last_forward_ms = 0;      // host time in the last forward() call (returning with work in flight: enqueue time)
   int64_t last_bytes_sent = 0;     // this rank, last forward
   int64_t last_bytes_ideal = 0;    // rows its peers actually need, in bytes
   int64_t last_bytes_received = 0;
   double last_plan_ms = 0;         // time to obtain the plan (build or lookup)
+  double last_sync_ms = 0;         // time the last synchronize() waited
+  // The last completed forward's ring steps (after synchronize(), the last forward's).
   std::vector<StepTiming> timeline;
   CacheStats cache;
 };
@@ -78,8 +80,24 @@ class Context {
   // Collective. Shapes of the local shard: q, k, v, o: batch x seq/P x heads
   // x head_dim; lse: batch x seq/P x heads. `stream` is a cudaStream_t for the
   // cuda backend (nullptr: the default stream) and ignored on the cpu backend.
+  //
+  // Stream semantics (cuda backend): O and LSE are ready in stream order
+  // after the call, like any CUDA library call. With NCCL (or one rank) the
+  // forward returns with its work in flight, so the host prepares the next
+  // forward while the GPU runs this one; at most one forward is in flight:
+  // the next forward, synchronize() and the destructor wait for it with the
+  // timeout and NCCL error checks, and a failure of a forward in flight is
+  // returned by whichever of them comes next. With the mpi transport the
+  // host drives the ring and the call returns when the work is complete. On
+  // the cpu backend the call is synchronous.
   Status forward(const Shape& shape, const void* q, const void* k, const void* v, void* o,
                  float* lse, void* stream = nullptr);
+
+  // Waits for the forward in flight, if any, under the timeout (a peer that
+  // died gives kTimeout or kCommError, never a hang). Call it instead of
+  // cudaStreamSynchronize before reading O on the host; stats().timeline
+  // describes the last forward once it returns.
+  Status synchronize();
 
   // Announce the next shape: its plan is built off the critical path.
   Status prefetch(const Shape& shape);

@@ -38,8 +38,9 @@ Status cuda_copy(void* dst, const void* src, size_t n, bool to_device) {
   return Status::Ok();
 }
 Status cuda_poison(void* p, size_t n) {
-  RINGATTN_CUDA_CHECK(cudaMemset(p, 0xff, n));
-  RINGATTN_CUDA_CHECK(cudaDeviceSynchronize());
+  // Ordered on the default stream (before any forward enqueued after it on
+  // that stream); no host wait, so it can go between forwards in flight.
+  RINGATTN_CUDA_CHECK(cudaMemsetAsync(p, 0xff, n, nullptr));
   return Status::Ok();
 }
 Status cuda_synchronize() {
@@ -76,6 +77,21 @@ Status cuda_event_elapsed(void** ev, void* stream, double* ms) {
   RINGATTN_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(ev[1])));
   float f = 0;
   RINGATTN_CUDA_CHECK(cudaEventElapsedTime(&f, static_cast<cudaEvent_t>(ev[0]), static_cast<cudaEvent_t>(ev[1])));
+  *ms = f;
+  return Status::Ok();
+}
+
+void* cuda_event_new() {
+  cudaEvent_t e = nullptr;
+  return cudaEventCreate(&e) == cudaSuccess ? static_cast<void*>(e) : nullptr;
+}
+void cuda_event_free(void* ev) {
+  if (ev) cudaEventDestroy(static_cast<cudaEvent_t>(ev));
+}
+Status cuda_event_between(void* a, void* b, double* ms) {
+  RINGATTN_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(b)));
+  float f = 0;
+  RINGATTN_CUDA_CHECK(cudaEventElapsedTime(&f, static_cast<cudaEvent_t>(a), static_cast<cudaEvent_t>(b)));
   *ms = f;
   return Status::Ok();
 }

@@ -37,6 +37,7 @@
 #include "../../../kernels/cuda/ring_pack.hpp"
 #include "../executor.hpp"
 #include "../fault.hpp"
+#include "../host_wait.hpp"
 #include "check_cuda.hpp"
 
 namespace ringattn {
@@ -96,17 +97,33 @@ bool detect_cuda_aware_mpi() {
 }
 
 class CudaExecutor final : public Executor {
+  // Events of one forward: `cur_` for the one being enqueued, `pend_` for the
+  // one in flight (swapped when a forward is left in flight).
+  struct EventSet {
+    cudaEvent_t in = nullptr, end = nullptr;
+    std::vector<cudaEvent_t> recv, done, c0, c1, t0;
+  };
+  struct Pending {
+    bool active = false;
+    Stats* stats = nullptr;
+    std::vector<StepTiming> steps;  // peers and bytes per ring step (times filled on completion)
+  };
  public:
   CudaExecutor(const Config& c, MPI_Comm comm) : cfg_(c), comm_(comm), fault_(FaultPlan::from_env()) {}
 
   ~CudaExecutor() override {
+    // The forward still in flight reads the buffers and events freed below.
+    if (pending_.active) (void)finish();  // a timeout marks the communicator aborted
     if (nccl_) {
       if (aborted_) ncclCommAbort(nccl_);
       else ncclCommDestroy(nccl_);
     }
-    for (auto* v : {&ev_recv_, &ev_done_, &ev_c0_, &ev_c1_, &ev_t0_})
-      for (cudaEvent_t e : *v) cudaEventDestroy(e);
-    if (ev_in_) cudaEventDestroy(ev_in_);
+    for (EventSet* es : {&cur_, &pend_}) {
+      for (auto* v : {&es->recv, &es->done, &es->c0, &es->c1, &es->t0})
+        for (cudaEvent_t e : *v) cudaEventDestroy(e);
+      if (es->in) cudaEventDestroy(es->in);
+      if (es->end) cudaEventDestroy(es->end);
+    }
     if (comm_stream_) cudaStreamDestroy(comm_stream_);
     for (int i = 0; i < 2; ++i) {
       if (send_dev_[i]) cudaFree(send_dev_[i]);
@@ -126,10 +143,13 @@ class CudaExecutor final : public Executor {
       return Status(StatusCode::kDeviceError, "backend 'cuda' needs a GPU but none is visible (allowed here: --backend cpu)");
     }
     RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
-    RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&ev_in_, cudaEventDisableTiming));
+    for (EventSet* es : {&cur_, &pend_}) {
+      RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&es->in, cudaEventDisableTiming));
+      RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&es->end, cudaEventDisableTiming));
+    }
     block_m_ = kc::fwd_block_m(elem(), int(cfg_.head_dim));
     if (cfg_.transport == Transport::mpi) {
-      mpi_ = make_mpi_transport(comm_);
+      mpi_ = make_mpi_transport(comm_, WaitPolicy::spin);
       cuda_aware_mpi_ = detect_cuda_aware_mpi();
     } else if (world_ > 1) {
       RINGATTN_RETURN_IF_ERROR(init_nccl());
@@ -145,7 +165,8 @@ class CudaExecutor final : public Executor {
     DevicePlan dplan;
     RINGATTN_RETURN_IF_ERROR(device_plan_view(plan, a, block_m_, &dplan));
     const DevicePlan* dp = &dplan;
-    RINGATTN_RETURN_IF_ERROR(ensure_events(nsteps + 1));
+    RINGATTN_RETURN_IF_ERROR(ensure_events(&cur_, nsteps + 1));
+    EventSet& E = cur_;
 
     // Buffers for the largest block of any step.
     int64_t max_send = 0, max_recv = 0;
@@ -153,10 +174,13 @@ class CudaExecutor final : public Executor {
       max_send = std::max(max_send, st.send.total_rows());
       max_recv = std::max(max_recv, st.recv.total_rows());
     }
+    // Buffers grow rarely; the forward still in flight may be using them.
+    if (needs_growth(size_t(2 * B * max_send * D * es), size_t(2 * B * max_recv * D * es)) && pending_.active)
+      RINGATTN_RETURN_IF_ERROR(finish());
     RINGATTN_RETURN_IF_ERROR(ensure_buffers(size_t(2 * B * max_send * D * es), size_t(2 * B * max_recv * D * es)));
 
-    RINGATTN_CUDA_CHECK(cudaEventRecord(ev_in_, cs));
-    RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_in_, 0));
+    RINGATTN_CUDA_CHECK(cudaEventRecord(E.in, cs));
+    RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, E.in, 0));
     RINGATTN_CUDA_CHECK(kc::fwd_init_outputs(a.o, a.lse, B * L * H * D, B * L * H, elem(), !plan.covers_all, cs));
 
     kc::FwdParams fp;
@@ -211,7 +235,17 @@ class CudaExecutor final : public Executor {
     };
     auto block_bytes = [&](const RowList& rl) { return size_t(2 * B * rl.total_rows() * D * es); };
 
-    stats->timeline.assign(nsteps + 1, StepTiming{});
+    Pending done;  // this forward, for its timeline once complete
+    done.steps.resize(nsteps);
+    for (size_t i = 0; i < nsteps; ++i) {
+      const PlanStep& ps = plan.steps[i];
+      StepTiming& t = done.steps[i];
+      t.step = ps.step;
+      t.send_peer = ps.send.empty() ? -1 : ps.send.peer;
+      t.recv_peer = ps.recv.empty() ? -1 : ps.recv.peer;
+      t.bytes_sent = int64_t(2 * B * ps.send.total_rows() * D * es);
+      t.bytes_ideal = ps.send.total_rows() * 2 * B * D * es;
+    }
     std::vector<Clock::time_point> host_t0(nsteps), host_t1(nsteps);
     std::vector<double> exposed_host(nsteps, 0.0);
 
@@ -219,8 +253,8 @@ class CudaExecutor final : public Executor {
     auto start_nccl = [&](size_t i) -> Status {
       const PlanStep& st = plan.steps[i];
       RINGATTN_RETURN_IF_ERROR(fault_.check(rank_, st.step));
-      if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_done_[i - 2], 0));
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
+      if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, E.done[i - 2], 0));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.t0[i], comm_stream_));
       RINGATTN_RETURN_IF_ERROR(pack(i));
       RINGATTN_NCCL_CHECK(ncclGroupStart());
       if (!st.send.empty())
@@ -229,7 +263,7 @@ class CudaExecutor final : public Executor {
         RINGATTN_NCCL_CHECK(ncclRecv(recv_dev_[i % 2], block_bytes(st.recv), ncclUint8, st.recv.peer, nccl_, comm_stream_));
       RINGATTN_NCCL_CHECK(ncclGroupEnd());
       RINGATTN_RETURN_IF_ERROR(nccl_ready());
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_recv_[i], comm_stream_));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.recv[i], comm_stream_));
       bytes_sent_ += int64_t(block_bytes(st.send));
       bytes_recv_ += int64_t(block_bytes(st.recv));
       return Status::Ok();
@@ -241,16 +275,16 @@ class CudaExecutor final : public Executor {
       RINGATTN_RETURN_IF_ERROR(fault_.check(rank_, st.step));
       if (cuda_aware_mpi_) {
         // The receive slot's last reader is step i-2's attention.
-        if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(ev_done_[i - 2]));
-        RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
+        if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(E.done[i - 2]));
+        RINGATTN_CUDA_CHECK(cudaEventRecord(E.t0[i], comm_stream_));
         host_t0[i] = Clock::now();
         if (!st.send.empty()) RINGATTN_RETURN_IF_ERROR(pack(i));
         RINGATTN_CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
         return mpi_->start(st.step, send_dev_[i % 2], block_bytes(st.send), st.send.empty() ? -1 : st.send.peer,
                            recv_dev_[i % 2], block_bytes(st.recv), st.recv.empty() ? -1 : st.recv.peer);
       }
-      if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(ev_recv_[i - 2]));  // recv_host slot drained
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_t0_[i], comm_stream_));
+      if (i >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(E.recv[i - 2]));  // recv_host slot drained
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.t0[i], comm_stream_));
       host_t0[i] = Clock::now();
       if (!st.send.empty()) {
         RINGATTN_RETURN_IF_ERROR(pack(i));
@@ -267,11 +301,11 @@ class CudaExecutor final : public Executor {
       RINGATTN_RETURN_IF_ERROR(mpi_->wait(st.step, cfg_.timeout_seconds));
       host_t1[i] = Clock::now();
       exposed_host[i] = ms_between(w0, host_t1[i]);
-      if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ev_done_[i - 2], 0));
+      if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, E.done[i - 2], 0));
       if (!st.recv.empty() && !cuda_aware_mpi_)
         RINGATTN_CUDA_CHECK(cudaMemcpyAsync(recv_dev_[i % 2], recv_host_[i % 2], block_bytes(st.recv),
                                             cudaMemcpyHostToDevice, comm_stream_));
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_recv_[i], comm_stream_));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.recv[i], comm_stream_));
       return Status::Ok();
     };
 
@@ -285,9 +319,9 @@ class CudaExecutor final : public Executor {
     const size_t ahead = use_nccl ? 2 : 1;
     for (; started < std::min(ahead, nsteps) && st.ok(); ++started) st = use_nccl ? start_nccl(started) : start_mpi(started);
     if (st.ok()) {
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c0_[nsteps], cs));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.c0[nsteps], cs));
       st = run_passes(0, kern::KeySource{a.k, a.v, L * H * D, H * D, D, nullptr});
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c1_[nsteps], cs));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.c1[nsteps], cs));
     }
     for (size_t i = 0; i < nsteps && st.ok(); ++i) {
       if (!use_nccl) {
@@ -295,39 +329,46 @@ class CudaExecutor final : public Executor {
         if (st.ok()) st = finish_mpi(i);
         if (!st.ok()) break;
       }
-      RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(cs, ev_recv_[i], 0));
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c0_[i], cs));
+      RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(cs, E.recv[i], 0));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.c0[i], cs));
       if (!plan.steps[i].recv.empty()) st = run_passes(plan.steps[i].step, recv_source(i));
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_c1_[i], cs));
-      RINGATTN_CUDA_CHECK(cudaEventRecord(ev_done_[i], cs));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.c1[i], cs));
+      RINGATTN_CUDA_CHECK(cudaEventRecord(E.done[i], cs));
       if (use_nccl && st.ok() && started < nsteps) st = start_nccl(started++);
     }
-    if (st.ok()) st = wait_complete(plan, cs, nsteps);
-    if (!st.ok()) return st;
-
-    // Timeline from the events (all complete now).
-    auto elapsed = [](cudaEvent_t x, cudaEvent_t y) {
-      float f = 0;
-      return cudaEventElapsedTime(&f, x, y) == cudaSuccess ? double(f) : 0.0;
-    };
-    stats->timeline[0].compute_ms = elapsed(ev_c0_[nsteps], ev_c1_[nsteps]);
-    for (size_t i = 0; i < nsteps; ++i) {
-      StepTiming& t = stats->timeline[i + 1];
-      const PlanStep& ps = plan.steps[i];
-      t.step = ps.step;
-      t.send_peer = ps.send.empty() ? -1 : ps.send.peer;
-      t.recv_peer = ps.recv.empty() ? -1 : ps.recv.peer;
-      t.bytes_sent = int64_t(block_bytes(ps.send));
-      t.bytes_ideal = ps.send.total_rows() * 2 * B * D * es;
-      t.compute_ms = elapsed(ev_c0_[i], ev_c1_[i]);
-      t.transfer_ms = use_nccl ? elapsed(ev_t0_[i], ev_recv_[i]) : ms_between(host_t0[i], host_t1[i]);
-      // Exposed: the compute stream idled between the previous step's end and this one's start.
-      t.exposed_ms = elapsed(i == 0 ? ev_c1_[nsteps] : ev_c1_[i - 1], ev_c0_[i]);
-    }
+    RINGATTN_RETURN_IF_ERROR(st);
+    RINGATTN_CUDA_CHECK(cudaEventRecord(E.end, cs));
     stats->last_bytes_sent = use_nccl ? bytes_sent_ - nccl_sent0 : mpi_->counters.bytes_sent - mpi_sent0;
     stats->last_bytes_received = use_nccl ? bytes_recv_ - nccl_recv0 : mpi_->counters.bytes_received - mpi_recv0;
     stats->last_bytes_ideal = plan.rows_sent() * 2 * B * D * es;
-    return Status::Ok();
+    done.active = true;
+    done.stats = stats;
+    if (!use_nccl) {
+      // Host-staged MPI: the host drove every exchange, so only the last
+      // passes are still running; wait for them here.
+      for (size_t i = 0; i < nsteps; ++i) done.steps[i].transfer_ms = ms_between(host_t0[i], host_t1[i]);
+      Status w = wait_complete(E, done);
+      if (w.ok()) fill_timeline(E, done, false);
+      return w;
+    }
+    // NCCL (or one rank): nothing left for the host to drive. Return with
+    // this forward in flight, so the host prepares the next one while the GPU
+    // runs this one; the forward before it must be complete first (at most
+    // one in flight, each one's completion watched under the timeout).
+    Status prev = finish();
+    pending_ = std::move(done);
+    std::swap(cur_, pend_);
+    return prev;
+  }
+
+  // Waits for the forward in flight (if any) and fills its timeline.
+  Status finish() override {
+    if (!pending_.active) return Status::Ok();
+    Pending p = std::move(pending_);
+    pending_ = Pending{};
+    Status w = wait_complete(pend_, p);
+    if (w.ok()) fill_timeline(pend_, p, true);
+    return w;
   }
 
   int plan_image_block_m() const override { return block_m_; }
@@ -366,15 +407,13 @@ class CudaExecutor final : public Executor {
 
   // Waits for the compute stream, watching NCCL's asynchronous errors and the
   // timeout; on failure names the first ring step whose receive is missing.
-  Status wait_complete(const Plan& plan, cudaStream_t cs, size_t nsteps) {
-    RINGATTN_CUDA_CHECK(cudaEventRecord(ev_in_, cs));
-    const auto t0 = Clock::now();
-    int spins = 0;
+  Status wait_complete(const EventSet& E, const Pending& p) {
+    Backoff backoff(wait_policy_);
     for (;;) {
-      cudaError_t e = cudaEventQuery(ev_in_);
+      cudaError_t e = cudaEventQuery(E.end);
       if (e == cudaSuccess) return Status::Ok();
       if (e != cudaErrorNotReady) RINGATTN_CUDA_CHECK(e);
-      if (nccl_) {
+      if (nccl_ && backoff.polls() % 64 == 0) {
         ncclResult_t r = ncclSuccess;
         RINGATTN_NCCL_CHECK(ncclCommGetAsyncError(nccl_, &r));
         if (r != ncclSuccess && r != ncclInProgress) {
@@ -382,14 +421,14 @@ class CudaExecutor final : public Executor {
           return Status(StatusCode::kCommError, std::string("NCCL asynchronous error: ") + ncclGetErrorString(r));
         }
       }
-      if (ms_between(t0, Clock::now()) > cfg_.timeout_seconds * 1e3) {
+      if (backoff.waited_ms() > cfg_.timeout_seconds * 1e3) {
         std::string where = "the attention passes";
-        for (size_t i = 0; i < nsteps; ++i) {
-          if (cudaEventQuery(ev_recv_[i]) == cudaErrorNotReady) {
-            const PlanStep& s = plan.steps[i];
+        for (size_t i = 0; i < p.steps.size(); ++i) {
+          if (cudaEventQuery(E.recv[i]) == cudaErrorNotReady) {
+            const StepTiming& s = p.steps[i];
             where = "ring step " + std::to_string(s.step) +
-                    (s.recv.empty() ? " (sending to rank " + std::to_string(s.send.peer) + ")"
-                                    : " waiting for rank " + std::to_string(s.recv.peer));
+                    (s.recv_peer < 0 ? " (sending to rank " + std::to_string(s.send_peer) + ")"
+                                     : " waiting for rank " + std::to_string(s.recv_peer));
             break;
           }
         }
@@ -397,12 +436,33 @@ class CudaExecutor final : public Executor {
         return Status(StatusCode::kTimeout, "no progress for " + std::to_string(int(cfg_.timeout_seconds)) + " s at " +
                                                 where + " (peer failed or hung; see its output)");
       }
-      if (++spins > 100) std::this_thread::sleep_for(std::chrono::microseconds(20));
+      backoff.pause();
     }
   }
 
-  Status ensure_events(size_t n) {
-    for (auto* v : {&ev_recv_, &ev_done_, &ev_c0_, &ev_c1_, &ev_t0_}) {
+  // Timeline of a completed forward from its events (and, with MPI, the
+  // host's transfer times already in p.steps).
+  static void fill_timeline(const EventSet& E, const Pending& p, bool nccl) {
+    auto elapsed = [](cudaEvent_t x, cudaEvent_t y) {
+      float f = 0;
+      return cudaEventElapsedTime(&f, x, y) == cudaSuccess ? double(f) : 0.0;
+    };
+    const size_t n = p.steps.size();
+    std::vector<StepTiming>& tl = p.stats->timeline;
+    tl.assign(n + 1, StepTiming{});
+    tl[0].compute_ms = elapsed(E.c0[n], E.c1[n]);
+    for (size_t i = 0; i < n; ++i) {
+      StepTiming& t = tl[i + 1];
+      t = p.steps[i];
+      t.compute_ms = elapsed(E.c0[i], E.c1[i]);
+      if (nccl) t.transfer_ms = elapsed(E.t0[i], E.recv[i]);
+      // Exposed: the compute stream idled between the previous step's end and this one's start.
+      t.exposed_ms = elapsed(i == 0 ? E.c1[n] : E.c1[i - 1], E.c0[i]);
+    }
+  }
+
+  Status ensure_events(EventSet* es, size_t n) {
+    for (auto* v : {&es->recv, &es->done, &es->c0, &es->c1, &es->t0}) {
       while (v->size() < n) {
         cudaEvent_t e;
         RINGATTN_CUDA_CHECK(cudaEventCreate(&e));
@@ -411,6 +471,8 @@ class CudaExecutor final : public Executor {
     }
     return Status::Ok();
   }
+
+  bool needs_growth(size_t send_bytes, size_t recv_bytes) const { return send_bytes > send_cap_ || recv_bytes > recv_cap_; }
 
   Status ensure_buffers(size_t send_bytes, size_t recv_bytes) {
     if (send_bytes > send_cap_) {
@@ -446,14 +508,15 @@ class CudaExecutor final : public Executor {
   MPI_Comm comm_;
   int rank_ = 0, world_ = 1;
   FaultPlan fault_;
+  WaitPolicy wait_policy_ = wait_policy_from_env(WaitPolicy::spin);
   int block_m_ = 128;
   ncclComm_t nccl_ = nullptr;
   bool aborted_ = false;
   std::unique_ptr<RingTransport> mpi_;
   bool cuda_aware_mpi_ = false;  // MPI takes device pointers: no host staging
   cudaStream_t comm_stream_ = nullptr;
-  cudaEvent_t ev_in_ = nullptr;
-  std::vector<cudaEvent_t> ev_recv_, ev_done_, ev_c0_, ev_c1_, ev_t0_;
+  EventSet cur_, pend_;
+  Pending pending_;
   void* send_dev_[2] = {nullptr, nullptr};
   void* recv_dev_[2] = {nullptr, nullptr};
   void* send_host_[2] = {nullptr, nullptr};
