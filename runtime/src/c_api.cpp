@@ -16,29 +16,46 @@ int fail(const ringattn::Status& s) {
 }
 }  // namespace
 
+// Collective: a bad argument on one rank fails every rank (one allreduce in
+// all_ranks) instead of leaving the others waiting in Context::create.
 extern "C" int ringattn_create(const ringattn_config_t* c, MPI_Comm comm, ringattn_context_t* out) {
   using namespace ringattn;
-  if (c == nullptr || out == nullptr) return fail(InvalidArgument("ringattn_create: config or out is null"));
-  if (c->struct_size != sizeof(ringattn_config_t))
-    return fail(InvalidArgument("ringattn_config_t.struct_size is " + std::to_string(c->struct_size) + ", expected " +
-                                std::to_string(sizeof(ringattn_config_t))));
-  if (c->num_branches > 0 && (c->w == nullptr || c->r == nullptr))
-    return fail(InvalidArgument("ringattn_create: w or r is null"));
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) return fail(InvalidArgument("ringattn_create: MPI is not initialized (call MPI_Init first)"));
+  if (comm == MPI_COMM_NULL) return fail(InvalidArgument("ringattn_create: communicator is MPI_COMM_NULL"));
   Config cfg;
-  for (int i = 0; i < c->num_branches; ++i) cfg.branches.push_back({c->w[i], c->r[i]});
-  cfg.causal = c->causal != 0;
-  cfg.scale = c->scale;
-  if (c->head_offsets < 0 || c->head_offsets > 1) return fail(InvalidArgument("head_offsets is " + std::to_string(c->head_offsets) + " (allowed: 0 interleaved, 1 blocked)"));
-  if (c->dtype < 0 || c->dtype > 2) return fail(InvalidArgument("dtype is " + std::to_string(c->dtype) + " (allowed: 0 f32, 1 f16, 2 bf16)"));
-  if (c->backend < 0 || c->backend > 1) return fail(InvalidArgument("backend is " + std::to_string(c->backend) + " (allowed: 0 cpu, 1 cuda)"));
-  if (c->transport < 0 || c->transport > 1) return fail(InvalidArgument("transport is " + std::to_string(c->transport) + " (allowed: 0 mpi, 1 nccl)"));
-  cfg.head_offsets = HeadOffsets(c->head_offsets);
-  cfg.dtype = DType(c->dtype);
-  cfg.backend = Backend(c->backend);
-  cfg.transport = Transport(c->transport);
-  cfg.heads = c->heads;
-  cfg.head_dim = c->head_dim;
-  if (c->timeout_seconds > 0) cfg.timeout_seconds = c->timeout_seconds;
+  Status local = Status::Ok();
+  if (c == nullptr || out == nullptr) {
+    local = InvalidArgument("ringattn_create: config or out is null");
+  } else if (c->struct_size != sizeof(ringattn_config_t)) {
+    local = InvalidArgument("ringattn_config_t.struct_size is " + std::to_string(c->struct_size) + ", expected " +
+                            std::to_string(sizeof(ringattn_config_t)));
+  } else if (c->num_branches < 0 || (c->num_branches > 0 && (c->w == nullptr || c->r == nullptr))) {
+    local = InvalidArgument("ringattn_create: num_branches is " + std::to_string(c->num_branches) +
+                            " (allowed: >= 0, with w and r non-null when > 0)");
+  } else if (c->head_offsets < 0 || c->head_offsets > 1) {
+    local = InvalidArgument("head_offsets is " + std::to_string(c->head_offsets) + " (allowed: 0 interleaved, 1 blocked)");
+  } else if (c->dtype < 0 || c->dtype > 2) {
+    local = InvalidArgument("dtype is " + std::to_string(c->dtype) + " (allowed: 0 f32, 1 f16, 2 bf16)");
+  } else if (c->backend < 0 || c->backend > 1) {
+    local = InvalidArgument("backend is " + std::to_string(c->backend) + " (allowed: 0 cpu, 1 cuda)");
+  } else if (c->transport < 0 || c->transport > 1) {
+    local = InvalidArgument("transport is " + std::to_string(c->transport) + " (allowed: 0 mpi, 1 nccl)");
+  } else {
+    for (int i = 0; i < c->num_branches; ++i) cfg.branches.push_back({c->w[i], c->r[i]});
+    cfg.causal = c->causal != 0;
+    cfg.scale = c->scale;
+    cfg.head_offsets = HeadOffsets(c->head_offsets);
+    cfg.dtype = DType(c->dtype);
+    cfg.backend = Backend(c->backend);
+    cfg.transport = Transport(c->transport);
+    cfg.heads = c->heads;
+    cfg.head_dim = c->head_dim;
+    if (c->timeout_seconds > 0) cfg.timeout_seconds = c->timeout_seconds;
+  }
+  Status agreed = all_ranks(comm, local);
+  if (!agreed.ok()) return fail(agreed);
   auto h = std::make_unique<ringattn_context>();
   Status s = Context::create(cfg, comm, &h->ctx);
   if (!s.ok()) return fail(s);
