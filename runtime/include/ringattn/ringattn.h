@@ -31,7 +31,10 @@ typedef struct {
 
 /* Collective over comm. */
 int ringattn_create(const ringattn_config_t* config, MPI_Comm comm, ringattn_context_t* out);
-/* Collective. q, k, v, o: batch x seq/P x heads x head_dim; lse: batch x seq/P x heads (float). */
+/* Collective. q, k, v, o: batch x seq/P x heads x head_dim; lse: batch x seq/P x heads (float).
+ * Stream-ordered on the cuda backend: with NCCL (or one rank) it may return with its work in
+ * flight; the next forward, ringattn_synchronize and ringattn_destroy wait for it under the
+ * timeout (see Context::forward in ringattn.hpp). Collective argument errors fail every rank. */
 int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
                      const void* v, void* o, float* lse, void* stream);
 /* Waits for the forward in flight (cuda backend; see Context::synchronize). */

@@ -247,7 +247,6 @@ class CudaExecutor final : public Executor {
       t.bytes_ideal = ps.send.total_rows() * 2 * B * D * es;
     }
     std::vector<Clock::time_point> host_t0(nsteps), host_t1(nsteps);
-    std::vector<double> exposed_host(nsteps, 0.0);
 
     // Enqueue the exchange of step i on the communication stream.
     auto start_nccl = [&](size_t i) -> Status {
@@ -297,10 +296,8 @@ class CudaExecutor final : public Executor {
     };
     auto finish_mpi = [&](size_t i) -> Status {
       const PlanStep& st = plan.steps[i];
-      auto w0 = Clock::now();
       RINGATTN_RETURN_IF_ERROR(mpi_->wait(st.step, cfg_.timeout_seconds));
       host_t1[i] = Clock::now();
-      exposed_host[i] = ms_between(w0, host_t1[i]);
       if (i >= 2) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, E.done[i - 2], 0));
       if (!st.recv.empty() && !cuda_aware_mpi_)
         RINGATTN_CUDA_CHECK(cudaMemcpyAsync(recv_dev_[i % 2], recv_host_[i % 2], block_bytes(st.recv),
