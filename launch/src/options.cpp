@@ -83,7 +83,7 @@ std::string usage(const std::string& cmd) {
            "  --seed S              seed of random inputs (default 1)\n"
            "  --iters N --warmup N  timed and untimed iterations (default 3 and 1)\n"
            "  --timeline            per ring step: compute, transfer, exposed time, bytes vs ideal\n"
-           "  --inject-fault rank=R,step=S[,mode=exit|error]   test only: fail rank R at ring step S\n";
+           "  --inject-fault rank=R,step=S[,mode=exit|error][,forward=F]   test only: fail rank R at ring step S\n";
   }
   if (cmd == "verify") {
     return "usage: ringattn verify [options]\n"

@@ -28,8 +28,10 @@ struct Context::Impl {
 
   ~Impl() {
     if (executor) (void)executor->finish();  // the forward in flight, under the timeout
-    cache.reset();  // waits for the fences of its last readers
+    // The executor first: after a failed ring it aborts its communicator, which
+    // ends NCCL operations still posted, so the cache's fences then complete.
     executor.reset();
+    cache.reset();  // waits for the fences of its last readers
     transport.reset();
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }

@@ -44,6 +44,7 @@ class CpuExecutor final : public Executor {
   CpuExecutor(const Config& c, RingTransport* t, int rank) : cfg_(c), transport_(t), rank_(rank), fault_(FaultPlan::from_env()) {}
 
   Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {
+    fault_.next_forward();
     const int64_t B = a.shape->batch, L = plan.local_rows, H = cfg_.heads, D = cfg_.head_dim;
     const size_t es = dtype_size(cfg_.dtype);
     const size_t n = size_t(B * L * H * D);

@@ -1,6 +1,9 @@
-// Test-only fault injection: RINGATTN_INJECT_FAULT="rank=R,step=S[,mode=exit|error]"
+// Test-only fault injection: RINGATTN_INJECT_FAULT="rank=R,step=S[,mode=exit|error][,forward=F]"
 // makes rank R die (exit) or leave the ring with an error (error) just before
-// ring step S, so tests can prove that every other rank ends within --timeout.
+// ring step S (of its F-th forward, counting from 1; default: every forward),
+// so tests can prove that every other rank ends within --timeout. With F > 1
+// the NCCL connections already exist, so the peers' forwards return with their
+// work in flight and the failure surfaces in synchronize().
 #pragma once
 #include <cstdio>
 #include <cstdlib>
@@ -12,8 +15,9 @@
 namespace ringattn {
 
 struct FaultPlan {
-  int rank = -1, step = -1;
+  int rank = -1, step = -1, forward = -1;
   bool exit_process = true;
+  int forwards_seen = 0;  // forwards started by this executor
   static FaultPlan from_env() {
     FaultPlan f;
     const char* e = std::getenv("RINGATTN_INJECT_FAULT");
@@ -29,15 +33,18 @@ struct FaultPlan {
         if (k == "rank") f.rank = std::atoi(v.c_str());
         else if (k == "step") f.step = std::atoi(v.c_str());
         else if (k == "mode") f.exit_process = v != "error";
+        else if (k == "forward") f.forward = std::atoi(v.c_str());
       }
       if (comma == std::string::npos) break;
       pos = comma + 1;
     }
     return f;
   }
+  // Called at the start of every forward.
+  void next_forward() { ++forwards_seen; }
   // Called before each ring step's exchange.
   Status check(int rank_now, int step_now) const {
-    if (rank_now != rank || step_now != step) return Status::Ok();
+    if (rank_now != rank || step_now != step || (forward > 0 && forwards_seen != forward)) return Status::Ok();
     if (exit_process) {
       std::fprintf(stderr, "ringattn: injected fault: rank %d exits at ring step %d\n", rank, step);
       std::fflush(stderr);

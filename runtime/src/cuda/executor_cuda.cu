@@ -158,6 +158,7 @@ class CudaExecutor final : public Executor {
   }
 
   Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {
+    fault_.next_forward();
     cudaStream_t cs = static_cast<cudaStream_t>(a.stream);
     const int64_t B = a.shape->batch, L = plan.local_rows, H = cfg_.heads, D = cfg_.head_dim;
     const int64_t es = int64_t(dtype_size(cfg_.dtype));
@@ -261,7 +262,12 @@ class CudaExecutor final : public Executor {
       if (!st.recv.empty())
         RINGATTN_NCCL_CHECK(ncclRecv(recv_dev_[i % 2], block_bytes(st.recv), ncclUint8, st.recv.peer, nccl_, comm_stream_));
       RINGATTN_NCCL_CHECK(ncclGroupEnd());
-      RINGATTN_RETURN_IF_ERROR(nccl_ready());
+      Status ready = nccl_ready();
+      if (!ready.ok())  // e.g. the first exchange with a peer that never joins (connections are made lazily)
+        return Status(ready.code(), "ring step " + std::to_string(st.step) +
+                                        (st.send.empty() ? "" : " sending to rank " + std::to_string(st.send.peer)) +
+                                        (st.recv.empty() ? "" : " receiving from rank " + std::to_string(st.recv.peer)) +
+                                        ": " + ready.message() + " (peer failed or hung; see its output)");
       RINGATTN_CUDA_CHECK(cudaEventRecord(E.recv[i], comm_stream_));
       bytes_sent_ += int64_t(block_bytes(st.send));
       bytes_recv_ += int64_t(block_bytes(st.recv));
@@ -333,7 +339,12 @@ class CudaExecutor final : public Executor {
       RINGATTN_CUDA_CHECK(cudaEventRecord(E.done[i], cs));
       if (use_nccl && st.ok() && started < nsteps) st = start_nccl(started++);
     }
-    RINGATTN_RETURN_IF_ERROR(st);
+    if (!st.ok()) {
+      // This rank leaves the ring mid-forward: its peers will time out, and
+      // this communicator may hold posted operations: abort it, never destroy.
+      if (nccl_) aborted_ = true;
+      return st;
+    }
     RINGATTN_CUDA_CHECK(cudaEventRecord(E.end, cs));
     stats->last_bytes_sent = use_nccl ? bytes_sent_ - nccl_sent0 : mpi_->counters.bytes_sent - mpi_sent0;
     stats->last_bytes_received = use_nccl ? bytes_recv_ - nccl_recv0 : mpi_->counters.bytes_received - mpi_recv0;
