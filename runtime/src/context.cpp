@@ -66,18 +66,19 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   // before agree() would leave the other ranks waiting in it.
   if (out == nullptr) local = InvalidArgument("Context::create: output pointer is null");
   if (local.ok()) local = check_wait_env();
-  std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
-  if (local.ok()) {
-    if (config.backend == Backend::cpu) {
-      im.transport = make_mpi_transport(im.comm, WaitPolicy::sleep);
-      im.executor = make_cpu_executor(config, im.transport.get(), im.rank);
-    } else {
-      local = make_cuda_executor(config, im.comm, &im.executor);
-      if (local.ok()) local = make_cuda_device_tier(&tier);
-    }
-  }
+  // Agree first: executor set-up is collective (the NCCL bootstrap), so every
+  // rank must enter it with the same valid config or none may.
   im.hash = config_hash(config);
   RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, 0, 0));
+  std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
+  if (config.backend == Backend::cpu) {
+    im.transport = make_mpi_transport(im.comm, WaitPolicy::sleep);
+    im.executor = make_cpu_executor(config, im.transport.get(), im.rank);
+  } else {
+    local = make_cuda_executor(config, im.comm, &im.executor);
+    if (local.ok()) local = make_cuda_device_tier(&tier);
+  }
+  RINGATTN_RETURN_IF_ERROR(all_ranks(im.comm, local));
 
   im.cache = std::make_unique<PlanCache>(config.cache, std::move(tier), im.executor->plan_image_block_m());
   std::vector<std::pair<PlanKey, PlanCache::Builder>> pregen;

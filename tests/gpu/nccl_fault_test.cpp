@@ -1,4 +1,6 @@
-// A rank that leaves an NCCL ring mid-forward, with forwards left in flight
+// Failures on the NCCL path with several ranks (first: one rank's config is
+// invalid, so every rank must fail in Context::create before the collective
+// NCCL bootstrap). Then a rank that leaves an NCCL ring mid-forward, with forwards left in flight
 // (run as: mpirun -np 3 nccl_hostid.sh ringattn_nccl_fault_test; three ranks
 // sharing one GPU). Dense attention, so every rank needs keys from every other.
 // The first forward succeeds everywhere (and makes NCCL's connections). In the
@@ -55,6 +57,18 @@ int main(int argc, char** argv) {
   cfg.timeout_seconds = 5;
   const Shape shape{1, 3 * 8192};
   Status st = dev::select_device(0);
+  if (st.ok()) {
+    // One rank's config is invalid: every rank fails in create with that
+    // rank's message; none is left waiting in the NCCL bootstrap.
+    Config bad = cfg;
+    if (rank == 2) bad.heads = 0;
+    std::unique_ptr<Context> none;
+    const auto tc = Clock::now();
+    Status cs = Context::create(bad, MPI_COMM_WORLD, &none);
+    expect(!cs.ok() && cs.message().find("rank 2") != std::string::npos && cs.message().find("heads") != std::string::npos,
+           "create with rank 2's heads = 0 should fail on every rank naming rank 2 and heads, got: " + cs.to_string());
+    expect(since(tc) < 20.0, "the failed create took " + std::to_string(since(tc)) + " s");
+  }
   std::unique_ptr<Context> ctx;
   if (st.ok()) st = Context::create(cfg, MPI_COMM_WORLD, &ctx);
   if (!st.ok()) {

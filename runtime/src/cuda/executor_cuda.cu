@@ -133,9 +133,28 @@ class CudaExecutor final : public Executor {
     }
   }
 
+  // Collective over comm (Context::create calls it on every rank, after the
+  // ranks agreed on the config).
   Status init() {
     RINGATTN_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     RINGATTN_MPI_CHECK(MPI_Comm_size(comm_, &world_));
+    // Busy-polling costs a core per rank: the default turns to sleeping when
+    // this host runs more ranks than it has cores (RINGATTN_HOST_WAIT overrides).
+    MPI_Comm node = MPI_COMM_NULL;
+    RINGATTN_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    int local_ranks = 1;
+    MPI_Comm_size(node, &local_ranks);
+    MPI_Comm_free(&node);
+    const unsigned cores = std::thread::hardware_concurrency();
+    wait_policy_ = wait_policy_from_env(cores > 0 && unsigned(local_ranks) > cores ? WaitPolicy::sleep : WaitPolicy::spin);
+    // Every rank reaches the NCCL bootstrap below only if all set up locally:
+    // a rank without a GPU fails them all instead of leaving them waiting.
+    RINGATTN_RETURN_IF_ERROR(all_ranks(comm_, init_local()));
+    if (cfg_.transport == Transport::nccl && world_ > 1) RINGATTN_RETURN_IF_ERROR(init_nccl());
+    return Status::Ok();
+  }
+
+  Status init_local() {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -149,10 +168,8 @@ class CudaExecutor final : public Executor {
     }
     block_m_ = kc::fwd_block_m(elem(), int(cfg_.head_dim));
     if (cfg_.transport == Transport::mpi) {
-      mpi_ = make_mpi_transport(comm_, WaitPolicy::spin);
+      mpi_ = make_mpi_transport(comm_, wait_policy_);
       cuda_aware_mpi_ = detect_cuda_aware_mpi();
-    } else if (world_ > 1) {
-      RINGATTN_RETURN_IF_ERROR(init_nccl());
     }
     return Status::Ok();
   }
@@ -516,7 +533,7 @@ class CudaExecutor final : public Executor {
   MPI_Comm comm_;
   int rank_ = 0, world_ = 1;
   FaultPlan fault_;
-  WaitPolicy wait_policy_ = wait_policy_from_env(WaitPolicy::spin);
+  WaitPolicy wait_policy_ = WaitPolicy::spin;  // set by init()
   int block_m_ = 128;
   ncclComm_t nccl_ = nullptr;
   bool aborted_ = false;
