@@ -7,8 +7,8 @@
 // (timer slack), which is 2-5% of a 1.5 ms forward and was the largest source
 // of step-to-step spread on the GPU (bench/results/RESULTS.md, issue 6).
 //
-// `spin` (the GPU backend's default, like CUDA's own cudaDeviceScheduleSpin on
-// a machine with more cores than contexts): busy-poll for the first `spin_ms`
+// `spin` (the GPU backend's default unless a host runs more ranks than it has
+// cores, like CUDA's own cudaDeviceScheduleAuto): busy-poll for the first `spin_ms`
 // (no sched_yield: a yield to another runnable thread can cost a whole time
 // slice), then sleep at most 1/1000 of the time waited so far, so the added
 // latency stays under ~0.1% of any wait. `sleep` (the CPU backend, whose
