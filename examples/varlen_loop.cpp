@@ -135,6 +135,7 @@ int main(int argc, char** argv) {
     block_mark.push_back(w);
   };
   int64_t ss_lookups = 0, ss_hits = 0, ss_dev_hits = 0;  // steady-state cycling steps only
+  auto hits_of = [](const CacheStats& c) { return c.device_hits + c.host_hits; };
   for (int s = 0; s < steps; ++s) {
     Shape shape{1, lengths[size_t(s) % nlen]};
     if (prefetch) check(ctx->prefetch(Shape{1, lengths[size_t(s + 1) % nlen]}));
@@ -142,9 +143,9 @@ int main(int argc, char** argv) {
     step_mark[size_t(s)] = run_step(shape);
     if (size_t(s) >= nlen) {
       const CacheStats now = ctx->stats().cache;
-      ss_lookups += (now.device_hits + now.host_hits + now.misses) - (before.device_hits + before.host_hits + before.misses);
+      ss_hits += hits_of(now) - hits_of(before);
+      ss_lookups += hits_of(now) + now.misses - hits_of(before) - before.misses;
       ss_dev_hits += now.device_hits - before.device_hits;
-      ss_hits += (now.device_hits + now.host_hits) - (before.device_hits + before.host_hits);
     }
     plan_ms[size_t(s)] = ctx->stats().last_plan_ms;
     if (warm && ((size_t(s) + 1) % nlen == 0 || s + 1 == steps)) warm_block();

@@ -27,9 +27,9 @@ struct Context::Impl {
   Stats stats;
 
   ~Impl() {
-    if (executor) (void)executor->finish();  // the forward in flight, under the timeout
-    // The executor first: after a failed ring it aborts its communicator, which
-    // ends NCCL operations still posted, so the cache's fences then complete.
+    // The executor first: it waits for the forward in flight (under the
+    // timeout) and, after a failed ring, aborts its communicator, which ends
+    // NCCL operations still posted, so the cache's fences then complete.
     executor.reset();
     cache.reset();  // waits for the fences of its last readers
     transport.reset();
@@ -65,7 +65,8 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   // A null `out` on one rank is agreed like any other bad value: returning
   // before agree() would leave the other ranks waiting in it.
   if (out == nullptr) local = InvalidArgument("Context::create: output pointer is null");
-  if (local.ok()) local = check_wait_env();
+  WaitPolicy unused;
+  if (local.ok()) local = parse_wait_env(WaitPolicy::spin, &unused);
   // Agree first: executor set-up is collective (the NCCL bootstrap), so every
   // rank must enter it with the same valid config or none may.
   im.hash = config_hash(config);
@@ -96,13 +97,7 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   return Status::Ok();
 }
 
-Status Context::synchronize() {
-  Impl& im = *impl_;
-  const auto t0 = std::chrono::steady_clock::now();
-  Status st = im.executor->finish();
-  im.stats.last_sync_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return st;
-}
+Status Context::synchronize() { return impl_->executor->finish(); }
 
 Status Context::prefetch(const Shape& shape) {
   Impl& im = *impl_;

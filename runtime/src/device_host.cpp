@@ -74,19 +74,17 @@ Marks::~Marks() {
 Status Marks::mark(void* stream) {
   if (b_ == Backend::cpu) {
     t_.push_back(now_ms());
-    ++n_;
     return Status::Ok();
   }
   void* e = cuda_event_new();
   if (e == nullptr) return Status(StatusCode::kDeviceError, "Marks: cudaEventCreate failed");
   ev_.push_back(e);
-  ++n_;
   return cuda_event_record(e, stream);
 }
 Status Marks::elapsed_ms(size_t i, size_t j, double* ms) const {
-  if (i >= n_ || j >= n_)
+  if (i >= size() || j >= size())
     return InvalidArgument("Marks::elapsed_ms(" + std::to_string(i) + ", " + std::to_string(j) + "): only " +
-                           std::to_string(n_) + " marks");
+                           std::to_string(size()) + " marks");
   if (b_ == Backend::cpu) {
     *ms = t_[j] - t_[i];
     return Status::Ok();

@@ -1,11 +1,12 @@
 // How a host thread waits for the device or the network.
 //
-// A forward returns only when its work is complete (so it can watch NCCL's
-// asynchronous errors and the timeouts), and whatever the caller does next
-// starts only then: every microsecond between completion and the waiter
-// noticing it is idle device time. A sleep of 20 us lasts 60-80 us on Linux
-// (timer slack), which is 2-5% of a 1.5 ms forward and was the largest source
-// of step-to-step spread on the GPU (bench/results/RESULTS.md, issue 6).
+// Whoever waits for a forward (synchronize(), the next forward, the host-driven
+// mpi ring) watches NCCL's asynchronous errors and the timeouts, and what the
+// caller does next starts only when the wait returns: every microsecond between
+// completion and the waiter noticing it can be idle device time. A sleep of
+// 20 us lasts 60-80 us on Linux (timer slack), which is 2-5% of a 1.5 ms
+// forward and was the largest source of step-to-step spread on the GPU
+// (bench/results/RESULTS.md, issue 6).
 //
 // `spin` (the GPU backend's default unless a host runs more ranks than it has
 // cores, like CUDA's own cudaDeviceScheduleAuto): busy-poll for the first `spin_ms`
@@ -28,19 +29,23 @@ namespace ringattn {
 
 enum class WaitPolicy { spin, sleep };
 
-inline WaitPolicy wait_policy_from_env(WaitPolicy fallback) {
+// RINGATTN_HOST_WAIT, or `fallback` when it is unset. A value that is not
+// allowed is an error (Context::create agrees it across ranks before any data
+// moves); its callers after that point ignore the status.
+inline Status parse_wait_env(WaitPolicy fallback, WaitPolicy* out) {
+  *out = fallback;
   const char* s = std::getenv("RINGATTN_HOST_WAIT");
-  if (s == nullptr || *s == '\0') return fallback;
-  if (std::strcmp(s, "spin") == 0) return WaitPolicy::spin;
-  if (std::strcmp(s, "sleep") == 0) return WaitPolicy::sleep;
-  return fallback;  // rejected by check_wait_env() at Context::create
+  if (s == nullptr || *s == '\0') return Status::Ok();
+  if (std::strcmp(s, "spin") == 0) *out = WaitPolicy::spin;
+  else if (std::strcmp(s, "sleep") == 0) *out = WaitPolicy::sleep;
+  else return InvalidArgument(std::string("RINGATTN_HOST_WAIT='") + s + "' (allowed: spin, sleep, or unset)");
+  return Status::Ok();
 }
 
-// Context::create agrees this across ranks before any data moves.
-inline Status check_wait_env() {
-  const char* s = std::getenv("RINGATTN_HOST_WAIT");
-  if (s == nullptr || *s == '\0' || std::strcmp(s, "spin") == 0 || std::strcmp(s, "sleep") == 0) return Status::Ok();
-  return InvalidArgument(std::string("RINGATTN_HOST_WAIT='") + s + "' (allowed: spin, sleep, or unset)");
+inline WaitPolicy wait_policy_from_env(WaitPolicy fallback) {
+  WaitPolicy p;
+  (void)parse_wait_env(fallback, &p);
+  return p;
 }
 
 inline void cpu_relax() {

@@ -58,13 +58,12 @@ class Marks {
   Marks& operator=(const Marks&) = delete;
   Status mark(void* stream = nullptr);
   Status elapsed_ms(size_t i, size_t j, double* ms) const;
-  size_t size() const { return n_; }
+  size_t size() const { return b_ == Backend::cpu ? t_.size() : ev_.size(); }
 
  private:
   Backend b_;
-  size_t n_ = 0;
-  std::vector<void*> ev_;
-  std::vector<double> t_;
+  std::vector<void*> ev_;  // cuda: one event per mark
+  std::vector<double> t_;  // cpu: one host clock reading per mark
 };
 
 }  // namespace ringattn::dev

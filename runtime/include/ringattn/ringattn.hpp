@@ -58,7 +58,6 @@ struct Stats {
   int64_t last_bytes_ideal = 0;    // rows its peers actually need, in bytes
   int64_t last_bytes_received = 0;
   double last_plan_ms = 0;         // time to obtain the plan (build or lookup)
-  double last_sync_ms = 0;         // time the last synchronize() waited
   // The last completed forward's ring steps (after synchronize(), the last forward's).
   std::vector<StepTiming> timeline;
   CacheStats cache;

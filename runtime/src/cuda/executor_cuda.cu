@@ -261,7 +261,7 @@ class CudaExecutor final : public Executor {
       t.step = ps.step;
       t.send_peer = ps.send.empty() ? -1 : ps.send.peer;
       t.recv_peer = ps.recv.empty() ? -1 : ps.recv.peer;
-      t.bytes_sent = int64_t(2 * B * ps.send.total_rows() * D * es);
+      t.bytes_sent = int64_t(block_bytes(ps.send));
       t.bytes_ideal = ps.send.total_rows() * 2 * B * D * es;
     }
     std::vector<Clock::time_point> host_t0(nsteps), host_t1(nsteps);
