@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "../common/lse_merge.hpp"
+#include "kernels/common/lse_merge.hpp"
 
 namespace ringattn::kern {
 namespace {

@@ -5,7 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#include "../common/tile.hpp"
+#include "kernels/common/tile.hpp"
 
 namespace ringattn::kern {
 

@@ -9,7 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
-#include "../common/tile.hpp"
+#include "kernels/common/tile.hpp"
 
 namespace ringattn::kern::cuda {
 

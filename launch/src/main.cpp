@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "../../kernels/common/half.hpp"
-#include "../../kernels/cpu/reference.hpp"
-#include "../../kernels/cpu/synth.hpp"
+#include "kernels/common/half.hpp"
+#include "kernels/cpu/reference.hpp"
+#include "kernels/cpu/synth.hpp"
 #include "npy.hpp"
 #include "options.hpp"
 #include "ringattn/device.hpp"

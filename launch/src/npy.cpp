@@ -4,7 +4,7 @@
 #include <cstring>
 #include <memory>
 
-#include "../../kernels/common/half.hpp"
+#include "kernels/common/half.hpp"
 
 namespace ringattn::npy {
 namespace {

@@ -21,9 +21,9 @@
 #include <thread>
 #include <vector>
 
-#include "plan.hpp"
-#include "plan_cache.hpp"
-#include "plan_image.hpp"
+#include "plan/plan.hpp"
+#include "cache/plan_cache.hpp"
+#include "plan/plan_image.hpp"
 #include "ringattn/ringattn.hpp"
 
 namespace ringattn {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/attention_cpu.hpp"
-#include "plan.hpp"
+#include "plan/plan.hpp"
 
 namespace ringattn::test {
 

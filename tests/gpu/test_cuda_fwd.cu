@@ -5,7 +5,7 @@
 // Skips cleanly where no CUDA device is present.
 #include <chrono>
 #include <gtest/gtest.h>
-#include "../../kernels/cuda/standalone/fwd_runner.hpp"
+#include "kernels/cuda/standalone/fwd_runner.hpp"
 
 using namespace ringattn::kern::cuda;
 using namespace ringattn::kern::cuda::harness;

@@ -8,7 +8,7 @@
 #include "common/spec_brute.hpp"
 #include "common/test_util.hpp"
 #include "kernels/common/tile.hpp"
-#include "plan.hpp"
+#include "plan/plan.hpp"
 
 namespace ringattn::test {
 namespace {

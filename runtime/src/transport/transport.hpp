@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "host_wait.hpp"
+#include "transport/host_wait.hpp"
 #include "ringattn/status.hpp"
 
 namespace ringattn {

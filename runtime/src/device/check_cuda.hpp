@@ -2,7 +2,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include "../check.hpp"
+#include "device/check.hpp"
 
 #define RINGATTN_CUDA_CHECK(call)                                                                          \
   do {                                                                                                     \

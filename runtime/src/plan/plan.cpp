@@ -1,8 +1,8 @@
-#include "plan.hpp"
+#include "plan/plan.hpp"
 
 #include <algorithm>
 
-#include "index_set.hpp"
+#include "plan/index_set.hpp"
 
 namespace ringattn {
 

@@ -3,10 +3,10 @@
 #include <cstring>
 #include <vector>
 
-#include "../../kernels/common/half.hpp"
-#include "../../kernels/cpu/attention_cpu.hpp"
-#include "executor.hpp"
-#include "fault.hpp"
+#include "kernels/common/half.hpp"
+#include "kernels/cpu/attention_cpu.hpp"
+#include "backend/executor.hpp"
+#include "ring/fault.hpp"
 
 namespace ringattn {
 namespace {

@@ -1,8 +1,8 @@
 // Built when the CUDA backend is not compiled in: every CUDA entry point
 // reports that, naming what is allowed instead.
-#include "device_impl.hpp"
-#include "device_tier.hpp"
-#include "executor.hpp"
+#include "device/device_impl.hpp"
+#include "cache/device_tier.hpp"
+#include "backend/executor.hpp"
 #include "ringattn/device.hpp"
 
 namespace ringattn {

@@ -6,10 +6,10 @@
 
 #include <memory>
 
-#include "plan.hpp"
-#include "plan_image.hpp"
+#include "plan/plan.hpp"
+#include "plan/plan_image.hpp"
 #include "ringattn/ringattn.hpp"
-#include "transport.hpp"
+#include "transport/transport.hpp"
 
 namespace ringattn {
 

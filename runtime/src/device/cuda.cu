@@ -1,8 +1,8 @@
 // The CUDA half of ringattn::dev: device buffers, poison, events.
 #include <string>
 
-#include "../device_impl.hpp"
-#include "check_cuda.hpp"
+#include "device/device_impl.hpp"
+#include "device/check_cuda.hpp"
 #include "ringattn/device.hpp"
 
 namespace ringattn::dev {

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "plan.hpp"
+#include "plan/plan.hpp"
 
 namespace ringattn {
 

@@ -3,14 +3,14 @@
 #include <mutex>
 #include <tuple>
 
-#include "agree.hpp"
-#include "device_tier.hpp"
-#include "check.hpp"
-#include "executor.hpp"
-#include "host_wait.hpp"
-#include "plan_cache.hpp"
+#include "api/agree.hpp"
+#include "cache/device_tier.hpp"
+#include "device/check.hpp"
+#include "backend/executor.hpp"
+#include "transport/host_wait.hpp"
+#include "cache/plan_cache.hpp"
 #include "ringattn/ringattn.hpp"
-#include "transport.hpp"
+#include "transport/transport.hpp"
 
 namespace ringattn {
 

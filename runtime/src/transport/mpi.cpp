@@ -3,8 +3,8 @@
 #include <thread>
 #include <vector>
 
-#include "check.hpp"
-#include "transport.hpp"
+#include "device/check.hpp"
+#include "transport/transport.hpp"
 
 namespace ringattn {
 namespace {

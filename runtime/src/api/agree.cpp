@@ -1,9 +1,9 @@
-#include "agree.hpp"
+#include "api/agree.hpp"
 
 #include <cstring>
 #include <string>
 
-#include "check.hpp"
+#include "device/check.hpp"
 
 namespace ringattn {
 

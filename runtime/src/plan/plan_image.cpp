@@ -1,4 +1,4 @@
-#include "plan_image.hpp"
+#include "plan/plan_image.hpp"
 
 #include <cstring>
 

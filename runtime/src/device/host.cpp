@@ -5,7 +5,7 @@
 #include <cstring>
 #include <string>
 
-#include "device_impl.hpp"
+#include "device/device_impl.hpp"
 #include "ringattn/device.hpp"
 
 namespace ringattn::dev {

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../../kernels/common/tile.hpp"
+#include "kernels/common/tile.hpp"
 #include "ringattn/config.hpp"
 
 namespace ringattn {

@@ -1,4 +1,4 @@
-#include "plan_cache.hpp"
+#include "cache/plan_cache.hpp"
 
 #include <chrono>
 #include <cstdlib>

@@ -14,8 +14,8 @@
 #include <mutex>
 #include <vector>
 
-#include "../device_tier.hpp"
-#include "check_cuda.hpp"
+#include "cache/device_tier.hpp"
+#include "device/check_cuda.hpp"
 
 namespace ringattn {
 namespace {

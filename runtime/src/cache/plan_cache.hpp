@@ -45,9 +45,9 @@
 #include <utility>
 #include <vector>
 
-#include "device_tier.hpp"
-#include "plan.hpp"
-#include "plan_image.hpp"
+#include "cache/device_tier.hpp"
+#include "plan/plan.hpp"
+#include "plan/plan_image.hpp"
 #include "ringattn/ringattn.hpp"
 
 namespace ringattn {

@@ -33,12 +33,12 @@
 #include <tuple>
 #include <vector>
 
-#include "../../../kernels/cuda/attention_fwd.hpp"
-#include "../../../kernels/cuda/ring_pack.hpp"
-#include "../executor.hpp"
-#include "../fault.hpp"
-#include "../host_wait.hpp"
-#include "check_cuda.hpp"
+#include "kernels/cuda/attention_fwd.hpp"
+#include "kernels/cuda/ring_pack.hpp"
+#include "backend/executor.hpp"
+#include "ring/fault.hpp"
+#include "transport/host_wait.hpp"
+#include "device/check_cuda.hpp"
 
 namespace ringattn {
 namespace {

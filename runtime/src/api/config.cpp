@@ -6,7 +6,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "index_set.hpp"
+#include "plan/index_set.hpp"
 
 namespace ringattn {
 
