@@ -10,7 +10,6 @@
 #include "transport/host_wait.hpp"
 #include "cache/plan_cache.hpp"
 #include "ringattn/ringattn.hpp"
-#include "transport/transport.hpp"
 
 namespace ringattn {
 
@@ -21,7 +20,6 @@ struct Context::Impl {
   uint64_t hash = 0;
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, world = 1;
-  std::unique_ptr<RingTransport> transport;
   std::unique_ptr<Executor> executor;
   std::unique_ptr<PlanCache> cache;
   Stats stats;
@@ -32,7 +30,6 @@ struct Context::Impl {
     // NCCL operations still posted, so the cache's fences then complete.
     executor.reset();
     cache.reset();  // waits for the fences of its last readers
-    transport.reset();
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
 };
@@ -73,8 +70,7 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, 0, 0));
   std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
   if (config.backend == Backend::cpu) {
-    im.transport = make_mpi_transport(im.comm, WaitPolicy::sleep);
-    im.executor = make_cpu_executor(config, im.transport.get(), im.rank);
+    local = make_cpu_executor(config, im.comm, &im.executor);
   } else {
     local = make_cuda_executor(config, im.comm, &im.executor);
     if (local.ok()) local = make_cuda_device_tier(&tier);

@@ -1,15 +1,17 @@
-// An executor runs one plan on one backend: it packs rows for peers, drives
-// the transport step by step, runs the attention passes on whatever keys
-// have arrived and merges them into O and LSE.
+// An executor is a backend's forward: it says what the ring (ring/ring.hpp)
+// packs and computes on each step's keys, on this backend's kernels, and
+// merges every pass into O and LSE. The ring itself, the transports and the
+// lanes are shared by every backend.
 #pragma once
 #include <mpi.h>
 
 #include <memory>
+#include <vector>
 
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"
+#include "ring/ring.hpp"
 #include "ringattn/ringattn.hpp"
-#include "transport/transport.hpp"
 
 namespace ringattn {
 
@@ -32,19 +34,35 @@ class Executor {
   virtual ~Executor() = default;
   // Returns once O and LSE are complete or enqueued on a.stream: every reader
   // of the plan's device image is on that stream (the cache fences it there).
-  // At most one forward is left in flight; the next forward (after enqueuing
-  // its own work) or finish() waits for it under the timeout and fills its
-  // timeline into the Stats it was given.
+  // At most one forward is left in flight (ring.hpp).
   virtual Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) = 0;
-  // Waits for the forward in flight, if any (timeout and NCCL errors watched).
+  // Waits for the forward in flight, if any (timeout and transport errors watched).
   virtual Status finish() { return Status::Ok(); }
   // Query rows per CTA that the device image's prefix tables are built for;
   // 0: this executor reads no device image (the cpu backend).
   virtual int plan_image_block_m() const { return 0; }
 };
 
-std::unique_ptr<Executor> make_cpu_executor(const Config& c, RingTransport* transport, int rank);
+// The forward's ring steps: K then V rows of the plan's row lists, each row
+// `row_bytes` (batch x head_dim elements of K and of V).
+inline std::vector<RingStep> forward_ring_steps(const Plan& plan, int64_t row_bytes) {
+  std::vector<RingStep> steps(plan.steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const PlanStep& ps = plan.steps[i];
+    RingStep& s = steps[i];
+    s.step = ps.step;
+    s.send_peer = ps.send.peer;
+    s.recv_peer = ps.recv.peer;
+    s.send_bytes = size_t(ps.send.total_rows() * row_bytes);
+    s.recv_bytes = size_t(ps.recv.total_rows() * row_bytes);
+    s.bytes_ideal = ps.send.total_rows() * row_bytes;
+  }
+  return steps;
+}
 
+// Collective over comm (Context::create calls them on every rank, after the
+// ranks agreed on the config).
+Status make_cpu_executor(const Config& c, MPI_Comm comm, std::unique_ptr<Executor>* out);
 // Defined by the CUDA backend; without CUDA support it returns kUnsupported.
 Status make_cuda_executor(const Config& c, MPI_Comm comm, std::unique_ptr<Executor>* out);
 bool cuda_backend_compiled();

@@ -17,8 +17,13 @@ class MpiTransport final : public RingTransport {
   MpiTransport(MPI_Comm comm, WaitPolicy policy) : comm_(comm), policy_(policy) {}
   const char* name() const override { return "mpi"; }
 
-  Status start(int step, const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes,
-               int src) override {
+  bool host_driven() const override { return true; }
+
+  Status post(const Exchange& x) override {
+    const int step = x.step, src = x.src, dst = x.dst;
+    const size_t send_bytes = x.send_bytes, recv_bytes = x.recv_bytes;
+    const void* send = x.send;
+    void* recv = x.recv;
     Pending& p = pending_[step];
     p = Pending{};
     p.src = src;
@@ -45,7 +50,8 @@ class MpiTransport final : public RingTransport {
     return Status::Ok();
   }
 
-  Status wait(int step, double timeout_s) override {
+  Status complete(const Exchange& x, double timeout_s) override {
+    const int step = x.step;
     auto it = pending_.find(step);
     if (it == pending_.end()) return Status::Ok();
     Pending& p = it->second;
@@ -89,6 +95,22 @@ class MpiTransport final : public RingTransport {
 
 std::unique_ptr<RingTransport> make_mpi_transport(MPI_Comm comm, WaitPolicy policy) {
   return std::make_unique<MpiTransport>(comm, wait_policy_from_env(policy));
+}
+
+Status default_device_wait_policy(MPI_Comm comm, WaitPolicy* out) {
+  // Busy-polling costs a core per rank: the default turns to sleeping when
+  // this host runs more ranks than it has cores.
+  int rank = 0;
+  RINGATTN_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_Comm node = MPI_COMM_NULL;
+  RINGATTN_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  int local_ranks = 1;
+  const int e = MPI_Comm_size(node, &local_ranks);
+  MPI_Comm_free(&node);
+  RINGATTN_MPI_CHECK(e);
+  const unsigned cores = std::thread::hardware_concurrency();
+  *out = wait_policy_from_env(cores > 0 && unsigned(local_ranks) > cores ? WaitPolicy::sleep : WaitPolicy::spin);
+  return Status::Ok();
 }
 
 }  // namespace ringattn

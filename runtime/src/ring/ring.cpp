@@ -1,0 +1,226 @@
+#include "ring/ring.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace ringattn {
+
+// The receive slot of step i is free once compute(i-2), its last reader, is
+// done: mark c1 of step i-2. Steps 0 and 1 find their slots free.
+class Ring::Fence final : public SlotFence {
+ public:
+  Fence(Lanes* l, size_t i) : lanes_(l), i_(i) {}
+  Status lane_wait() const override { return i_ < 2 ? Status::Ok() : lanes_->lane_wait(Lane::comm, Mark::c1, i_ - 2); }
+  Status host_wait() const override { return i_ < 2 ? Status::Ok() : lanes_->host_wait(Mark::c1, i_ - 2); }
+
+ private:
+  Lanes* lanes_;
+  size_t i_;
+};
+
+Ring::Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes)
+    : opt_(o), transport_(transport), lanes_(lanes), fault_(FaultPlan::from_env()) {}
+
+Ring::~Ring() {
+  // The run still in flight reads the slots freed below.
+  if (pending_.active) (void)finish();  // a timeout aborts the transport
+  for (int s = 0; s < 2; ++s) {
+    if (send_[s]) lanes_->free(send_[s]);
+    if (recv_[s]) lanes_->free(recv_[s]);
+  }
+}
+
+Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence) {
+  Exchange x;
+  x.step = s.step;
+  x.index = i;
+  x.send = send_[i % 2];
+  x.send_bytes = s.send_bytes;
+  x.dst = s.send_bytes > 0 ? s.send_peer : -1;
+  x.recv = recv_[i % 2];
+  x.recv_bytes = s.recv_bytes;
+  x.src = s.recv_bytes > 0 ? s.recv_peer : -1;
+  x.recv_free = fence;
+  return x;
+}
+
+// Slots for the largest block of any step. They grow rarely; the run still
+// in flight may be using them, so it completes first.
+Status Ring::reserve(const std::vector<RingStep>& steps) {
+  size_t max_send = 0, max_recv = 0;
+  for (const RingStep& s : steps) {
+    max_send = std::max(max_send, s.send_bytes);
+    max_recv = std::max(max_recv, s.recv_bytes);
+  }
+  if (max_send <= send_cap_ && max_recv <= recv_cap_) return Status::Ok();
+  if (pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
+  if (max_send > send_cap_) {
+    for (void*& p : send_) {
+      if (p) lanes_->free(p);
+      p = nullptr;
+      RINGATTN_RETURN_IF_ERROR(lanes_->alloc(max_send, &p));
+    }
+    send_cap_ = max_send;
+  }
+  if (max_recv > recv_cap_) {
+    for (void*& p : recv_) {
+      if (p) lanes_->free(p);
+      p = nullptr;
+      RINGATTN_RETURN_IF_ERROR(lanes_->alloc(max_recv, &p));
+    }
+    recv_cap_ = max_recv;
+  }
+  return transport_->reserve(send_cap_, recv_cap_);
+}
+
+// Packs and posts step i. An exchange enqueued on the comm lane waits there
+// for its receive slot; a host-driven one lets the transport decide (it may
+// copy into the slot later, or hand it to the network at once).
+Status Ring::start(size_t i, const std::vector<RingStep>& steps, RingWork* work) {
+  const RingStep& s = steps[i];
+  RINGATTN_RETURN_IF_ERROR(fault_.check(opt_.rank, s.step));
+  Fence fence(lanes_, i);
+  if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(fence.lane_wait());
+  RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::t0, i));
+  if (s.send_bytes > 0) RINGATTN_RETURN_IF_ERROR(work->pack(i, send_[i % 2]));
+  Status st = transport_->post(exchange(i, s, &fence));
+  if (!st.ok()) return st;
+  if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::recv, i));
+  return Status::Ok();
+}
+
+Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* stream, Stats* stats) {
+  fault_.next_forward();
+  const size_t n = steps.size();
+  RINGATTN_RETURN_IF_ERROR(reserve(steps));
+  RINGATTN_RETURN_IF_ERROR(lanes_->begin(n, stream));
+  RINGATTN_RETURN_IF_ERROR(work->prologue());
+
+  Pending done;  // this run, for its timeline once complete
+  done.steps.resize(n);
+  int64_t ideal = 0;
+  for (size_t i = 0; i < n; ++i) {
+    StepTiming& t = done.steps[i];
+    t.step = steps[i].step;
+    t.send_peer = steps[i].send_bytes > 0 ? steps[i].send_peer : -1;
+    t.recv_peer = steps[i].recv_bytes > 0 ? steps[i].recv_peer : -1;
+    t.bytes_sent = int64_t(steps[i].send_bytes);
+    t.bytes_ideal = steps[i].bytes_ideal;
+    ideal += steps[i].bytes_ideal;
+  }
+  const int64_t sent0 = transport_->counters.bytes_sent, recv0 = transport_->counters.bytes_received;
+
+  // Exchanges in flight before the local compute: two on the comm lane (both
+  // receive slots), one when host-driven (the host posts the next while the
+  // lanes compute).
+  const bool host = transport_->host_driven();
+  const size_t ahead = host ? 1 : 2;
+  size_t started = 0;
+  Status st = Status::Ok();
+  for (; started < std::min(ahead, n) && st.ok(); ++started) st = start(started, steps, work);
+  if (st.ok()) st = lanes_->mark(Mark::c0, n);
+  if (st.ok()) st = work->compute(RingWork::kLocal, nullptr);
+  if (st.ok()) st = lanes_->mark(Mark::c1, n);
+  for (size_t i = 0; i < n && st.ok(); ++i) {
+    if (host) {
+      if (started < n) st = start(started++, steps, work);
+      Fence fence(lanes_, i);
+      if (st.ok()) st = transport_->complete(exchange(i, steps[i], &fence), opt_.timeout_s);
+      if (st.ok()) st = lanes_->mark(Mark::recv, i);
+      if (!st.ok()) break;
+    }
+    st = lanes_->lane_wait(Lane::compute, Mark::recv, i);
+    if (st.ok()) st = lanes_->mark(Mark::c0, i);
+    if (st.ok() && steps[i].recv_bytes > 0) st = work->compute(i, recv_[i % 2]);
+    if (st.ok()) st = lanes_->mark(Mark::c1, i);
+    if (!host && st.ok() && started < n) st = start(started++, steps, work);
+  }
+  if (!st.ok()) {
+    // This rank leaves the ring mid-run: its peers will time out, and the
+    // transport may hold posted exchanges: abandon them.
+    transport_->abort();
+    return st;
+  }
+  RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::end, 0));
+  stats->last_bytes_sent = transport_->counters.bytes_sent - sent0;
+  stats->last_bytes_received = transport_->counters.bytes_received - recv0;
+  stats->last_bytes_ideal = ideal;
+  done.active = true;
+  done.stats = stats;
+  if (host || !lanes_->asynchronous()) {
+    // The host drove every exchange (or the lanes ran everything): only the
+    // last computes may still be running; wait for them here.
+    Status w = wait_complete(lanes_->current(), done);
+    if (w.ok()) fill_timeline(lanes_->current(), done);
+    return w;
+  }
+  // Nothing left for the host to drive: return with this run in flight, so
+  // the host prepares the next one; the run before it must be complete first.
+  Status prev = finish();
+  pending_ = std::move(done);
+  lanes_->swap_sets();
+  return prev;
+}
+
+Status Ring::finish() {
+  if (!pending_.active) return Status::Ok();
+  Pending p = std::move(pending_);
+  pending_ = Pending{};
+  const int set = 1 - lanes_->current();
+  Status w = wait_complete(set, p);
+  if (w.ok()) fill_timeline(set, p);
+  return w;
+}
+
+// Waits for mark `end`, watching the transport's asynchronous errors and the
+// timeout; on failure names the first ring step whose block is missing.
+Status Ring::wait_complete(int set, const Pending& p) {
+  Backoff backoff(opt_.wait);
+  for (;;) {
+    bool yes = false;
+    RINGATTN_RETURN_IF_ERROR(lanes_->reached(set, Mark::end, 0, &yes));
+    if (yes) return Status::Ok();
+    if (backoff.polls() % 64 == 0) {
+      Status e = transport_->poll_error();
+      if (!e.ok()) {
+        transport_->abort();
+        return e;
+      }
+    }
+    if (backoff.waited_ms() > opt_.timeout_s * 1e3) {
+      std::string where = "the attention passes";
+      for (size_t i = 0; i < p.steps.size(); ++i) {
+        bool arrived = true;
+        if (lanes_->reached(set, Mark::recv, i, &arrived).ok() && !arrived) {
+          const StepTiming& s = p.steps[i];
+          where = "ring step " + std::to_string(s.step) +
+                  (s.recv_peer < 0 ? " (sending to rank " + std::to_string(s.send_peer) + ")"
+                                   : " waiting for rank " + std::to_string(s.recv_peer));
+          break;
+        }
+      }
+      transport_->abort();
+      return Status(StatusCode::kTimeout, "no progress for " + std::to_string(int(opt_.timeout_s)) + " s at " + where +
+                                              " (peer failed or hung; see its output)");
+    }
+    backoff.pause();
+  }
+}
+
+// Timeline of a completed run from its marks: entry 0 is the local step.
+void Ring::fill_timeline(int set, const Pending& p) const {
+  const size_t n = p.steps.size();
+  std::vector<StepTiming>& tl = p.stats->timeline;
+  tl.assign(n + 1, StepTiming{});
+  tl[0].compute_ms = lanes_->elapsed_ms(set, Mark::c0, n, Mark::c1, n);
+  for (size_t i = 0; i < n; ++i) {
+    StepTiming& t = tl[i + 1];
+    t = p.steps[i];
+    t.compute_ms = lanes_->elapsed_ms(set, Mark::c0, i, Mark::c1, i);
+    t.transfer_ms = lanes_->elapsed_ms(set, Mark::t0, i, Mark::recv, i);
+    // Exposed: the compute lane idled between the previous step's end and this one's start.
+    t.exposed_ms = lanes_->elapsed_ms(set, Mark::c1, i == 0 ? n : i - 1, Mark::c0, i);
+  }
+}
+
+}  // namespace ringattn

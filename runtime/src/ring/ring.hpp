@@ -1,0 +1,103 @@
+// The ring: one step loop for every backend and every direction.
+//
+// A run is a list of ring steps. At step i this rank packs a block for
+// `send_peer`, exchanges it over the transport while receiving one from
+// `recv_peer` into one of two receive slots (double buffer), and computes on
+// what arrived. The caller says what to pack and what to compute (RingWork);
+// the ring owns the schedule, the slots, the marks (events), the timeouts,
+// the timeline and fault injection.
+//
+//   comm lane:    pack(0) xchg(0) | pack(1) xchg(1) | wait c1(0) pack(2) xchg(2) ...
+//   compute lane: prologue, local | wait recv(0) compute(0) | wait recv(1) ...
+//
+// The exchange of step i+2 reuses slot i%2, so it waits for compute(i) (its
+// last reader). Exchanges enqueued on the comm lane (nccl) are posted two
+// ahead with no host wait; host-driven ones (mpi) one ahead, the host
+// completing each before its compute is enqueued.
+//
+// On asynchronous lanes a run whose transport is not host-driven returns with
+// its work in flight; at most one is: the next run (after enqueuing its own
+// work), finish() and the destructor wait for it under the timeout, watching
+// the transport's asynchronous errors, and a failure names the first step
+// whose block never arrived. A rank that fails mid-run aborts the transport.
+//
+// The forward calls it with K/V blocks going round; the backward will call it
+// again with partial dK/dV going back to the ranks that own the keys.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "ring/fault.hpp"
+#include "ring/lanes.hpp"
+#include "ringattn/ringattn.hpp"
+#include "transport/transport.hpp"
+
+namespace ringattn {
+
+struct RingStep {
+  int step = 0;  // ring distance d: send to p+d, receive from p-d
+  int send_peer = -1, recv_peer = -1;
+  size_t send_bytes = 0, recv_bytes = 0;
+  int64_t bytes_ideal = 0;  // bytes the peer's computation needs from this rank
+};
+
+// What the caller computes. Every call enqueues on its lane (or runs, on the
+// host lanes) and returns.
+class RingWork {
+ public:
+  static constexpr size_t kLocal = size_t(-1);
+  virtual ~RingWork() = default;
+  // Compute lane, first: e.g. initialise O and LSE.
+  virtual Status prologue() { return Status::Ok(); }
+  // Comm lane: write step i's block for its send peer into `send`.
+  virtual Status pack(size_t i, void* send) = 0;
+  // Compute lane: on this rank's own data (i == kLocal), or on the block
+  // received at step i (`recv`, only for steps that receive).
+  virtual Status compute(size_t i, const void* recv) = 0;
+};
+
+struct RingOptions {
+  int rank = 0;
+  double timeout_s = 60;
+  WaitPolicy wait = WaitPolicy::spin;  // how the host waits for the lanes
+};
+
+class Ring {
+ public:
+  // `transport` and `lanes` outlive the ring.
+  Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes);
+  ~Ring();
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  // Runs `steps` on the caller's `stream`; fills stats' bytes now and its
+  // timeline once the run is complete.
+  Status run(const std::vector<RingStep>& steps, RingWork* work, void* stream, Stats* stats);
+  // Waits for the run in flight, if any.
+  Status finish();
+
+ private:
+  struct Pending {
+    bool active = false;
+    Stats* stats = nullptr;
+    std::vector<StepTiming> steps;
+  };
+  class Fence;
+  Status start(size_t i, const std::vector<RingStep>& steps, RingWork* work);
+  Status reserve(const std::vector<RingStep>& steps);
+  Status wait_complete(int set, const Pending& p);
+  void fill_timeline(int set, const Pending& p) const;
+  Exchange exchange(size_t i, const RingStep& s, const Fence* fence);
+
+  RingOptions opt_;
+  RingTransport* transport_;
+  Lanes* lanes_;
+  FaultPlan fault_;
+  Pending pending_;
+  void* send_[2] = {nullptr, nullptr};
+  void* recv_[2] = {nullptr, nullptr};
+  size_t send_cap_ = 0, recv_cap_ = 0;
+};
+
+}  // namespace ringattn

@@ -1,0 +1,111 @@
+// The nccl transport: rank 0's unique id is broadcast over MPI, the
+// communicator is created non-blocking (so init and a lost peer can be timed
+// out), and each ring step is one ncclGroupStart/End of its send and receive
+// on the comm stream. A communicator left with operations posted (a failed
+// ring, a peer that died) is aborted, never destroyed.
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "device/check_cuda.hpp"
+#include "transport/transport.hpp"
+
+namespace ringattn {
+namespace {
+
+class NcclTransport final : public RingTransport {
+ public:
+  NcclTransport(double timeout_s, cudaStream_t stream) : timeout_s_(timeout_s), stream_(stream) {}
+  ~NcclTransport() override {
+    if (comm_ == nullptr) return;
+    if (aborted_) ncclCommAbort(comm_);
+    else ncclCommDestroy(comm_);
+  }
+
+  Status init(MPI_Comm comm) {
+    int rank = 0, world = 1;
+    RINGATTN_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    RINGATTN_MPI_CHECK(MPI_Comm_size(comm, &world));
+    ncclUniqueId id;
+    if (rank == 0) RINGATTN_NCCL_CHECK(ncclGetUniqueId(&id));
+    RINGATTN_MPI_CHECK(MPI_Bcast(&id, int(sizeof(id)), MPI_BYTE, 0, comm));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;  // non-blocking: init and abort can be timed out
+    RINGATTN_NCCL_CHECK(ncclCommInitRankConfig(&comm_, world, id, rank, &config));
+    return ready();
+  }
+
+  const char* name() const override { return "nccl"; }
+  bool host_driven() const override { return false; }
+
+  Status post(const Exchange& x) override {
+    RINGATTN_NCCL_CHECK(ncclGroupStart());
+    if (x.dst >= 0) RINGATTN_NCCL_CHECK(ncclSend(x.send, x.send_bytes, ncclUint8, x.dst, comm_, stream_));
+    if (x.src >= 0) RINGATTN_NCCL_CHECK(ncclRecv(x.recv, x.recv_bytes, ncclUint8, x.src, comm_, stream_));
+    RINGATTN_NCCL_CHECK(ncclGroupEnd());
+    Status r = ready();
+    if (!r.ok())  // e.g. the first exchange with a peer that never joins (connections are made lazily)
+      return Status(r.code(), "ring step " + std::to_string(x.step) +
+                                  (x.dst < 0 ? "" : " sending to rank " + std::to_string(x.dst)) +
+                                  (x.src < 0 ? "" : " receiving from rank " + std::to_string(x.src)) + ": " +
+                                  r.message() + " (peer failed or hung; see its output)");
+    if (x.dst >= 0) counters.bytes_sent += int64_t(x.send_bytes);
+    if (x.src >= 0) counters.bytes_received += int64_t(x.recv_bytes);
+    return Status::Ok();
+  }
+
+  // Enqueued on the comm stream: the block is there in its order.
+  Status complete(const Exchange&, double) override { return Status::Ok(); }
+
+  Status poll_error() override {
+    ncclResult_t r = ncclSuccess;
+    RINGATTN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &r));
+    if (r == ncclSuccess || r == ncclInProgress) return Status::Ok();
+    aborted_ = true;
+    return Status(StatusCode::kCommError, std::string("NCCL asynchronous error: ") + ncclGetErrorString(r));
+  }
+
+  void abort() override { aborted_ = true; }
+
+ private:
+  // Polls the non-blocking communicator until its last call is done.
+  Status ready() {
+    using Clock = std::chrono::steady_clock;
+    const auto t0 = Clock::now();
+    for (;;) {
+      ncclResult_t r = ncclInProgress;
+      RINGATTN_NCCL_CHECK(ncclCommGetAsyncError(comm_, &r));
+      if (r == ncclSuccess) return Status::Ok();
+      if (r != ncclInProgress) {
+        aborted_ = true;
+        return Status(StatusCode::kCommError, std::string("NCCL: ") + ncclGetErrorString(r));
+      }
+      if (std::chrono::duration<double>(Clock::now() - t0).count() > timeout_s_) {
+        aborted_ = true;
+        return Status(StatusCode::kTimeout, "NCCL did not become ready within " + std::to_string(int(timeout_s_)) + " s");
+      }
+      std::this_thread::yield();
+    }
+  }
+
+  double timeout_s_;
+  cudaStream_t stream_;
+  ncclComm_t comm_ = nullptr;
+  bool aborted_ = false;
+};
+
+}  // namespace
+
+Status make_nccl_transport(MPI_Comm comm, double timeout_s, void* comm_stream,
+                           std::unique_ptr<RingTransport>* out) {
+  auto t = std::make_unique<NcclTransport>(timeout_s, static_cast<cudaStream_t>(comm_stream));
+  Status st = t->init(comm);
+  *out = std::move(t);  // kept after a failed init, so the destructor aborts what was started
+  return st;
+}
+
+}  // namespace ringattn
