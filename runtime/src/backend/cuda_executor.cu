@@ -69,9 +69,14 @@ class CudaExecutor final : public Executor {
     return Status::Ok();
   }
 
+  // Order matters: the forward in flight first (under the timeout); then the
+  // transport, which aborts a communicator left with operations posted, ending
+  // NCCL kernels that would otherwise never finish; only then the ring's
+  // slots (cudaFree waits for the device) and the lanes.
   ~CudaExecutor() override {
-    ring_.reset();  // waits for the forward in flight; then the transport, then the lanes
+    if (ring_) (void)ring_->finish();
     transport_.reset();
+    ring_.reset();
   }
 
   Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {

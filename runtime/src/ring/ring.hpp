@@ -65,7 +65,9 @@ struct RingOptions {
 
 class Ring {
  public:
-  // `transport` and `lanes` outlive the ring.
+  // `lanes` outlive the ring; `transport` too, unless finish() returned
+  // before it went (a transport that aborts must go before the slots are
+  // freed: freeing device memory waits for every kernel, NCCL's included).
   Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes);
   ~Ring();
   Ring(const Ring&) = delete;
