@@ -202,13 +202,19 @@ std::vector<uint64_t> tile_triples(const Config& c, const Plan& plan, int64_t N,
             EXPECT_TRUE(krow >= 0 && krow < L) << "key row " << krow;
             u = qa + krow;
           } else {
-            EXPECT_EQ(t.k_stride, 0);
-            const int64_t at = t.k_row0 + j;
-            if (at < 0 || at >= int64_t(plan.key_index.size())) {
-              ADD_FAILURE() << "key_index position " << at << " out of range";
-              continue;
+            // Received keys: an affine run of the block's rows, or an index list.
+            EXPECT_GE(t.k_stride, 0);
+            int32_t idx = 0;
+            if (t.k_stride > 0) {
+              idx = int32_t(t.k_row0 + j * t.k_stride);
+            } else {
+              const int64_t at = t.k_row0 + j;
+              if (at < 0 || at >= int64_t(plan.key_index.size())) {
+                ADD_FAILURE() << "key_index position " << at << " out of range";
+                continue;
+              }
+              idx = plan.key_index[size_t(at)];
             }
-            const int32_t idx = plan.key_index[size_t(at)];
             const RowList& rl = step->recv;
             if (idx < rl.head_prefix[size_t(t.head)] || idx >= rl.head_prefix[size_t(t.head + 1)]) {
               ADD_FAILURE() << "key_index " << idx << " is outside head " << t.head << "'s rows of the block";
@@ -309,6 +315,26 @@ TEST(PlannerCoverage, CoversAllMeansEveryTokenSelected) {
           EXPECT_TRUE(any) << format_branches(br) << " H=" << H << " t=" << t << " h=" << h;
         }
     }
+}
+
+// Received keys on the fast path: a `dense` ring receives whole shards, so
+// every received tile is affine (no index list); a geometric config's blocks
+// hold one branch's rows per head, also affine. Every tile still maps to the
+// right keys (CoverTheAttentionExactly checks both kinds).
+TEST(PlannerTiles, ReceivedKeysAffineWhereRowsAreEvenlySpaced) {
+  const int64_t N = 4096, P = 4;
+  for (bool causal : {false, true}) {
+    const Config dense = make_config({{N, 1}}, 3, 8, causal);
+    const Config geo = make_config(geometric_scaled(256, N), 4, 8, causal);
+    for (const Config* c : {&dense, &geo}) {
+      for (int rank = 0; rank < P; ++rank) {
+        SCOPED_TRACE(describe(*c, N) + " rank " + std::to_string(rank));
+        const Plan plan = build_plan(*c, Shape{1, N}, int(P), rank);
+        EXPECT_TRUE(plan.key_index.empty()) << plan.key_index.size() << " index-list keys";
+        for (const kern::Tile& t : plan.tiles) EXPECT_GT(t.k_stride, 0);
+      }
+    }
+  }
 }
 
 }  // namespace

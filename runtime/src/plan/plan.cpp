@@ -92,6 +92,7 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
     if (!st.recv.empty() || !st.send.empty()) p.steps.push_back(std::move(st));
   }
 
+  std::vector<int32_t> pos;  // rows of one tile's keys in a received block
   // Tiles, grouped into passes by (step, branch).
   std::vector<std::vector<std::vector<kern::Tile>>> by_pass(world, std::vector<std::vector<kern::Tile>>(c.branches.size()));
   for (size_t bi = 0; bi < c.branches.size(); ++bi) {
@@ -126,14 +127,28 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
             t.k_row0 = I.token(k0) - qa;
             t.k_stride = int32_t(b.r);
           } else {
+            // Keys in a received block: their rows there, in order. Rows at a
+            // constant distance (the whole shard for `dense`, one branch's rows
+            // of a head, one branch's every r-th row among another's) make an
+            // affine tile that the kernels stream like local keys; others
+            // become an index list.
             const RowList& rl = recv[d];
-            t.k_row0 = int64_t(p.key_index.size());
-            t.k_stride = 0;
             auto hb = rl.rows.begin() + rl.head_prefix[h], he = rl.rows.begin() + rl.head_prefix[h + 1];
+            pos.clear();
             for (int64_t j = k0; j < k1; ++j) {
               int32_t row = int32_t(I.token(j) - int64_t(src) * L);
-              auto it = std::lower_bound(hb, he, row);
-              p.key_index.push_back(int32_t(it - rl.rows.begin()));
+              pos.push_back(int32_t(std::lower_bound(hb, he, row) - rl.rows.begin()));
+            }
+            const int64_t stride = pos.size() > 1 ? int64_t(pos[1]) - pos[0] : 1;
+            bool affine = stride >= 1;
+            for (size_t j = 2; affine && j < pos.size(); ++j) affine = int64_t(pos[j]) - pos[j - 1] == stride;
+            if (affine) {
+              t.k_row0 = pos[0];
+              t.k_stride = int32_t(stride);
+            } else {
+              t.k_row0 = int64_t(p.key_index.size());
+              t.k_stride = 0;
+              p.key_index.insert(p.key_index.end(), pos.begin(), pos.end());
             }
           }
           p.local_flops += 4.0 * double(kern::tile_visible_pairs(t, c.causal)) * double(c.head_dim);
