@@ -2,7 +2,8 @@
 // local passes on the rank's shard, then for every plan step the packed K/V
 // block of the step's receive rows, cut from the global tensors the way the
 // sending rank packs it (K then V, batch x rows x head_dim, head h's rows at
-// [head_prefix[h], head_prefix[h+1])). Used by the unit tests of the float32
+// [head_prefix[h], head_prefix[h+1])), or the sender's shard as it is when
+// the step moves whole shards. Used by the unit tests of the float32
 // path; the MPI suite checks the real transport.
 #pragma once
 #include <cmath>
@@ -24,15 +25,15 @@ inline void simulate_rank(const Config& c, const Shape& s, int P, int rank, cons
                           std::vector<float>* lse, Plan* plan_out = nullptr) {
   const int64_t B = s.batch, N = s.seq, L = N / P, H = c.heads, D = c.head_dim;
   const Plan plan = build_plan(c, s, P, rank);
-  auto shard = [&](const std::vector<float>& x) {
+  auto shard_of = [&](const std::vector<float>& x, int r) {
     std::vector<float> y(size_t(B * L * H * D));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < L; ++t)
         for (int64_t e = 0; e < H * D; ++e)
-          y[size_t((b * L + t) * H * D + e)] = x[size_t((b * N + int64_t(rank) * L + t) * H * D + e)];
+          y[size_t((b * L + t) * H * D + e)] = x[size_t((b * N + int64_t(r) * L + t) * H * D + e)];
     return y;
   };
-  const std::vector<float> qs = shard(q), ks = shard(k), vs = shard(v);
+  const std::vector<float> qs = shard_of(q, rank), ks = shard_of(k, rank), vs = shard_of(v, rank);
   o->assign(size_t(B * L * H * D), std::numeric_limits<float>::quiet_NaN());
   lse->assign(size_t(B * L * H), -INFINITY);
 
@@ -63,6 +64,11 @@ inline void simulate_rank(const Config& c, const Shape& s, int P, int rank, cons
     if (st.recv.empty()) continue;
     const int64_t R = st.recv.total_rows();
     const int src = st.recv.peer;
+    if (st.recv.whole) {  // the sender's shard as it is, token-major (plan.hpp)
+      const std::vector<float> kw = shard_of(k, src), vw = shard_of(v, src);
+      run(st.step, kern::KeySource{kw.data(), vw.data(), L * H * D, H * D, D, nullptr});
+      continue;
+    }
     std::vector<float> blk(size_t(2 * B * R * D));
     float* kb = blk.data();
     float* vb = kb + B * R * D;

@@ -202,6 +202,13 @@ std::vector<uint64_t> tile_triples(const Config& c, const Plan& plan, int64_t N,
             EXPECT_TRUE(krow >= 0 && krow < L) << "key row " << krow;
             u = qa + krow;
           } else {
+            if (step->recv.whole) {  // the peer's shard as it is: source rows
+              EXPECT_GT(t.k_stride, 0);
+              const int64_t krow = t.k_row0 + j * t.k_stride;
+              EXPECT_TRUE(krow >= 0 && krow < L) << "key row " << krow;
+              out.push_back(pack(qa + qrow, t.head, int64_t(step->recv.peer) * L + krow, N, H));
+              continue;
+            }
             // Received keys: an affine run of the block's rows, or an index list.
             EXPECT_GE(t.k_stride, 0);
             int32_t idx = 0;
@@ -331,6 +338,12 @@ TEST(PlannerTiles, ReceivedKeysAffineWhereRowsAreEvenlySpaced) {
         SCOPED_TRACE(describe(*c, N) + " rank " + std::to_string(rank));
         const Plan plan = build_plan(*c, Shape{1, N}, int(P), rank);
         EXPECT_TRUE(plan.key_index.empty()) << plan.key_index.size() << " index-list keys";
+        for (const PlanStep& st : plan.steps) {
+          if (c == &dense) {  // whole shards travel as they are
+            EXPECT_TRUE(st.send.empty() || st.send.whole);
+            EXPECT_TRUE(st.recv.empty() || st.recv.whole);
+          }
+        }
         for (const kern::Tile& t : plan.tiles) EXPECT_GT(t.k_stride, 0);
       }
     }

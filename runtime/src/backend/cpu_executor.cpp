@@ -96,13 +96,19 @@ class CpuExecutor final : public Executor {
       return Status::Ok();
     }
 
-    // K then V rows of my shard that the step's destination needs.
-    Status pack(size_t i, void* send) override {
+    // K then V rows of my shard that the step's destination needs; a whole
+    // shard travels as it is.
+    Status pack(size_t i, void* slot, const void* block[2]) override {
       const RowList& rl = plan_.steps[i].send;
+      if (rl.whole) {
+        block[0] = a_.k;
+        block[1] = a_.v;
+        return Status::Ok();
+      }
       const int64_t B = a_.shape->batch, L = plan_.local_rows, H = ex_->cfg_.heads, D = ex_->cfg_.head_dim;
       const size_t es = dtype_size(ex_->cfg_.dtype), row = size_t(D) * es;
       const int64_t R = rl.total_rows();
-      char* kb = static_cast<char*>(send);
+      char* kb = static_cast<char*>(slot);
       char* vb = kb + size_t(B * R) * row;
       const char* ks = static_cast<const char*>(a_.k);
       const char* vs = static_cast<const char*>(a_.v);
@@ -120,12 +126,14 @@ class CpuExecutor final : public Executor {
       const Config& c = ex_->cfg_;
       const int64_t B = a_.shape->batch, L = plan_.local_rows, H = c.heads, D = c.head_dim;
       if (i == kLocal) return run_passes(0, kern::KeySource{k_, v_, L * H * D, H * D, D, nullptr});
-      const int64_t R = plan_.steps[i].recv.total_rows();
+      const RowList& rl = plan_.steps[i].recv;
+      const int64_t R = rl.total_rows();
       const float* rk = static_cast<const float*>(recv);
       if (c.dtype != DType::f32) {
         to_float(c.dtype, recv, size_t(2 * B * R * D), &ex_->recv32_);
         rk = ex_->recv32_.data();
       }
+      if (rl.whole) return run_passes(plan_.steps[i].step, kern::KeySource{rk, rk + B * R * D, L * H * D, H * D, D, nullptr});
       return run_passes(plan_.steps[i].step, kern::KeySource{rk, rk + B * R * D, R * D, D, 0, plan_.key_index.data()});
     }
 

@@ -141,11 +141,18 @@ class CudaExecutor final : public Executor {
       return Status::Ok();
     }
 
-    Status pack(size_t i, void* send) override {
+    // The rows a peer needs, packed on the comm lane; a whole shard travels
+    // as it is (no pack kernel, no SMs taken from the attention).
+    Status pack(size_t i, void* slot, const void* block[2]) override {
+      if (plan_.steps[i].send.whole) {
+        block[0] = a_.k;
+        block[1] = a_.v;
+        return Status::Ok();
+      }
       kc::PackParams pp;
       pp.k = a_.k;
       pp.v = a_.v;
-      pp.out = send;
+      pp.out = slot;
       pp.rows = dp_.send_rows[i];
       pp.head_prefix = dp_.send_prefix[i];
       pp.total_rows = plan_.steps[i].send.total_rows();
@@ -161,13 +168,16 @@ class CudaExecutor final : public Executor {
     Status compute(size_t i, const void* recv) override {
       const int64_t H = fp_.heads, D = fp_.head_dim;
       if (i == kLocal) return run_passes(0, kern::KeySource{a_.k, a_.v, plan_.local_rows * H * D, H * D, D, nullptr});
-      const int64_t R = plan_.steps[i].recv.total_rows();
-      const char* base = static_cast<const char*>(recv);
-      return run_passes(plan_.steps[i].step,
-                        kern::KeySource{base, base + a_.shape->batch * R * D * es_, R * D, D, 0, dp_.key_index});
+      const RowList& rl = plan_.steps[i].recv;
+      const int64_t R = rl.total_rows();
+      const char* k = static_cast<const char*>(recv);
+      const char* v = k + a_.shape->batch * R * D * es_;
+      if (rl.whole) return run_passes(rl_step(i), kern::KeySource{k, v, plan_.local_rows * H * D, H * D, D, nullptr});
+      return run_passes(rl_step(i), kern::KeySource{k, v, R * D, D, 0, dp_.key_index});
     }
 
    private:
+    int rl_step(size_t i) const { return plan_.steps[i].step; }
     Status run_passes(int step, const kern::KeySource& src) {
       for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
         const Pass& ps = plan_.passes[pi];

@@ -63,6 +63,7 @@ RowList needed_rows(const Config& c, int64_t seq, int world, int dst, int src) {
     out.rows.insert(out.rows.end(), rows.begin(), rows.end());
     out.head_prefix[h + 1] = int32_t(out.rows.size());
   }
+  out.whole = int64_t(out.rows.size()) == c.heads * L;  // sorted, unique, in [0, L): all of them
   return out;
 }
 
@@ -125,6 +126,10 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
           int d = (rank - src + world) % world;
           if (src == rank) {
             t.k_row0 = I.token(k0) - qa;
+            t.k_stride = int32_t(b.r);
+          } else if (recv[d].whole) {
+            // The peer's whole shard, token-major: source rows, like local keys.
+            t.k_row0 = I.token(k0) - int64_t(src) * L;
             t.k_stride = int32_t(b.r);
           } else {
             // Keys in a received block: their rows there, in order. Rows at a

@@ -20,11 +20,16 @@ namespace ringattn {
 // Rows of one shard that travel to one peer: for every head, the sorted
 // union over branches and segments of the rows that peer's queries select.
 // Packed layout of a block: K then V, each batch x total_rows() x head_dim,
-// head h's rows at [head_prefix[h], head_prefix[h+1]).
+// head h's rows at [head_prefix[h], head_prefix[h+1]) (unless `whole`).
 struct RowList {
   int peer = -1;
   std::vector<int32_t> head_prefix;  // heads + 1 entries
   std::vector<int32_t> rows;         // local rows of the source shard
+  // Every row of the shard for every head (`dense`, or segments covering
+  // whole shards): the block travels as the shard itself, token-major
+  // (K then V, each batch x L x heads x head_dim), with no pack, and the
+  // receiver's tiles address it by source row like local keys.
+  bool whole = false;
   int64_t total_rows() const { return rows.size(); }
   bool empty() const { return rows.empty(); }
 };

@@ -34,7 +34,8 @@ Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence) {
   Exchange x;
   x.step = s.step;
   x.index = i;
-  x.send = send_[i % 2];
+  x.send = block_[i % 2][0];
+  x.send_v = block_[i % 2][1];
   x.send_bytes = s.send_bytes;
   x.dst = s.send_bytes > 0 ? s.send_peer : -1;
   x.recv = recv_[i % 2];
@@ -82,7 +83,10 @@ Status Ring::start(size_t i, const std::vector<RingStep>& steps, RingWork* work)
   Fence fence(lanes_, i);
   if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(fence.lane_wait());
   RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::t0, i));
-  if (s.send_bytes > 0) RINGATTN_RETURN_IF_ERROR(work->pack(i, send_[i % 2]));
+  const void** block = block_[i % 2];
+  block[0] = send_[i % 2];
+  block[1] = static_cast<const char*>(send_[i % 2]) + s.send_bytes / 2;
+  if (s.send_bytes > 0) RINGATTN_RETURN_IF_ERROR(work->pack(i, send_[i % 2], block));
   Status st = transport_->post(exchange(i, s, &fence));
   if (!st.ok()) return st;
   if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::recv, i));

@@ -50,8 +50,11 @@ class RingWork {
   virtual ~RingWork() = default;
   // Compute lane, first: e.g. initialise O and LSE.
   virtual Status prologue() { return Status::Ok(); }
-  // Comm lane: write step i's block for its send peer into `send`.
-  virtual Status pack(size_t i, void* send) = 0;
+  // Where step i's block for its send peer lies: its halves (K, V) are
+  // `block[0]` and `block[1]`, set to the two halves of the send slot
+  // `slot`, which the work fills on the comm lane; or the work points them
+  // at data that can travel as it is (a shard sent whole), writing nothing.
+  virtual Status pack(size_t i, void* slot, const void* block[2]) = 0;
   // Compute lane: on this rank's own data (i == kLocal), or on the block
   // received at step i (`recv`, only for steps that receive).
   virtual Status compute(size_t i, const void* recv) = 0;
@@ -98,6 +101,7 @@ class Ring {
   FaultPlan fault_;
   Pending pending_;
   void* send_[2] = {nullptr, nullptr};
+  const void* block_[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};  // per slot: the halves sent
   void* recv_[2] = {nullptr, nullptr};
   size_t send_cap_ = 0, recv_cap_ = 0;
 };

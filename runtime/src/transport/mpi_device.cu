@@ -68,9 +68,14 @@ class MpiDeviceTransport final : public RingTransport {
       const int s = int(x.index % 2);
       // The pinned receive slot is drained once its copy to the device is done.
       if (x.index >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(copied_[s]));
-      if (x.dst >= 0)
-        RINGATTN_CUDA_CHECK(cudaMemcpyAsync(send_host_[s], x.send, x.send_bytes, cudaMemcpyDeviceToHost, stream_));
-      h.send = send_host_[s];
+      const size_t half = x.send_bytes / 2;
+      char* hs = static_cast<char*>(send_host_[s]);
+      if (x.dst >= 0) {
+        RINGATTN_CUDA_CHECK(cudaMemcpyAsync(hs, x.send, half, cudaMemcpyDeviceToHost, stream_));
+        RINGATTN_CUDA_CHECK(cudaMemcpyAsync(hs + half, x.send_v, half, cudaMemcpyDeviceToHost, stream_));
+      }
+      h.send = hs;
+      h.send_v = hs + half;
       h.recv = recv_host_[s];
     }
     if (x.dst >= 0) RINGATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the packed block is complete

@@ -43,9 +43,17 @@ class NcclTransport final : public RingTransport {
   bool host_driven() const override { return false; }
 
   Status post(const Exchange& x) override {
+    // Two halves each way: sends to one peer match its receives in order.
+    const size_t sh = x.send_bytes / 2, rh = x.recv_bytes / 2;
     RINGATTN_NCCL_CHECK(ncclGroupStart());
-    if (x.dst >= 0) RINGATTN_NCCL_CHECK(ncclSend(x.send, x.send_bytes, ncclUint8, x.dst, comm_, stream_));
-    if (x.src >= 0) RINGATTN_NCCL_CHECK(ncclRecv(x.recv, x.recv_bytes, ncclUint8, x.src, comm_, stream_));
+    if (x.dst >= 0) {
+      RINGATTN_NCCL_CHECK(ncclSend(x.send, sh, ncclUint8, x.dst, comm_, stream_));
+      RINGATTN_NCCL_CHECK(ncclSend(x.send_v, sh, ncclUint8, x.dst, comm_, stream_));
+    }
+    if (x.src >= 0) {
+      RINGATTN_NCCL_CHECK(ncclRecv(x.recv, rh, ncclUint8, x.src, comm_, stream_));
+      RINGATTN_NCCL_CHECK(ncclRecv(static_cast<char*>(x.recv) + rh, rh, ncclUint8, x.src, comm_, stream_));
+    }
     RINGATTN_NCCL_CHECK(ncclGroupEnd());
     Status r = ready();
     if (!r.ok())  // e.g. the first exchange with a peer that never joins (connections are made lazily)

@@ -8,8 +8,12 @@
 //   poll_error  an asynchronous failure (a peer NCCL saw die), or Ok;
 //   abort     this rank leaves the ring with exchanges posted: they are
 //             abandoned, never waited for.
-// Either direction may be absent (peer < 0). Buffers are what the ring's
-// lanes allocate (host memory on the cpu backend, device memory on cuda).
+// Either direction may be absent (peer < 0). A block is two halves of equal
+// size (K rows, then V rows); the sent halves may lie anywhere (a shard sent
+// as it is), the received ones lie back to back. Every transport moves the
+// halves as two messages each way. Buffers are what the ring's lanes
+// allocate or the caller's tensors (host memory on the cpu backend, device
+// memory on cuda).
 //
 // Implementations: `mpi` on host buffers (transport/mpi.cpp), `mpi` on device
 // buffers, staged through pinned host memory or handed to a CUDA-aware MPI
@@ -45,10 +49,11 @@ class SlotFence {
 struct Exchange {
   int step = 0;      // ring step (names the peers in errors)
   size_t index = 0;  // position in this run: slot index % 2
-  const void* send = nullptr;
-  size_t send_bytes = 0;
+  const void* send = nullptr;    // first half (K)
+  const void* send_v = nullptr;  // second half (V)
+  size_t send_bytes = 0;         // both halves
   int dst = -1;  // -1: nothing to send
-  void* recv = nullptr;
+  void* recv = nullptr;  // both halves, back to back
   size_t recv_bytes = 0;
   int src = -1;                          // -1: nothing to receive
   const SlotFence* recv_free = nullptr;  // never null
