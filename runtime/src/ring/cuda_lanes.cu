@@ -29,7 +29,11 @@ class CudaLanes final : public Lanes {
   }
 
   Status init() {
-    RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_, cudaStreamNonBlocking));
+    // The comm lane at the highest priority: a pack or an exchange kernel is
+    // scheduled before further attention CTAs when both wait for an SM.
+    int least = 0, greatest = 0;
+    RINGATTN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    RINGATTN_CUDA_CHECK(cudaStreamCreateWithPriority(&comm_, cudaStreamNonBlocking, greatest));
     for (Set& s : sets_) {
       RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&s.in, cudaEventDisableTiming));
       RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&s.end, cudaEventDisableTiming));
