@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build (gpu preset), GPU tests, benchmarks.
-#   ./launch/gpu_suite.sh [build|test|bench|ring|all]...   (default: all)
+#   ./launch/gpu_suite.sh [build|test|bench|ring|cache|multi|all]...   (default: all)
+#   multi: every GPU of the machine (verify over NCCL, scaling, the PyTorch ring, a fault)
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -99,7 +100,41 @@ if want cache; then
   kill $smi 2>/dev/null
 fi
 
+# All GPUs of the machine (issue 13): verify over NCCL at 2 and G ranks on
+# every named config, weak and strong scaling beside the PyTorch ring, the
+# ring's exchange bandwidth against a send/recv probe, a fault on real GPUs.
+G=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
+if want multi && [ "$G" -ge 2 ]; then
+  note "multi: $G GPUs: $(nvidia-smi topo -m 2>/dev/null | sed -n 2p | tr -s ' ' | cut -c1-80)"
+  nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
+  nps=$(printf '%s\n' 1 2 4 8 "$G" | awk -v g="$G" '$1 <= g' | sort -un)
+  for np in $(printf '%s\n' 2 "$G" | sort -un); do
+    for cfg in longnet4 longnet-paper geometric dense; do
+      for extra in "" "--causal --dtype f16"; do
+        log="$OUT/verify_${cfg}_np${np}${extra:+_causal_f16}.log"
+        timeout 300 $MPI -np $np $RA verify --backend cuda --transport nccl --config $cfg --seq 64k --heads 4 --head-dim 128 $extra > "$log" 2>&1
+        note "verify nccl np$np $cfg $extra: rc=$? $(tail -1 "$log" | cut -c1-160)"
+      done
+    done
+  done
+  run_bench() {  # name, np, args...
+    local name="$1" np="$2"; shift 2
+    timeout 400 $MPI -np "$np" $RA bench --backend cuda --transport nccl --timeline --json "$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
+    note "$name: rc=$? $(grep -A1 '# config' "$OUT/$name.log" | tail -1)"
+  }
+  for np in $nps; do
+    run_bench dense_128k_np$np $np --config dense --seq 128k --heads 16 --head-dim 128 --iters 10 --warmup 2
+    [ "$np" -gt 1 ] && { timeout 300 $MPI -np $np python3 bench/torch_ring.py --seq 128k --heads 16 --head-dim 128 > "$OUT/torch_ring_128k_np$np.log" 2>&1
+      note "torch ring dense 128k np$np: rc=$? $(grep -A1 '# config' "$OUT/torch_ring_128k_np$np.log" | tail -1)"; }
+    run_bench geometric_weak_1M_per_gpu_np$np $np --config geometric --seq $((np * 1024))k --heads 16 --head-dim 128 --iters 5 --warmup 1
+    run_bench geometric_strong_2M_np$np $np --config geometric --seq 2M --heads 16 --head-dim 128 --iters 5 --warmup 1
+  done
+  t0=$(date +%s)
+  timeout 120 $MPI -np $G $RA run --backend cuda --transport nccl --config geometric --seq $((G * 64))k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 3 --warmup 0 > "$OUT/fault_nccl_multi.log" 2>&1
+  note "fault (rank 1 exits at step 1, nccl, $G GPUs): rc=$? after $(( $(date +%s) - t0 )) s"
+fi
+
 echo; echo "================ summary ================"
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
 # At most 8 files come back from the device tool: bundle the logs.
-(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude scaling.json . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name scaling.json -delete)
+(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude scaling.json --exclude same_speed.txt --exclude same_speed_logs.tgz . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name scaling.json ! -name same_speed.txt ! -name same_speed_logs.tgz -delete)
