@@ -8,11 +8,13 @@
 #      (find_package(ringattn): ringattn::ringattn, ringattn::ringattn_static);
 #      the shared program's link line names no kernel library;
 #   4. each program under mpirun at np 2, its "OK" line checked.
-# usage: check_install.sh BUILD_DIR WORK_DIR CMAKE MPICC WITH_CUDA(ON|OFF) SHARED(ON|OFF) -- MPIRUN [FLAGS...]
+#   Built without the shared library (RINGATTN_BUILD_SHARED=OFF), the C program links
+#   libringattn.a: mpicxx ... $(pkg-config --static --cflags --libs ringattn).
+# usage: check_install.sh BUILD_DIR WORK_DIR CMAKE MPICC MPICXX WITH_CUDA(ON|OFF) SHARED(ON|OFF) -- MPIRUN [FLAGS...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-build="$1" work="$2" cmake="$3" mpicc="$4" with_cuda="$5" shared="$6"
-shift 6
+build="$1" work="$2" cmake="$3" mpicc="$4" mpicxx="$5" with_cuda="$6" shared="$7"
+shift 7
 [ "${1:-}" = "--" ] && shift
 mpirun=("$@")
 
@@ -55,7 +57,11 @@ step "C through pkg-config"
 export PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 echo "   pkg-config --cflags --libs ringattn: $(pkg-config --cflags --libs ringattn)"
 pkg-config --libs ringattn | grep -q kernels && fail "pkg-config --libs names a kernel library"
-(cd "$work" && set -x && "$mpicc" "$here/consumer/hello.c" -o hello_c $(pkg-config --cflags --libs ringattn))
+if [ "$shared" = ON ]; then
+  (cd "$work" && set -x && "$mpicc" "$here/consumer/hello.c" -o hello_c $(pkg-config --cflags --libs ringattn))
+else
+  (cd "$work" && set -x && "$mpicxx" -x c "$here/consumer/hello.c" -x none -o hello_c $(pkg-config --static --cflags --libs ringattn))
+fi
 
 step "C++ (and C) through find_package(ringattn)"
 (set -x && "$cmake" -S "$here/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
@@ -64,7 +70,7 @@ step "C++ (and C) through find_package(ringattn)"
   { cat "$work/consumer-build.log"; fail "building the consumer"; }
 grep -i 'warning' "$work/consumer-build.log" && fail "the consumer build has warnings"
 link="$work/consumer/CMakeFiles/hello_cxx.dir/link.txt"
-if [ -e "$link" ]; then
+if [ "$shared" = ON ] && [ -e "$link" ]; then
   grep -q kernels "$link" && { cat "$link"; fail "hello_cxx (shared) links a kernel library"; }
   echo "   hello_cxx link line: no kernel library"
 fi
