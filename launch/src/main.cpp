@@ -548,7 +548,7 @@ int cmd_verify(const Options& o, Context& ctx) {
   if (g_rank == 0) {
     std::printf("#  rank     tokens  O_rel_l2_err    LSE_abs_err     #wrong\n");
     for (auto& l : lines) std::printf("%s", l.c_str());
-    std::printf("# tolerance: O relative L2 %.1e, LSE absolute max(%.1e, %.0e*|LSE|) (SPEC.md, %s on %s); bytes sent per rank %lld (ideal %lld)\n",
+    std::printf("# tolerance: O relative L2 %.1e, LSE absolute max(%.1e, %.0e*|LSE|) (docs/SPEC.md, %s on %s); bytes sent per rank %lld (ideal %lld)\n",
                 tol.o, tol.lse, kern::kLseRelFloor, to_string(c.dtype), to_string(c.backend), (long long)bytes[0], (long long)bytes[1]);
     std::printf("verify: %d ranks, %lld tokens, max O err %.3e, max LSE err %.3e, #wrong %lld: %s\n", g_world,
                 (long long)N, worst[0], worst[1], (long long)bad[1], bad[0] == 0 ? "OK" : "FAILED");

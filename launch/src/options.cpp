@@ -88,7 +88,7 @@ std::string usage(const std::string& cmd) {
   if (cmd == "verify") {
     return "usage: ringattn verify [options]\n"
            "Each rank checks its own output shard against the float64 reference, computed from\n"
-           "deterministic inputs (seed, tensor, index), with SPEC.md tolerances. The last line\n"
+           "deterministic inputs (seed, tensor, index), with docs/SPEC.md tolerances. The last line\n"
            "says OK or FAILED and the exit code matches.\n\n" +
            common +
            "Verify:\n"

@@ -65,12 +65,12 @@ size_t dtype_size(DType d);
 Status parse_branches(const std::string& s, std::vector<Branch>* out);
 std::string format_branches(const std::vector<Branch>& b);
 
-// Named configurations of SPEC.md: longnet4, longnet-paper, geometric (needs
+// Named configurations of docs/SPEC.md: longnet4, longnet-paper, geometric (needs
 // N), dense (needs N).
 Status named_branches(const std::string& name, int64_t seq, std::vector<Branch>* out);
 const std::vector<std::string>& named_config_names();
 
-// Offset o_i(h) of head h for a branch of dilation r (SPEC.md).
+// Offset o_i(h) of head h for a branch of dilation r (docs/SPEC.md).
 int64_t head_offset(HeadOffsets rule, int64_t r, int64_t h, int64_t heads);
 
 // Checks of the config alone (branch values, heads, head_dim, scale) and of
@@ -78,7 +78,7 @@ int64_t head_offset(HeadOffsets rule, int64_t r, int64_t h, int64_t heads);
 Status validate_config(const Config& c);
 Status validate_shape(const Config& c, const Shape& s, int world_size);
 
-// Useful forward FLOPs of SPEC.md for the whole sequence (all ranks).
+// Useful forward FLOPs of docs/SPEC.md for the whole sequence (all ranks).
 double useful_flops(const Config& c, const Shape& s);
 
 // Stable 64-bit hash of everything ranks must agree on.

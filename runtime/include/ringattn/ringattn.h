@@ -1,7 +1,9 @@
 /* ringattn C API, for FFI (Python ctypes, Rust, Julia...). Every function
- * returns 0 on success or a ringattn status code; ringattn_last_error()
- * gives the message of the last failure on the calling thread. The stream,
- * where there is one, is the last argument (TransformerEngine habit). */
+ * returns RINGATTN_STATUS_OK (0) on success or one of the ringattn_status
+ * codes below; ringattn_last_error() gives the message of the last failure on
+ * the calling thread. The stream, where there is one, is the last argument
+ * (TransformerEngine habit). What is computed: docs/SPEC.md.
+ * Link: libringattn.so (pkg-config ringattn, or CMake ringattn::ringattn). */
 #ifndef RINGATTN_RINGATTN_H_
 #define RINGATTN_RINGATTN_H_
 #include <mpi.h>
@@ -12,6 +14,20 @@ extern "C" {
 #endif
 
 typedef struct ringattn_context* ringattn_context_t;
+
+/* Return codes: the values of ringattn::StatusCode (ringattn/status.hpp). */
+typedef enum ringattn_status {
+  RINGATTN_STATUS_OK = 0,
+  RINGATTN_STATUS_INVALID_ARGUMENT = 1, /* a value outside its allowed range */
+  RINGATTN_STATUS_MISMATCH = 2,         /* ranks disagree on config or shape */
+  RINGATTN_STATUS_UNSUPPORTED = 3,      /* valid request this build/backend cannot serve */
+  RINGATTN_STATUS_COMM_ERROR = 4,       /* MPI / NCCL failure */
+  RINGATTN_STATUS_DEVICE_ERROR = 5,     /* CUDA failure */
+  RINGATTN_STATUS_TIMEOUT = 6,          /* a peer did not answer in time */
+  RINGATTN_STATUS_IO_ERROR = 7,         /* file could not be read or written */
+  RINGATTN_STATUS_INTERNAL = 8,
+  RINGATTN_STATUS_PEER_ERROR = 9        /* another rank reported an error */
+} ringattn_status_t;
 
 typedef struct {
   uint32_t struct_size;   /* sizeof(ringattn_config_t) */

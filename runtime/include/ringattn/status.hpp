@@ -6,6 +6,8 @@
 
 namespace ringattn {
 
+// The C API returns these values (ringattn.h: ringattn_status, kept equal by
+// static_asserts in runtime/src/api/c_api.cpp): add a code to both.
 enum class StatusCode : int {
   kOk = 0,
   kInvalidArgument = 1,   // a value outside its allowed range

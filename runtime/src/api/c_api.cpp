@@ -4,6 +4,21 @@
 
 #include "ringattn/ringattn.hpp"
 
+// The C header's codes are the C++ StatusCode values (returned as int(code)).
+#define RINGATTN_SAME_CODE(c_name, cxx_name) \
+  static_assert(int(c_name) == int(ringattn::StatusCode::cxx_name), #c_name " != StatusCode::" #cxx_name)
+RINGATTN_SAME_CODE(RINGATTN_STATUS_OK, kOk);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_INVALID_ARGUMENT, kInvalidArgument);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_MISMATCH, kMismatch);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_UNSUPPORTED, kUnsupported);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_COMM_ERROR, kCommError);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_DEVICE_ERROR, kDeviceError);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_TIMEOUT, kTimeout);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_IO_ERROR, kIoError);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_INTERNAL, kInternal);
+RINGATTN_SAME_CODE(RINGATTN_STATUS_PEER_ERROR, kPeerError);
+#undef RINGATTN_SAME_CODE
+
 struct ringattn_context {
   std::unique_ptr<ringattn::Context> ctx;
 };
