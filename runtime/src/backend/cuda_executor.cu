@@ -201,21 +201,9 @@ class CudaExecutor final : public Executor {
     RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, E.in, 0));
     RINGATTN_CUDA_CHECK(kc::fwd_init_outputs(a.o, a.lse, B * L * H * D, B * L * H, elem(), !plan.covers_all, cs));
 
-    kc::FwdParams fp;
-    fp.q = a.q;
-    fp.o = a.o;
-    fp.lse = a.lse;
-    fp.q_batch_stride = L * H * D;
-    fp.q_row_stride = H * D;
-    fp.lse_batch_stride = L * H;
-    fp.lse_row_stride = H;
-    fp.batch = int32_t(B);
-    fp.heads = int32_t(H);
-    fp.head_dim = int32_t(D);
-    fp.scale = float(cfg_.scale > 0 ? cfg_.scale : 1.0 / std::sqrt(double(D)));
-    fp.causal = cfg_.causal;
-    fp.accumulate = true;
-    fp.dtype = elem();
+    kc::FwdParams fp = kc::fwd_shard_params(a.q, a.o, a.lse, B, L, H, D,
+                                            float(cfg_.scale > 0 ? cfg_.scale : 1.0 / std::sqrt(double(D))),
+                                            cfg_.causal, elem());
     auto run_passes = [&](int step, const kern::KeySource& src) -> Status {
       for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
         const Pass& ps = plan.passes[pi];
