@@ -1,8 +1,8 @@
 // Fused dilated flash-attention forward on CUDA: the launch interface.
 //
 // One launch ("pass") walks a list of tiles that all read keys from one
-// KeySource and never share a (query row, head) pair, so every CTA owns its
-// output rows. With `accumulate`, the epilogue merges its result into the O
+// KeySource and never share a (query row, head) pair, so every work item (a
+// block of fwd_block_m() query rows of one tile) owns its output rows. With `accumulate`, the epilogue merges its result into the O
 // and LSE already in memory by the log-sum-exp rule in float32 (rows whose
 // stored LSE is -inf are treated as empty and O is not read); without it,
 // it overwrites them. A forward is a sequence of passes on one stream.
@@ -14,17 +14,6 @@
 namespace ringattn::kern::cuda {
 
 enum class ElemType : int { f16 = 0, bf16 = 1 };
-
-// Which matrix path the kernel uses. `automatic` picks the fastest measured
-// one (wgmma_ws); the others exist for comparison and testing. mma_sync: FA2-style
-// mma.sync; wgmma: Hopper wgmma, GEMMs and softmax in sequence;
-// wgmma_pipelined: wgmma with the softmax overlapping the P V product.
-// wgmma_ws: warp-specialised persistent kernel (a producer warpgroup gathering
-// K/V into a 2-stage mbarrier ring, two ping-ponging consumer warpgroups);
-// wgmma_ws_3stage: the same with a 3-stage ring.
-enum class FwdVariant : int {
-  automatic = 0, mma_sync = 1, wgmma = 2, wgmma_pipelined = 3, wgmma_ws = 4, wgmma_ws_3stage = 5
-};
 
 struct FwdParams {
   // Local shard, token-major B x L x H x D (elements of `dtype`).
@@ -38,10 +27,10 @@ struct FwdParams {
   KeySource src;                 // keys/values of every tile in this pass
   const Tile* tiles = nullptr;   // device array
   int32_t num_tiles = 0;
-  // tile_block_prefix[i] = first CTA (query block of fwd_block_m() rows) of
-  // tile i; tile_block_prefix[num_tiles] = CTAs per batch. Device array.
+  // tile_block_prefix[i] = first work item (query block of fwd_block_m() rows)
+  // of tile i; tile_block_prefix[num_tiles] = items per batch. Device array.
   const int32_t* tile_block_prefix = nullptr;
-  // Host copy of tile_block_prefix[num_tiles] (CTAs per batch): the grid size.
+  // Host copy of tile_block_prefix[num_tiles] (items per batch element).
   int32_t num_blocks = 0;
   int32_t batch = 1;
   int32_t heads = 1;
@@ -50,10 +39,32 @@ struct FwdParams {
   bool causal = false;
   bool accumulate = false;
   ElemType dtype = ElemType::bf16;
-  FwdVariant variant = FwdVariant::automatic;
 };
 
-// Query rows per CTA for this dtype/head dim (the planner splits tiles by it).
+// FwdParams of a token-major shard (Q and O: batch x rows x heads x head_dim,
+// LSE: batch x rows x heads) with accumulate on; each pass then sets src,
+// tiles, tile_block_prefix, num_tiles and num_blocks.
+inline FwdParams fwd_shard_params(const void* q, void* o, float* lse, int64_t batch, int64_t rows, int64_t heads,
+                                  int64_t head_dim, float scale, bool causal, ElemType dtype) {
+  FwdParams p;
+  p.q = q;
+  p.o = o;
+  p.lse = lse;
+  p.q_batch_stride = rows * heads * head_dim;
+  p.q_row_stride = heads * head_dim;
+  p.lse_batch_stride = rows * heads;
+  p.lse_row_stride = heads;
+  p.batch = int32_t(batch);
+  p.heads = int32_t(heads);
+  p.head_dim = int32_t(head_dim);
+  p.scale = scale;
+  p.causal = causal;
+  p.accumulate = true;
+  p.dtype = dtype;
+  return p;
+}
+
+// Query rows per work item for this dtype/head dim (the planner splits tiles by it).
 int fwd_block_m(ElemType dtype, int head_dim);
 
 // Returns cudaSuccess or the launch error; cudaErrorInvalidValue for an

@@ -1,5 +1,5 @@
-// Explicit instantiation: bf16, head dim 64 (causal and not, both matrix paths).
-#include "fwd_kernel.cuh"
+// Explicit instantiation: bf16, head dim 64 (causal and not).
+#include "kernels/cuda/fwd_kernel.cuh"
 
 namespace ringattn::kern::cuda::detail {
 template cudaError_t run_fwd<__nv_bfloat16, 64>(const FwdParams&, cudaStream_t);

@@ -1,5 +1,5 @@
-// Explicit instantiation: f16, head dim 128 (causal and not, both matrix paths).
-#include "fwd_kernel.cuh"
+// Explicit instantiation: f16, head dim 128 (causal and not).
+#include "kernels/cuda/fwd_kernel.cuh"
 
 namespace ringattn::kern::cuda::detail {
 template cudaError_t run_fwd<__half, 128>(const FwdParams&, cudaStream_t);

@@ -2,8 +2,8 @@
 // output initialisation. The kernels themselves are instantiated one
 // (dtype, head dim) per file (fwd_<dtype>_hd<D>.cu) so builds run in parallel.
 #include <cmath>
-#include "attention_fwd.hpp"
-#include "fwd_kernel.cuh"
+#include "kernels/cuda/attention_fwd.hpp"
+#include "kernels/cuda/kernel_traits.cuh"
 
 namespace ringattn::kern::cuda {
 
@@ -15,7 +15,7 @@ extern template cudaError_t run_fwd<__half, 128>(const FwdParams&, cudaStream_t)
 }  // namespace detail
 
 int fwd_block_m(ElemType /*dtype*/, int /*head_dim*/) {
-  return detail::FwdTraits<__nv_bfloat16, 128, 2>::kBlockM;  // 128 for every variant
+  return detail::FwdTraits<__nv_bfloat16, 128>::kBlockM;  // 128 for every dtype and head dim
 }
 
 cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream) {

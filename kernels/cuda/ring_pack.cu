@@ -1,4 +1,4 @@
-#include "ring_pack.hpp"
+#include "kernels/cuda/ring_pack.hpp"
 
 namespace ringattn::kern::cuda {
 namespace {

@@ -15,9 +15,10 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "kernels/common/half.hpp"
+#include "kernels/common/convert.hpp"
 #include "kernels/cpu/reference.hpp"
 #include "kernels/cpu/synth.hpp"
 #include "npy.hpp"
@@ -94,32 +95,26 @@ std::vector<std::string> gather_lines(const std::string& mine) {
   return out;
 }
 
+kern::ElemKind elem_kind(DType dt) { return kern::ElemKind(int(dt)); }  // same values
+
 void encode(DType dt, const float* src, size_t n, std::vector<char>* out) {
   out->resize(n * dtype_size(dt));
-  if (dt == DType::f32) {
-    std::memcpy(out->data(), src, n * 4);
-    return;
-  }
-  uint16_t* d = reinterpret_cast<uint16_t*>(out->data());
-  for (size_t i = 0; i < n; ++i) d[i] = dt == DType::f16 ? kern::float_to_f16(src[i]) : kern::float_to_bf16(src[i]);
+  kern::from_float(elem_kind(dt), src, n, out->data());
 }
 
 void decode(DType dt, const char* src, size_t n, std::vector<float>* out) {
   out->resize(n);
-  if (dt == DType::f32) {
-    std::memcpy(out->data(), src, n * 4);
-    return;
-  }
-  const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-  for (size_t i = 0; i < n; ++i) (*out)[i] = dt == DType::f16 ? kern::f16_to_float(s[i]) : kern::bf16_to_float(s[i]);
+  kern::to_float(elem_kind(dt), src, n, out->data());
 }
 
 // Value of the element after rounding to the run's dtype (what the kernels see).
-double rounded(DType dt, double x) {
-  float f = float(x);
-  if (dt == DType::f16) return kern::f16_to_float(kern::float_to_f16(f));
-  if (dt == DType::bf16) return kern::bf16_to_float(kern::float_to_bf16(f));
-  return f;
+double rounded(DType dt, double x) { return kern::round_to(elem_kind(dt), float(x)); }
+
+// The reference's description of the problem.
+kern::RefProblem ref_problem(const Config& c) {
+  kern::RefProblem p{{}, c.heads, c.head_dim, c.causal, c.scale, c.head_offsets == HeadOffsets::blocked};
+  for (const Branch& b : c.branches) p.branches.emplace_back(b.w, b.r);
+  return p;
 }
 
 // The local shard of one input tensor, float, from the synth function.
@@ -511,7 +506,10 @@ int cmd_verify(const Options& o, Context& ctx) {
   OR_ABORT(dev::download(c.backend, lse.data(), buf.lse, lse.size() * 4));
 
   std::vector<double> ro(size_t(B * L * H * D)), rl(size_t(B * L * H));
-  kern::reference_forward(c, B, N, q.data(), k.data(), v.data(), g_rank * L, (g_rank + 1) * L, ro.data(), rl.data());
+  kern::RefOptions ref_opt;  // the ranks of this host share its cores
+  ref_opt.threads = int(std::max(1u, std::thread::hardware_concurrency() / unsigned(g_world)));
+  kern::reference_forward(ref_problem(c), B, N, q.data(), k.data(), v.data(), g_rank * L, (g_rank + 1) * L, ro.data(),
+                          rl.data(), ref_opt);
   kern::ErrorAccumulator eo;
   kern::LseErrorAccumulator el;
   double ref_rms = 0;

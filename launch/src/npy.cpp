@@ -4,7 +4,7 @@
 #include <cstring>
 #include <memory>
 
-#include "kernels/common/half.hpp"
+#include "kernels/common/convert.hpp"
 
 namespace ringattn::npy {
 namespace {
@@ -100,19 +100,14 @@ Status read_floats(const std::string& path, const Header& h, int64_t first, int6
   if (std::fseek(fh.f, long(h.data_offset + size_t(first) * es), SEEK_SET) != 0) return io(path, "cannot seek");
   std::vector<unsigned char> buf(size_t(count) * es);
   if (std::fread(buf.data(), 1, buf.size(), fh.f) != buf.size()) return io(path, "short read");
-  for (int64_t i = 0; i < count; ++i) {
-    const unsigned char* p = buf.data() + size_t(i) * es;
-    if (es == 8) {
+  if (es == 8) {
+    for (int64_t i = 0; i < count; ++i) {
       double d;
-      std::memcpy(&d, p, 8);
+      std::memcpy(&d, buf.data() + size_t(i) * 8, 8);
       out[i] = float(d);
-    } else if (es == 4) {
-      std::memcpy(&out[i], p, 4);
-    } else {
-      uint16_t u;
-      std::memcpy(&u, p, 2);
-      out[i] = kern::f16_to_float(u);
     }
+  } else {
+    kern::to_float(es == 4 ? kern::ElemKind::f32 : kern::ElemKind::f16, buf.data(), size_t(count), out);
   }
   return Status::Ok();
 }

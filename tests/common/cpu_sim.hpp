@@ -1,15 +1,15 @@
 // Runs one rank of a P-rank job inside one process, without MPI: the plan's
 // local passes on the rank's shard, then for every plan step the packed K/V
 // block of the step's receive rows, cut from the global tensors the way the
-// sending rank packs it (K then V, batch x rows x head_dim, head h's rows at
-// [head_prefix[h], head_prefix[h+1])), or the sender's shard as it is when
-// the step moves whole shards. Used by the unit tests of the float32
+// sending rank sends it (packed_block.hpp: packed rows, or whole shards as
+// they are). Used by the unit tests of the float32
 // path; the MPI suite checks the real transport.
 #pragma once
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "common/packed_block.hpp"
 #include "kernels/cpu/attention_cpu.hpp"
 #include "plan/plan.hpp"
 
@@ -62,26 +62,8 @@ inline void simulate_rank(const Config& c, const Shape& s, int P, int rank, cons
   run(0, kern::KeySource{ks.data(), vs.data(), L * H * D, H * D, D, nullptr});
   for (const PlanStep& st : plan.steps) {
     if (st.recv.empty()) continue;
-    const int64_t R = st.recv.total_rows();
-    const int src = st.recv.peer;
-    if (st.recv.whole) {  // the sender's shard as it is, token-major (plan.hpp)
-      const std::vector<float> kw = shard_of(k, src), vw = shard_of(v, src);
-      run(st.step, kern::KeySource{kw.data(), vw.data(), L * H * D, H * D, D, nullptr});
-      continue;
-    }
-    std::vector<float> blk(size_t(2 * B * R * D));
-    float* kb = blk.data();
-    float* vb = kb + B * R * D;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t i = st.recv.head_prefix[size_t(h)]; i < st.recv.head_prefix[size_t(h + 1)]; ++i) {
-          const int64_t u = int64_t(src) * L + st.recv.rows[size_t(i)];
-          for (int64_t d = 0; d < D; ++d) {
-            kb[(b * R + i) * D + d] = k[size_t(((b * N + u) * H + h) * D + d)];
-            vb[(b * R + i) * D + d] = v[size_t(((b * N + u) * H + h) * D + d)];
-          }
-        }
-    run(st.step, kern::KeySource{kb, vb, R * D, D, 0, plan.key_index.data()});
+    const std::vector<float> blk = pack_block(st.recv, L, k, v, B, N, H, D);
+    run(st.step, block_source(st.recv, blk.data(), int64_t(sizeof(float)), B, L, H, D, plan.key_index.data()));
   }
   for (size_t i = 0; i < lse->size(); ++i)
     if ((*lse)[i] == -INFINITY)

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/common/half.hpp"
+#include "kernels/common/convert.hpp"
+#include "kernels/cpu/reference.hpp"
 #include "kernels/cpu/synth.hpp"
 #include "ringattn/config.hpp"
 
@@ -29,6 +30,13 @@ inline Config make_config(std::vector<Branch> branches, int64_t heads, int64_t h
   c.backend = Backend::cpu;
   c.transport = Transport::mpi;
   return c;
+}
+
+// The float64 reference's description of a config.
+inline kern::RefProblem ref_problem(const Config& c) {
+  kern::RefProblem p{{}, c.heads, c.head_dim, c.causal, c.scale, c.head_offsets == HeadOffsets::blocked};
+  for (const Branch& b : c.branches) p.branches.emplace_back(b.w, b.r);
+  return p;
 }
 
 // The named `geometric` shape with a smaller base: (base*2^j, 2^j) while base*2^j <= N.
@@ -63,34 +71,22 @@ inline std::vector<double> random_tensor(std::mt19937_64& g, size_t n, double am
 
 inline std::vector<float> to_f32(const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); }
 
+inline kern::ElemKind elem_kind(DType dt) { return kern::ElemKind(int(dt)); }  // same values
+
 // Rounds a float to the dtype and back (what the runtime sees as input).
-inline float round_to(DType dt, float x) {
-  if (dt == DType::f16) return kern::f16_to_float(kern::float_to_f16(x));
-  if (dt == DType::bf16) return kern::bf16_to_float(kern::float_to_bf16(x));
-  return x;
-}
+inline float round_to(DType dt, float x) { return kern::round_to(elem_kind(dt), x); }
 
 // Encodes floats as the dtype's bytes (f32: 4 bytes each, f16/bf16: 2).
 inline std::vector<uint8_t> encode(DType dt, const float* x, size_t n) {
   std::vector<uint8_t> out(n * dtype_size(dt));
-  if (dt == DType::f32) {
-    std::memcpy(out.data(), x, n * 4);
-  } else {
-    uint16_t* d = reinterpret_cast<uint16_t*>(out.data());
-    for (size_t i = 0; i < n; ++i) d[i] = dt == DType::f16 ? kern::float_to_f16(x[i]) : kern::float_to_bf16(x[i]);
-  }
+  kern::from_float(elem_kind(dt), x, n, out.data());
   return out;
 }
 
 inline float decode_one(DType dt, const uint8_t* base, size_t i) {
-  if (dt == DType::f32) {
-    float f;
-    std::memcpy(&f, base + 4 * i, 4);
-    return f;
-  }
-  uint16_t h;
-  std::memcpy(&h, base + 2 * i, 2);
-  return dt == DType::f16 ? kern::f16_to_float(h) : kern::bf16_to_float(h);
+  float f;
+  kern::to_float(elem_kind(dt), base + i * dtype_size(dt), 1, &f);
+  return f;
 }
 
 // Fills a dtype buffer with NaN so that any element the runtime forgets to write shows up.

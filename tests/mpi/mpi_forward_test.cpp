@@ -99,7 +99,7 @@ TEST_P(DistributedForward, MatchesReferenceAndSingleRank) {
   std::vector<double> ref_o(size_t(B * L * H * D)), ref_lse(size_t(B * L * H));
   {
     std::vector<double> qd(qf.begin(), qf.end()), kd(kf.begin(), kf.end()), vd(vf.begin(), vf.end());
-    kern::reference_forward(c, B, N, qd.data(), kd.data(), vd.data(), int64_t(p) * L, int64_t(p + 1) * L,
+    kern::reference_forward(ref_problem(c), B, N, qd.data(), kd.data(), vd.data(), int64_t(p) * L, int64_t(p + 1) * L,
                             ref_o.data(), ref_lse.data());
   }
 
@@ -225,7 +225,7 @@ TEST_F(RepeatedForward, CachedPlanAndNewShape) {
       v[i] = double(float(kern::synth_value(seed, kern::SynthTensor::v, i)));
     }
     std::vector<double> ro(size_t(L * H * D)), rl(size_t(L * H));
-    kern::reference_forward(c, 1, N, q.data(), k.data(), v.data(), int64_t(p) * L, int64_t(p + 1) * L, ro.data(), rl.data());
+    kern::reference_forward(ref_problem(c), 1, N, q.data(), k.data(), v.data(), int64_t(p) * L, int64_t(p + 1) * L, ro.data(), rl.data());
     auto sh = [&](const std::vector<double>& x) {
       return std::vector<float>(x.begin() + int64_t(p) * L * H * D, x.begin() + int64_t(p + 1) * L * H * D);
     };

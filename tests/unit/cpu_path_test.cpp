@@ -70,7 +70,7 @@ void check_cpu_path(const Config& c, int64_t B, int64_t N, int P, const Inputs& 
   const int64_t H = c.heads, D = c.head_dim, L = N / P;
   const std::vector<float> q = to_f32(in.q), k = to_f32(in.k), v = to_f32(in.v);
   std::vector<double> ro(size_t(B * N * H * D)), rl(size_t(B * N * H));
-  kern::reference_forward(c, B, N, in.q.data(), in.k.data(), in.v.data(), 0, N, ro.data(), rl.data());
+  kern::reference_forward(ref_problem(c), B, N, in.q.data(), in.k.data(), in.v.data(), 0, N, ro.data(), rl.data());
   Shape s;
   s.batch = B;
   s.seq = N;

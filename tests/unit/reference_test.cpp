@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "common/spec_brute.hpp"
@@ -24,7 +25,7 @@ RefResult run_reference(const Config& c, int64_t B, int64_t N, const std::vector
   RefResult r;
   r.o.assign(size_t(B * N * c.heads * c.head_dim), std::nan(""));
   r.lse.assign(size_t(B * N * c.heads), std::nan(""));
-  kern::reference_forward(c, B, N, q.data(), k.data(), v.data(), 0, N, r.o.data(), r.lse.data());
+  kern::reference_forward(ref_problem(c), B, N, q.data(), k.data(), v.data(), 0, N, r.o.data(), r.lse.data());
   return r;
 }
 
@@ -169,7 +170,7 @@ TEST(Reference, RowRangeMatchesFullSequence) {
   auto q = random_tensor(g, n), k = random_tensor(g, n), v = random_tensor(g, n);
   RefResult all = run_reference(c, B, N, q, k, v);
   std::vector<double> o(size_t(B * (t1 - t0) * H * D)), lse(size_t(B * (t1 - t0) * H));
-  kern::reference_forward(c, B, N, q.data(), k.data(), v.data(), t0, t1, o.data(), lse.data());
+  kern::reference_forward(ref_problem(c), B, N, q.data(), k.data(), v.data(), t0, t1, o.data(), lse.data());
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = t0; t < t1; ++t)
       for (int64_t h = 0; h < H; ++h) {
@@ -177,6 +178,55 @@ TEST(Reference, RowRangeMatchesFullSequence) {
         for (int64_t d = 0; d < D; ++d)
           EXPECT_EQ(o[size_t(((b * (t1 - t0) + t - t0) * H + h) * D + d)], all.o[size_t(((b * N + t) * H + h) * D + d)]);
       }
+}
+
+TEST(Reference, ThreadCountDoesNotChangeABit) {
+  // Rows are split over threads, but each row is computed by one thread with
+  // the same arithmetic: 1 and 4 threads give the same bits (memcmp).
+  Config c = make_config({{24, 1}, {40, 3}, {64, 8}}, 5, 16, true, HeadOffsets::blocked);
+  const int64_t B = 2, N = 150, t0 = 7, t1 = 143, H = c.heads, D = c.head_dim, rows = t1 - t0;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed=" + std::to_string(seed));
+  std::mt19937_64 g(seed);
+  const size_t n = size_t(B * N * H * D);
+  auto q = random_tensor(g, n, 3.0), k = random_tensor(g, n, 3.0), v = random_tensor(g, n);
+  std::vector<double> o1(size_t(B * rows * H * D)), l1(size_t(B * rows * H)), o4(o1.size(), 1.0), l4(l1.size(), 1.0);
+  kern::RefOptions one;
+  one.threads = 1;
+  kern::reference_forward(ref_problem(c), B, N, q.data(), k.data(), v.data(), t0, t1, o1.data(), l1.data(), one);
+  kern::RefOptions four;
+  four.threads = 4;
+  std::vector<double> seen;
+  four.progress = [&](double f) { seen.push_back(f); };
+  four.progress_interval_s = 0;  // report after every chunk of rows
+  kern::reference_forward(ref_problem(c), B, N, q.data(), k.data(), v.data(), t0, t1, o4.data(), l4.data(), four);
+  EXPECT_EQ(std::memcmp(o1.data(), o4.data(), o1.size() * sizeof(double)), 0);
+  EXPECT_EQ(std::memcmp(l1.data(), l4.data(), l1.size() * sizeof(double)), 0);
+  // Progress: non-decreasing fractions in (0, 1], the last one exactly 1.
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back(), 1.0);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_GT(seen[i], 0.0);
+    EXPECT_LE(seen[i], 1.0);
+    if (i > 0) {
+      EXPECT_GE(seen[i], seen[i - 1]);
+    }
+  }
+}
+
+TEST(Reference, MoreThreadsThanRows) {
+  Config c = make_config({{4, 1}}, 2, 8);
+  const int64_t N = 8;
+  std::mt19937_64 g(fresh_seed());
+  const size_t n = size_t(N * c.heads * c.head_dim);
+  auto q = random_tensor(g, n), k = random_tensor(g, n), v = random_tensor(g, n);
+  RefResult serial = run_reference(c, 1, N, q, k, v);
+  std::vector<double> o(serial.o.size()), lse(serial.lse.size());
+  kern::RefOptions many;
+  many.threads = 64;
+  kern::reference_forward(ref_problem(c), 1, N, q.data(), k.data(), v.data(), 0, N, o.data(), lse.data(), many);
+  EXPECT_EQ(o, serial.o);
+  EXPECT_EQ(lse, serial.lse);
 }
 
 }  // namespace

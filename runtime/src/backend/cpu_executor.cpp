@@ -8,35 +8,22 @@
 
 #include "backend/executor.hpp"
 #include "device/check.hpp"
-#include "kernels/common/half.hpp"
+#include "kernels/common/convert.hpp"
 #include "kernels/cpu/attention_cpu.hpp"
 
 namespace ringattn {
 namespace {
 
-void to_float(DType dt, const void* src, size_t n, std::vector<float>* out) {
-  out->resize(n);
-  if (dt == DType::f32) {
-    std::memcpy(out->data(), src, n * 4);
-  } else if (dt == DType::f16) {
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    for (size_t i = 0; i < n; ++i) (*out)[i] = kern::f16_to_float(s[i]);
-  } else {
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-    for (size_t i = 0; i < n; ++i) (*out)[i] = kern::bf16_to_float(s[i]);
-  }
+kern::ElemKind elem_kind(DType dt) {
+  static_assert(int(DType::f32) == int(kern::ElemKind::f32) && int(DType::f16) == int(kern::ElemKind::f16) &&
+                    int(DType::bf16) == int(kern::ElemKind::bf16),
+                "DType and ElemKind agree");
+  return kern::ElemKind(int(dt));
 }
 
-void from_float(DType dt, const float* src, size_t n, void* dst) {
-  if (dt == DType::f32) {
-    std::memcpy(dst, src, n * 4);
-  } else if (dt == DType::f16) {
-    uint16_t* d = static_cast<uint16_t*>(dst);
-    for (size_t i = 0; i < n; ++i) d[i] = kern::float_to_f16(src[i]);
-  } else {
-    uint16_t* d = static_cast<uint16_t*>(dst);
-    for (size_t i = 0; i < n; ++i) d[i] = kern::float_to_bf16(src[i]);
-  }
+void to_float(DType dt, const void* src, size_t n, std::vector<float>* out) {
+  out->resize(n);
+  kern::to_float(elem_kind(dt), src, n, out->data());
 }
 
 class CpuExecutor final : public Executor {
@@ -52,7 +39,7 @@ class CpuExecutor final : public Executor {
     RINGATTN_RETURN_IF_ERROR(
         ring_.run(forward_ring_steps(plan, 2 * a.shape->batch * cfg_.head_dim * int64_t(dtype_size(cfg_.dtype))), &w,
                   a.stream, stats));
-    from_float(cfg_.dtype, o_acc_.data(), o_acc_.size(), a.o);
+    kern::from_float(elem_kind(cfg_.dtype), o_acc_.data(), o_acc_.size(), a.o);
     std::memcpy(a.lse, lse_acc_.data(), lse_acc_.size() * sizeof(float));
     return Status::Ok();
   }

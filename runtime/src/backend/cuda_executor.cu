@@ -117,22 +117,10 @@ class CudaExecutor final : public Executor {
     Work(CudaExecutor* ex, const Plan& plan, const ForwardArgs& a, const DevicePlan& dp)
         : ex_(ex), plan_(plan), a_(a), dp_(dp), cs_(static_cast<cudaStream_t>(a.stream)) {
       const Config& c = ex->cfg_;
-      const int64_t L = plan.local_rows, H = c.heads, D = c.head_dim;
+      const int64_t D = c.head_dim;
       es_ = int64_t(dtype_size(c.dtype));
-      fp_.q = a.q;
-      fp_.o = a.o;
-      fp_.lse = a.lse;
-      fp_.q_batch_stride = L * H * D;
-      fp_.q_row_stride = H * D;
-      fp_.lse_batch_stride = L * H;
-      fp_.lse_row_stride = H;
-      fp_.batch = int32_t(a.shape->batch);
-      fp_.heads = int32_t(H);
-      fp_.head_dim = int32_t(D);
-      fp_.scale = float(c.scale > 0 ? c.scale : 1.0 / std::sqrt(double(D)));
-      fp_.causal = c.causal;
-      fp_.accumulate = true;
-      fp_.dtype = ex->elem();
+      fp_ = kc::fwd_shard_params(a.q, a.o, a.lse, a.shape->batch, plan.local_rows, c.heads, D,
+                                 float(c.scale > 0 ? c.scale : 1.0 / std::sqrt(double(D))), c.causal, ex->elem());
     }
 
     Status prologue() override {

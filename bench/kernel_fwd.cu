@@ -1,0 +1,178 @@
+// Kernel development driver: times one single-rank forward (fwd_init_outputs
+// and every pass of the plan, as the CUDA executor runs them) with device
+// events, on the project's planner and nothing else of the runtime.
+//
+//   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
+//                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
+//                       [--warmup 2] [--iters 20]
+//
+// Prints the median and minimum time of --iters runs after --warmup, the
+// useful FLOPs (SPEC.md) and TFLOP/s. Inputs are random (generated on the
+// device) and rotate between two sets where memory allows, so no run finds
+// its inputs in L2. Correctness is tests/gpu/test_cuda_fwd.cu's job; this
+// only checks that a sample of O is finite.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention_fwd.hpp"
+#include "plan/plan.hpp"
+#include "plan/plan_image.hpp"
+#include "ringattn/config.hpp"
+
+namespace kc = ringattn::kern::cuda;
+using namespace ringattn;
+
+#define CHECK_CUDA(expr)                                                                                  \
+  do {                                                                                                   \
+    cudaError_t e_ = (expr);                                                                             \
+    if (e_ != cudaSuccess) {                                                                             \
+      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                                      \
+    }                                                                                                    \
+  } while (0)
+
+namespace {
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
+               "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+void check(const Status& s) {
+  if (!s.ok()) usage(s.to_string());
+}
+
+// Uniform values in [-1, 1) from a hash of (seed, index), as 16-bit floats.
+__global__ void fill_random(uint16_t* x, size_t n, uint32_t seed, bool bf16) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ uint32_t(i >> 32) * 40503u ^ seed * 0x9E3779B9u;
+    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    const float f = float(h >> 8) * (2.f / 16777216.f) - 1.f;
+    x[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16(f)) : __half_as_ushort(__float2half(f));
+  }
+}
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) { CHECK_CUDA(cudaMalloc(&p, std::max<size_t>(bytes, 16))); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c;
+  c.backend = Backend::cuda;
+  c.dtype = DType::bf16;
+  c.heads = 16;
+  c.head_dim = 128;
+  std::string config = "longnet4", branches;
+  Shape s;
+  s.seq = 65536;
+  int warmup = 2, iters = 20;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--config") config = value();
+    else if (a == "--branches") branches = value();
+    else if (a == "--seq") s.seq = std::atoll(value().c_str());
+    else if (a == "--heads") c.heads = std::atoll(value().c_str());
+    else if (a == "--head-dim") c.head_dim = std::atoll(value().c_str());
+    else if (a == "--dtype") check(parse_dtype(value(), &c.dtype));
+    else if (a == "--causal") c.causal = true;
+    else if (a == "--batch") s.batch = std::atoll(value().c_str());
+    else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
+    else if (a == "--iters") iters = std::max(1, std::atoi(value().c_str()));
+    else usage("unknown option " + a);
+  }
+  check(branches.empty() ? named_branches(config, s.seq, &c.branches) : parse_branches(branches, &c.branches));
+  check(validate_config(c));
+  check(validate_shape(c, s, 1));
+
+  const kc::ElemType et = c.dtype == DType::bf16 ? kc::ElemType::bf16 : kc::ElemType::f16;
+  const int64_t B = s.batch, N = s.seq, H = c.heads, D = c.head_dim;
+  const size_t elems = size_t(B * N * H * D), rows = size_t(B * N * H);
+  const Plan plan = build_plan(c, s, 1, 0);
+  const PlanImage im = build_plan_image(plan, kc::fwd_block_m(et, int(D)));
+  const double flops = useful_flops(c, s);
+
+  cudaDeviceProp prop{};
+  int dev = 0;
+  CHECK_CUDA(cudaGetDevice(&dev));
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, dev));
+  size_t free_bytes = 0, total_bytes = 0;
+  CHECK_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+  const int sets = 3 * elems * 2 * 2 + elems * 2 < free_bytes * 9 / 10 ? 2 : 1;
+  std::vector<std::unique_ptr<DeviceBuffer>> qkv;
+  for (int i = 0; i < 3 * sets; ++i) {
+    qkv.push_back(std::make_unique<DeviceBuffer>(elems * 2));
+    fill_random<<<prop.multiProcessorCount * 8, 256>>>(static_cast<uint16_t*>(qkv.back()->p), elems, 1234u + i,
+                                                      et == kc::ElemType::bf16);
+    CHECK_CUDA(cudaGetLastError());
+  }
+  DeviceBuffer o(elems * 2), lse(rows * 4), image(im.blob.size());
+  CHECK_CUDA(cudaMemcpy(image.p, im.blob.data(), im.blob.size(), cudaMemcpyHostToDevice));
+  const char* base = static_cast<const char*>(image.p);
+
+  kc::FwdParams fp = kc::fwd_shard_params(nullptr, o.p, static_cast<float*>(lse.p), B, N, H, D,
+                                          float(1.0 / std::sqrt(double(D))), c.causal, et);
+  auto forward = [&](int set) {
+    fp.q = qkv[3 * set]->p;
+    fp.src = ringattn::kern::KeySource{qkv[3 * set + 1]->p, qkv[3 * set + 2]->p, N * H * D, H * D, D, nullptr};
+    CHECK_CUDA(kc::fwd_init_outputs(o.p, fp.lse, int64_t(elems), int64_t(rows), et, !plan.covers_all, nullptr));
+    for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+      const Pass& ps = plan.passes[pi];
+      fp.tiles = reinterpret_cast<const ringattn::kern::Tile*>(base + im.tiles_offset) + ps.tile_begin;
+      fp.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
+      fp.tile_block_prefix = reinterpret_cast<const int32_t*>(base + im.prefix_offset) + im.pass_prefix_offset[pi];
+      fp.num_blocks = im.pass_blocks[pi];
+      CHECK_CUDA(kc::fwd_launch(fp, nullptr));
+    }
+  };
+
+  cudaEvent_t e0, e1;
+  CHECK_CUDA(cudaEventCreate(&e0));
+  CHECK_CUDA(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int it = 0; it < warmup + iters; ++it) {
+    CHECK_CUDA(cudaEventRecord(e0, nullptr));
+    forward(it % sets);
+    CHECK_CUDA(cudaEventRecord(e1, nullptr));
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
+    if (it >= warmup) ms.push_back(t);
+  }
+  std::vector<uint16_t> sample(std::min<size_t>(elems, size_t(1) << 20));
+  CHECK_CUDA(cudaMemcpy(sample.data(), o.p, sample.size() * 2, cudaMemcpyDeviceToHost));
+  size_t bad = 0;
+  for (uint16_t x : sample) bad += et == kc::ElemType::bf16 ? (x & 0x7f80u) == 0x7f80u : (x & 0x7c00u) == 0x7c00u;
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::printf("%-28s %9s %5s %4s %4s %6s %12s %10s %10s %9s\n", "branches", "tokens", "batch", "H", "D", "dtype",
+              "useful_FLOP", "ms(med)", "ms(min)", "TFLOP/s");
+  std::printf("%-28s %9lld %5lld %4lld %4lld %6s %12.3e %10.3f %10.3f %9.1f%s%s\n", format_branches(c.branches).c_str(),
+              (long long)N, (long long)B, (long long)H, (long long)D, to_string(c.dtype), flops, med, ms.front(),
+              flops / (med * 1e-3) / 1e12, c.causal ? "  causal" : "", bad ? "  NON-FINITE OUTPUT" : "");
+  CHECK_CUDA(cudaEventDestroy(e0));
+  CHECK_CUDA(cudaEventDestroy(e1));
+  return bad ? 1 : 0;
+}

@@ -1,0 +1,202 @@
+// Hopper (sm_90a) instructions the attention kernels use, one thin wrapper
+// each: 16-byte cp.async gathers, mbarriers, named barriers, register
+// reallocation, wgmma with shared-memory matrix descriptors, and the 16-bit
+// pack/unpack and exp2 of the math. No policy here: the roles (load.cuh,
+// mainloop_fwd.cuh, epilogue.cuh) decide what to issue when.
+#pragma once
+#include <cstdint>
+#include <type_traits>
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace ringattn::kern::cuda::detail {
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// ------------------------------------------------------------ async copies --
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  // src-size 0 zero-fills: rows past the tile read nothing and hold zeros
+  // (P * V must not see garbage: 0 * NaN is NaN).
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+// The mbarrier at `bar` sees one arrival when every cp.async this thread has
+// issued so far has landed (noinc: the arrival is counted in the barrier's
+// expected count).
+__device__ __forceinline__ void cp_async_mbar_arrive_noinc(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// cp.async writes are generic-proxy writes; wgmma reads through the async
+// proxy: a reader fences after the barrier that made the writes visible.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+
+// --------------------------------------------------------------- barriers --
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred P1;\nLAB_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1, %2;\n"
+      "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"(bar),
+      "r"(parity), "r"(0x989680)
+      : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Named barriers over the 256 consumer threads.
+__device__ __forceinline__ void named_sync(int id) {
+  asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id) {
+  asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
+}
+
+// Register reallocation between warpgroups (every warp of the warpgroup).
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_reg_dealloc() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+template <int kRegs>
+__device__ __forceinline__ void warpgroup_reg_alloc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+
+// ------------------------------------------------------------------ wgmma --
+
+// Shared-memory matrix descriptor, 128-byte swizzle (layout type 1 in bits
+// 62-63); addresses and offsets in 16-byte units. K-major SW128: LBO unused
+// (1), SBO = 1024 (8 rows of 128 B). MN-major SW128: LBO = stride between
+// 64-element column blocks, SBO = 1024.
+__device__ __forceinline__ uint64_t gmma_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
+  uint64_t d = 0;
+  d |= uint64_t((saddr & 0x3FFFF) >> 4);
+  d |= uint64_t((lbo >> 4) & 0x3FFF) << 16;
+  d |= uint64_t((sbo >> 4) & 0x3FFF) << 32;
+  d |= uint64_t(1) << 62;
+  return d;
+}
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// Accumulator operand lists of m64nNk16 (N/2 floats per thread).
+#define RA_R8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+                 "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define RA_D32 RA_R8(0), RA_R8(8), RA_R8(16), RA_R8(24)
+#define RA_D64 RA_D32, RA_R8(32), RA_R8(40), RA_R8(48), RA_R8(56)
+// Register lists for the asm strings.
+#define RA_L32                                                                          \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
+  "%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define RA_L64                                                                          \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22," \
+  "%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43," \
+  "%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+// One wgmma, A and B from shared memory: shape (m64nNk16), input type, the
+// accumulator lists and the operand numbers of A, B and scale-d.
+#define RA_WGMMA_SS(SHAPE, TY, LIST, ACC, A, B, SC)                                        \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #SC ", 0;\n"                           \
+               "wgmma.mma_async.sync.aligned." SHAPE ".f32." TY "." TY " " LIST ", %" #A \
+               ", %" #B ", p, 1, 1, 0, 0;\n}\n"                                            \
+               : ACC : "l"(da), "l"(db), "r"(scale_d))
+// One wgmma, A from registers (4 x 32-bit, operands A..A+3), B from shared memory.
+#define RA_WGMMA_RS(SHAPE, TY, LIST, ACC, A0, A1, A2, A3, B)                                       \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                          \
+               "wgmma.mma_async.sync.aligned." SHAPE ".f32." TY "." TY " " LIST ", {%" #A0 ",%" #A1 \
+               ",%" #A2 ",%" #A3 "}, %" #B ", p, 1, 1, 1;\n}\n"                                     \
+               : ACC : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db))
+
+// D[64 x N] (+)= A[64 x 16] (smem, K-major) * B[16 x N] (smem, K-major).
+template <typename Elem, int N>
+__device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int scale_d) {
+  static_assert(N == 64 || N == 128, "N");
+  constexpr bool kBf16 = std::is_same_v<Elem, __nv_bfloat16>;
+  if constexpr (N == 128) {
+    if constexpr (kBf16) RA_WGMMA_SS("m64n128k16", "bf16", RA_L64, RA_D64, 64, 65, 66);
+    else RA_WGMMA_SS("m64n128k16", "f16", RA_L64, RA_D64, 64, 65, 66);
+  } else {
+    if constexpr (kBf16) RA_WGMMA_SS("m64n64k16", "bf16", RA_L32, RA_D32, 32, 33, 34);
+    else RA_WGMMA_SS("m64n64k16", "f16", RA_L32, RA_D32, 32, 33, 34);
+  }
+}
+
+// D[64 x N] += A[64 x 16] (registers) * B[16 x N] (smem, MN-major: transposed).
+template <typename Elem, int N>
+__device__ __forceinline__ void wgmma_rs(float* d, const uint32_t* a, uint64_t db) {
+  static_assert(N == 64 || N == 128, "N");
+  constexpr bool kBf16 = std::is_same_v<Elem, __nv_bfloat16>;
+  if constexpr (N == 128) {
+    if constexpr (kBf16) RA_WGMMA_RS("m64n128k16", "bf16", RA_L64, RA_D64, 64, 65, 66, 67, 68);
+    else RA_WGMMA_RS("m64n128k16", "f16", RA_L64, RA_D64, 64, 65, 66, 67, 68);
+  } else {
+    if constexpr (kBf16) RA_WGMMA_RS("m64n64k16", "bf16", RA_L32, RA_D32, 32, 33, 34, 35, 36);
+    else RA_WGMMA_RS("m64n64k16", "f16", RA_L32, RA_D32, 32, 33, 34, 35, 36);
+  }
+}
+
+#undef RA_WGMMA_SS
+#undef RA_WGMMA_RS
+#undef RA_L64
+#undef RA_L32
+#undef RA_D64
+#undef RA_D32
+#undef RA_R8
+
+// ------------------------------------------------------------------- math --
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename Elem>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  __half2 v = __floats2half2_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+template <typename Elem>
+__device__ __forceinline__ float2 unpack2(uint32_t u);
+template <>
+__device__ __forceinline__ float2 unpack2<__nv_bfloat16>(uint32_t u) {
+  return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&u));
+}
+template <>
+__device__ __forceinline__ float2 unpack2<__half>(uint32_t u) {
+  return __half22float2(*reinterpret_cast<__half2*>(&u));
+}
+
+}  // namespace ringattn::kern::cuda::detail
