@@ -38,6 +38,10 @@ struct FwdParams {
   float scale = 1.f;
   bool causal = false;
   bool accumulate = false;
+  // Cap on the persistent grid (0: one CTA per SM). SMs left free run the
+  // ring's exchange (NCCL) and pack kernels beside the attention instead of
+  // only between passes.
+  int32_t max_ctas = 0;
   ElemType dtype = ElemType::bf16;
 };
 

@@ -108,6 +108,7 @@ inline cudaError_t fwd_grid_size(const FwdParams& p, int* grid) {
   if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
   const int64_t total = int64_t(p.num_blocks) * p.batch;
   if (total > INT32_MAX) return cudaErrorInvalidValue;
+  if (p.max_ctas > 0 && p.max_ctas < sms) sms = p.max_ctas;
   // Causal items of a tile cost 1, 2, ... key blocks in turn (query block
   // order). CTA c takes items c, c+G, c+2G, ...: with G = 132 (a multiple of
   // 4) a CTA would only ever see query blocks of one residue mod 4 (up to 18%

@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -64,7 +65,9 @@ class CudaExecutor final : public Executor {
     // Every rank reaches the NCCL bootstrap below only if all set up locally:
     // a rank without a GPU fails them all instead of leaving them waiting.
     RINGATTN_RETURN_IF_ERROR(all_ranks(comm_, init_local(wait)));
-    if (!transport_) RINGATTN_RETURN_IF_ERROR(make_nccl_transport(comm_, cfg_.timeout_seconds, lanes_->comm_stream(), &transport_));
+    if (!transport_)
+      RINGATTN_RETURN_IF_ERROR(
+          make_nccl_transport(comm_, cfg_.timeout_seconds, comm_sms_, lanes_->comm_stream(), &transport_));
     ring_ = std::make_unique<Ring>(RingOptions{rank, cfg_.timeout_seconds, wait}, transport_.get(), lanes_.get());
     return Status::Ok();
   }
@@ -102,8 +105,22 @@ class CudaExecutor final : public Executor {
     }
     RINGATTN_RETURN_IF_ERROR(make_cuda_lanes(&lanes_));
     block_m_ = kc::fwd_block_m(elem(), int(cfg_.head_dim));
-    int world = 1;
+    int world = 1, dev = 0, sms = 0;
     RINGATTN_MPI_CHECK(MPI_Comm_size(comm_, &world));
+    RINGATTN_CUDA_CHECK(cudaGetDevice(&dev));
+    RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    // SMs kept from the attention for the ring's exchange (RINGATTN_COMM_SMS,
+    // default 0): the persistent attention grid is capped at the rest and
+    // NCCL uses at most that many CTAs.
+    if (const char* e = std::getenv("RINGATTN_COMM_SMS"); e != nullptr && *e != '\0') {
+      char* end = nullptr;
+      const long v = std::strtol(e, &end, 10);
+      if (*end != '\0' || v < 0 || v >= sms)
+        return InvalidArgument(std::string("RINGATTN_COMM_SMS='") + e + "' (allowed: 0 to " + std::to_string(sms - 1) +
+                               ", SMs kept for the ring's exchange on this " + std::to_string(sms) + "-SM GPU)");
+      comm_sms_ = int(v);
+    }
+    attention_ctas_ = world > 1 && comm_sms_ > 0 ? sms - comm_sms_ : 0;
     // With one rank there is nothing to exchange: no communicator is made.
     if (world == 1) transport_ = make_no_transport();
     else if (cfg_.transport == Transport::mpi)
@@ -121,6 +138,7 @@ class CudaExecutor final : public Executor {
       es_ = int64_t(dtype_size(c.dtype));
       fp_ = kc::fwd_shard_params(a.q, a.o, a.lse, a.shape->batch, plan.local_rows, c.heads, D,
                                  float(c.scale > 0 ? c.scale : 1.0 / std::sqrt(double(D))), c.causal, ex->elem());
+      fp_.max_ctas = ex->attention_ctas_;
     }
 
     Status prologue() override {
@@ -191,6 +209,8 @@ class CudaExecutor final : public Executor {
   Config cfg_;
   MPI_Comm comm_;
   int block_m_ = 128;
+  int comm_sms_ = 0;        // SMs kept for the exchange (RINGATTN_COMM_SMS)
+  int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   std::unique_ptr<Lanes> lanes_;
   std::unique_ptr<RingTransport> transport_;
   std::unique_ptr<Ring> ring_;

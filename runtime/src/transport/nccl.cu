@@ -26,7 +26,7 @@ class NcclTransport final : public RingTransport {
     else ncclCommDestroy(comm_);
   }
 
-  Status init(MPI_Comm comm) {
+  Status init(MPI_Comm comm, int max_ctas) {
     int rank = 0, world = 1;
     RINGATTN_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     RINGATTN_MPI_CHECK(MPI_Comm_size(comm, &world));
@@ -35,6 +35,7 @@ class NcclTransport final : public RingTransport {
     RINGATTN_MPI_CHECK(MPI_Bcast(&id, int(sizeof(id)), MPI_BYTE, 0, comm));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // non-blocking: init and abort can be timed out
+    if (max_ctas > 0) config.maxCTAs = max_ctas;  // the SMs the attention leaves free
     RINGATTN_NCCL_CHECK(ncclCommInitRankConfig(&comm_, world, id, rank, &config));
     return ready();
   }
@@ -108,10 +109,10 @@ class NcclTransport final : public RingTransport {
 
 }  // namespace
 
-Status make_nccl_transport(MPI_Comm comm, double timeout_s, void* comm_stream,
+Status make_nccl_transport(MPI_Comm comm, double timeout_s, int max_ctas, void* comm_stream,
                            std::unique_ptr<RingTransport>* out) {
   auto t = std::make_unique<NcclTransport>(timeout_s, static_cast<cudaStream_t>(comm_stream));
-  Status st = t->init(comm);
+  Status st = t->init(comm, max_ctas);
   *out = std::move(t);  // kept after a failed init, so the destructor aborts what was started
   return st;
 }

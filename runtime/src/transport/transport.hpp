@@ -96,8 +96,9 @@ Status default_device_wait_policy(MPI_Comm comm, WaitPolicy* out);
 Status make_mpi_device_transport(MPI_Comm comm, WaitPolicy policy, void* comm_stream, std::unique_ptr<RingTransport>* out);
 
 // NCCL over the ranks of `comm` (collective: rank 0's unique id is broadcast
-// over MPI; non-blocking init under `timeout_s`); exchanges on `comm_stream`.
-Status make_nccl_transport(MPI_Comm comm, double timeout_s, void* comm_stream,
+// over MPI; non-blocking init under `timeout_s`); exchanges on `comm_stream`
+// with at most `max_ctas` CTAs (0: NCCL's default).
+Status make_nccl_transport(MPI_Comm comm, double timeout_s, int max_ctas, void* comm_stream,
                            std::unique_ptr<RingTransport>* out);
 
 }  // namespace ringattn
