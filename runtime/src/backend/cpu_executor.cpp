@@ -109,7 +109,7 @@ class CpuExecutor final : public Executor {
       return Status::Ok();
     }
 
-    Status compute(size_t i, const void* recv) override {
+    Status compute(size_t i, const void* recv, void*) override {
       const Config& c = ex_->cfg_;
       const int64_t B = a_.shape->batch, L = plan_.local_rows, H = c.heads, D = c.head_dim;
       if (i == kLocal) return run_passes(0, kern::KeySource{k_, v_, L * H * D, H * D, D, nullptr});

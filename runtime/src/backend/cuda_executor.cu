@@ -171,7 +171,7 @@ class CudaExecutor final : public Executor {
       return Status::Ok();
     }
 
-    Status compute(size_t i, const void* recv) override {
+    Status compute(size_t i, const void* recv, void*) override {
       const int64_t H = fp_.heads, D = fp_.head_dim;
       if (i == kLocal) return run_passes(0, kern::KeySource{a_.k, a_.v, plan_.local_rows * H * D, H * D, D, nullptr});
       const RowList& rl = plan_.steps[i].recv;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <tuple>
 
 namespace ringattn {
 
@@ -24,10 +25,25 @@ Ring::Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes)
 Ring::~Ring() {
   // The run still in flight reads the slots freed below.
   if (pending_.active) (void)finish();  // a timeout aborts the transport
-  for (int s = 0; s < 2; ++s) {
-    if (send_[s]) lanes_->free(send_[s]);
-    if (recv_[s]) lanes_->free(recv_[s]);
-  }
+  for (void** slots : {send_, recv_, back_send_, back_recv_})
+    for (int s = 0; s < 2; ++s)
+      if (slots[s]) lanes_->free(slots[s]);
+}
+
+Exchange Ring::back_exchange(size_t i, const RingStep& s, const Fence* fence) {
+  Exchange x;
+  x.step = s.step;
+  x.index = i;
+  x.channel = 1;
+  x.send = back_send_[i % 2];
+  x.send_v = static_cast<const char*>(back_send_[i % 2]) + s.back_send_bytes / 2;
+  x.send_bytes = s.back_send_bytes;
+  x.dst = s.back_send_bytes > 0 ? s.recv_peer : -1;
+  x.recv = back_recv_[i % 2];
+  x.recv_bytes = s.back_recv_bytes;
+  x.src = s.back_recv_bytes > 0 ? s.send_peer : -1;
+  x.recv_free = fence;
+  return x;
 }
 
 Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence) {
@@ -48,13 +64,26 @@ Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence) {
 // Slots for the largest block of any step. They grow rarely; the run still
 // in flight may be using them, so it completes first.
 Status Ring::reserve(const std::vector<RingStep>& steps) {
-  size_t max_send = 0, max_recv = 0;
+  size_t max_send = 0, max_recv = 0, max_bs = 0, max_br = 0;
   for (const RingStep& s : steps) {
     max_send = std::max(max_send, s.send_bytes);
     max_recv = std::max(max_recv, s.recv_bytes);
+    max_bs = std::max(max_bs, s.back_send_bytes);
+    max_br = std::max(max_br, s.back_recv_bytes);
   }
-  if (max_send <= send_cap_ && max_recv <= recv_cap_) return Status::Ok();
+  if (max_send <= send_cap_ && max_recv <= recv_cap_ && max_bs <= back_send_cap_ && max_br <= back_recv_cap_)
+    return Status::Ok();
   if (pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
+  for (auto [slots, cap, want] : {std::make_tuple(back_send_, &back_send_cap_, max_bs),
+                                  std::make_tuple(back_recv_, &back_recv_cap_, max_br)}) {
+    if (want <= *cap) continue;
+    for (int s = 0; s < 2; ++s) {
+      if (slots[s]) lanes_->free(slots[s]);
+      slots[s] = nullptr;
+      RINGATTN_RETURN_IF_ERROR(lanes_->alloc(want, &slots[s]));
+    }
+    *cap = want;
+  }
   if (max_send > send_cap_) {
     for (void*& p : send_) {
       if (p) lanes_->free(p);
@@ -119,11 +148,25 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
   // lanes compute).
   const bool host = transport_->host_driven();
   const size_t ahead = host ? 1 : 2;
+  bool returns = false;
+  for (const RingStep& s : steps) returns |= s.back_send_bytes > 0 || s.back_recv_bytes > 0;
+  if (returns && (!host || lanes_->asynchronous()))
+    return Unsupported(std::string("the ring's return channel (backward) runs on the cpu backend so far; transport '") +
+                       transport_->name() + "' on device lanes is not supported yet");
+  auto has_back = [&](size_t i) { return steps[i].back_send_bytes > 0 || steps[i].back_recv_bytes > 0; };
+  // The return of step i: posted after its compute, completed (and added in
+  // by the work) after the next step's compute, in schedule order.
+  const Fence no_fence(lanes_, 0);
+  auto post_back = [&](size_t i) { return transport_->post(back_exchange(i, steps[i], &no_fence)); };
+  auto finish_back = [&](size_t i) -> Status {
+    RINGATTN_RETURN_IF_ERROR(transport_->complete(back_exchange(i, steps[i], &no_fence), opt_.timeout_s));
+    return steps[i].back_recv_bytes > 0 ? work->returned(i, back_recv_[i % 2]) : Status::Ok();
+  };
   size_t started = 0;
   Status st = Status::Ok();
   for (; started < std::min(ahead, n) && st.ok(); ++started) st = start(started, steps, work);
   if (st.ok()) st = lanes_->mark(Mark::c0, n);
-  if (st.ok()) st = work->compute(RingWork::kLocal, nullptr);
+  if (st.ok()) st = work->compute(RingWork::kLocal, nullptr, nullptr);
   if (st.ok()) st = lanes_->mark(Mark::c1, n);
   for (size_t i = 0; i < n && st.ok(); ++i) {
     if (host) {
@@ -135,10 +178,14 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
     }
     st = lanes_->lane_wait(Lane::compute, Mark::recv, i);
     if (st.ok()) st = lanes_->mark(Mark::c0, i);
-    if (st.ok() && steps[i].recv_bytes > 0) st = work->compute(i, recv_[i % 2]);
+    if (st.ok() && steps[i].recv_bytes > 0)
+      st = work->compute(i, recv_[i % 2], steps[i].back_send_bytes > 0 ? back_send_[i % 2] : nullptr);
     if (st.ok()) st = lanes_->mark(Mark::c1, i);
+    if (st.ok() && has_back(i)) st = post_back(i);
+    if (st.ok() && i > 0 && has_back(i - 1)) st = finish_back(i - 1);
     if (!host && st.ok() && started < n) st = start(started++, steps, work);
   }
+  if (st.ok() && n > 0 && has_back(n - 1)) st = finish_back(n - 1);
   if (!st.ok()) {
     // This rank leaves the ring mid-run: its peers will time out, and the
     // transport may hold posted exchanges: abandon them.

@@ -21,8 +21,14 @@
 // the transport's asynchronous errors, and a failure names the first step
 // whose block never arrived. A rank that fails mid-run aborts the transport.
 //
-// The forward calls it with K/V blocks going round; the backward will call it
-// again with partial dK/dV going back to the ranks that own the keys.
+// The return channel (the backward): a step may also send a block back to the
+// rank it received from, made by its compute (partial dK/dV of the received
+// keys, in float32), and receive the block its own send peer returns; the
+// work then adds it in (`returned`), step by step in schedule order, so the
+// sum never depends on timing. A step's return is posted after its compute
+// and completed during the next step's, on channel 1 of the transport (its
+// own tags). It runs on host lanes over a host-driven transport (the cpu
+// backend) so far.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +46,9 @@ struct RingStep {
   int send_peer = -1, recv_peer = -1;
   size_t send_bytes = 0, recv_bytes = 0;
   int64_t bytes_ideal = 0;  // bytes the peer's computation needs from this rank
+  // Return channel: bytes sent back to recv_peer (made by this step's
+  // compute), bytes received from send_peer (returned for what it was sent).
+  size_t back_send_bytes = 0, back_recv_bytes = 0;
 };
 
 // What the caller computes. Every call enqueues on its lane (or runs, on the
@@ -56,8 +65,16 @@ class RingWork {
   // at data that can travel as it is (a shard sent whole), writing nothing.
   virtual Status pack(size_t i, void* slot, const void* block[2]) = 0;
   // Compute lane: on this rank's own data (i == kLocal), or on the block
-  // received at step i (`recv`, only for steps that receive).
-  virtual Status compute(size_t i, const void* recv) = 0;
+  // received at step i (`recv`, only for steps that receive); `back`: the
+  // block to return to the step's receive peer, which this call fills (null
+  // when the step returns nothing).
+  virtual Status compute(size_t i, const void* recv, void* back) = 0;
+  // Compute lane: the block returned for what step i sent (return channel).
+  virtual Status returned(size_t i, const void* block) {
+    (void)i;
+    (void)block;
+    return Status::Ok();
+  }
 };
 
 struct RingOptions {
@@ -94,6 +111,7 @@ class Ring {
   Status wait_complete(int set, const Pending& p);
   void fill_timeline(int set, const Pending& p) const;
   Exchange exchange(size_t i, const RingStep& s, const Fence* fence);
+  Exchange back_exchange(size_t i, const RingStep& s, const Fence* fence);
 
   RingOptions opt_;
   RingTransport* transport_;
@@ -104,6 +122,9 @@ class Ring {
   const void* block_[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};  // per slot: the halves sent
   void* recv_[2] = {nullptr, nullptr};
   size_t send_cap_ = 0, recv_cap_ = 0;
+  void* back_send_[2] = {nullptr, nullptr};
+  void* back_recv_[2] = {nullptr, nullptr};
+  size_t back_send_cap_ = 0, back_recv_cap_ = 0;
 };
 
 }  // namespace ringattn

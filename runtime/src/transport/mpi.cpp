@@ -28,7 +28,7 @@ class MpiTransport final : public RingTransport {
     p = Pending{};
     p.src = src;
     p.dst = dst;
-    const int tag = kTagBase + (step % 16384);
+    const int tag = kTagBase + (step % 8192) + (x.channel == 1 ? 8192 : 0);
     // Each half in messages of at most 1 GiB; same tag: MPI keeps their order.
     auto post = [&](bool is_send, const void* buf, size_t bytes) -> Status {
       char* b = const_cast<char*>(static_cast<const char*>(buf));  // MPI_Isend's buffer is const

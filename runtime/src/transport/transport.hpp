@@ -57,6 +57,9 @@ struct Exchange {
   size_t recv_bytes = 0;
   int src = -1;                          // -1: nothing to receive
   const SlotFence* recv_free = nullptr;  // never null
+  // 0: the ring's blocks; 1: blocks returned to their owners (the ring's
+  // return channel), matched apart from channel 0's.
+  int channel = 0;
 };
 
 class RingTransport {
