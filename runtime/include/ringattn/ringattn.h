@@ -53,6 +53,12 @@ int ringattn_create(const ringattn_config_t* config, MPI_Comm comm, ringattn_con
  * timeout (see Context::forward in ringattn.hpp). Collective argument errors fail every rank. */
 int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
                      const void* v, void* o, float* lse, void* stream);
+/* Collective: the exact gradient of a forward on the same shapes (see Context::backward in
+ * ringattn.hpp). q, k, v, o, dout, dq, dk, dv: batch x seq/P x heads x head_dim; lse: the
+ * forward's LSE (float). dq, dk, dv are overwritten. cpu backend so far. */
+int ringattn_backward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
+                      const void* v, const void* o, const float* lse, const void* dout, void* dq, void* dk,
+                      void* dv, void* stream);
 /* Waits for the forward in flight (cuda backend; see Context::synchronize). */
 int ringattn_synchronize(ringattn_context_t ctx);
 void ringattn_destroy(ringattn_context_t ctx);

@@ -53,6 +53,7 @@ struct CacheStats {
 
 struct Stats {
   int64_t forwards = 0;
+  int64_t backwards = 0;
   double last_forward_ms = 0;      // host time in the last forward() call (returning with work in flight: enqueue time)
   int64_t last_bytes_sent = 0;     // this rank, last forward
   int64_t last_bytes_ideal = 0;    // rows its peers actually need, in bytes
@@ -91,6 +92,18 @@ class Context {
   // the cpu backend the call is synchronous.
   Status forward(const Shape& shape, const void* q, const void* k, const void* v, void* o,
                  float* lse, void* stream = nullptr);
+
+  // Collective: the exact gradient (docs/SPEC.md, "Backward") of a forward
+  // on the same shapes. q, k, v, o, dout, dq, dk, dv: the local shard, batch x
+  // seq/P x heads x head_dim in the config's dtype; lse: the forward's LSE
+  // (float, batch x seq/P x heads). Nothing else is kept from the forward:
+  // Delta = rowsum(dO * O) is computed here, and no buffer grows with N^2 or
+  // with the number of branches. dK/dV of keys a peer used travel back to
+  // this rank in float32 and are added in ring-step order (the same bits for
+  // any timing). dq, dk, dv are overwritten. Same validation and agreement
+  // as forward. Backends: cpu (the cuda backend returns kUnsupported so far).
+  Status backward(const Shape& shape, const void* q, const void* k, const void* v, const void* o,
+                  const float* lse, const void* dout, void* dq, void* dk, void* dv, void* stream = nullptr);
 
   // Waits for the forward in flight, if any, under the timeout (a peer that
   // died gives kTimeout or kCommError, never a hang). Call it instead of

@@ -85,6 +85,14 @@ extern "C" int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t s
   return s.ok() ? 0 : fail(s);
 }
 
+extern "C" int ringattn_backward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
+                                 const void* v, const void* o, const float* lse, const void* dout, void* dq, void* dk,
+                                 void* dv, void* stream) {
+  if (ctx == nullptr) return fail(ringattn::InvalidArgument("ringattn_backward: context is null"));
+  ringattn::Status s = ctx->ctx->backward(ringattn::Shape{batch, seq}, q, k, v, o, lse, dout, dq, dk, dv, stream);
+  return s.ok() ? 0 : fail(s);
+}
+
 extern "C" int ringattn_synchronize(ringattn_context_t ctx) {
   if (ctx == nullptr) return fail(ringattn::InvalidArgument("ringattn_synchronize: context is null"));
   ringattn::Status s = ctx->ctx->synchronize();

@@ -1,4 +1,6 @@
 #include <chrono>
+#include <initializer_list>
+#include <utility>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -23,6 +25,10 @@ struct Context::Impl {
   std::unique_ptr<Executor> executor;
   std::unique_ptr<PlanCache> cache;
   Stats stats;
+
+  Status check(const Shape& shape, std::initializer_list<std::pair<const char*, const void*>> buffers);
+  template <typename F>
+  Status with_plan(const Shape& shape, void* stream, F&& run);
 
   ~Impl() {
     // The executor first: it waits for the forward in flight (under the
@@ -105,42 +111,67 @@ Status Context::prefetch(const Shape& shape) {
   return Status::Ok();
 }
 
+// Every rank checks the shape and that it passes every buffer, then all
+// agree (with the config hash and the shape), before any data moves.
+Status Context::Impl::check(const Shape& shape, std::initializer_list<std::pair<const char*, const void*>> buffers) {
+  Status local = validate_shape(cfg, shape, world);
+  if (local.ok())
+    for (const auto& [name, ptr] : buffers)
+      if (ptr == nullptr) {
+        local = InvalidArgument(std::string("buffer '") + name + "' is null (every rank must pass its shard)");
+        break;
+      }
+  return agree(comm, local, hash, shape.seq, shape.batch);
+}
+
+// Runs `run(plan, image, image_device)` on the shape's plan, leased from the
+// pattern cache: the lease keeps the plan (and its device copy) alive until
+// the fence that release() records after the call's last kernel.
+template <typename F>
+Status Context::Impl::with_plan(const Shape& shape, void* stream, F&& run) {
+  using Clock = std::chrono::steady_clock;
+  const auto tp = Clock::now();
+  PlanLease lease;
+  const Config& c = cfg;
+  const int w = world, r = rank;
+  Status got = cache->acquire(PlanKey{hash, shape.batch, shape.seq, w, r}, [&] { return build_plan(c, shape, w, r); },
+                              stream, &lease);
+  stats.last_plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
+  RINGATTN_RETURN_IF_ERROR(got);
+  Status st = run(*lease.plan, lease.image.get(), lease.device);
+  cache->release(&lease, stream);
+  return st;
+}
+
 Status Context::forward(const Shape& shape, const void* q, const void* k, const void* v, void* o, float* lse,
                         void* stream) {
   Impl& im = *impl_;
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  Status local = validate_shape(im.cfg, shape, im.world);
-  if (local.ok()) {
-    const char* names[] = {"q", "k", "v", "o", "lse"};
-    const void* ptrs[] = {q, k, v, o, lse};
-    for (int i = 0; i < 5; ++i)
-      if (ptrs[i] == nullptr) {
-        local = InvalidArgument(std::string("buffer '") + names[i] + "' is null (every rank must pass its shard)");
-        break;
-      }
-  }
-  RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, shape.seq, shape.batch));
-
-  const auto tp = Clock::now();
-  const Config& cfg = im.cfg;
-  int world = im.world, rank = im.rank;
-  // The lease keeps the plan (and its device copy) alive until the fence
-  // recorded by release() after the forward's last kernel completes.
-  PlanLease lease;
-  Status got = im.cache->acquire(PlanKey{im.hash, shape.batch, shape.seq, world, rank},
-                                 [&] { return build_plan(cfg, shape, world, rank); }, stream, &lease);
-  im.stats.last_plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
-  RINGATTN_RETURN_IF_ERROR(got);
-
-  ForwardArgs a{&shape, q, k, v, o, lse, stream};
-  a.image = lease.image.get();
-  a.image_device = lease.device;
-  Status st = im.executor->forward(*lease.plan, a, &im.stats);
-  im.cache->release(&lease, stream);
-  RINGATTN_RETURN_IF_ERROR(st);
+  RINGATTN_RETURN_IF_ERROR(im.check(shape, {{"q", q}, {"k", k}, {"v", v}, {"o", o}, {"lse", lse}}));
+  RINGATTN_RETURN_IF_ERROR(im.with_plan(shape, stream, [&](const Plan& plan, const PlanImage* image, const void* dev) {
+    ForwardArgs a{&shape, q, k, v, o, lse, stream};
+    a.image = image;
+    a.image_device = dev;
+    return im.executor->forward(plan, a, &im.stats);
+  }));
   im.stats.forwards++;
   im.stats.last_forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  return Status::Ok();
+}
+
+Status Context::backward(const Shape& shape, const void* q, const void* k, const void* v, const void* o,
+                         const float* lse, const void* dout, void* dq, void* dk, void* dv, void* stream) {
+  Impl& im = *impl_;
+  RINGATTN_RETURN_IF_ERROR(im.check(shape, {{"q", q}, {"k", k}, {"v", v}, {"o", o}, {"lse", lse}, {"dout", dout},
+                                            {"dq", dq}, {"dk", dk}, {"dv", dv}}));
+  RINGATTN_RETURN_IF_ERROR(im.with_plan(shape, stream, [&](const Plan& plan, const PlanImage* image, const void* dev) {
+    BackwardArgs a{&shape, q, k, v, o, lse, dout, dq, dk, dv, stream};
+    a.image = image;
+    a.image_device = dev;
+    return im.executor->backward(plan, a, &im.stats);
+  }));
+  im.stats.backwards++;
   return Status::Ok();
 }
 

@@ -29,6 +29,18 @@ struct ForwardArgs {
   const void* image_device = nullptr;
 };
 
+// The backward's buffers (Context::backward), on the same plan as the forward.
+struct BackwardArgs {
+  const Shape* shape;
+  const void *q, *k, *v, *o;
+  const float* lse;
+  const void* dout;
+  void *dq, *dk, *dv;
+  void* stream;
+  const PlanImage* image = nullptr;
+  const void* image_device = nullptr;
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
@@ -36,6 +48,14 @@ class Executor {
   // of the plan's device image is on that stream (the cache fences it there).
   // At most one forward is left in flight (ring.hpp).
   virtual Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) = 0;
+  // The exact gradient (Context::backward); the forward's ring in, partial
+  // dK/dV back on the ring's return channel.
+  virtual Status backward(const Plan& plan, const BackwardArgs& a, Stats* stats) {
+    (void)plan;
+    (void)a;
+    (void)stats;
+    return Unsupported("backward is not implemented on this backend yet (allowed: --backend cpu)");
+  }
   // Waits for the forward in flight, if any (timeout and transport errors watched).
   virtual Status finish() { return Status::Ok(); }
   // Query rows per CTA that the device image's prefix tables are built for;
@@ -56,6 +76,21 @@ inline std::vector<RingStep> forward_ring_steps(const Plan& plan, int64_t row_by
     s.send_bytes = size_t(ps.send.total_rows() * row_bytes);
     s.recv_bytes = size_t(ps.recv.total_rows() * row_bytes);
     s.bytes_ideal = ps.send.total_rows() * row_bytes;
+  }
+  return steps;
+}
+
+// The backward's ring steps: the forward's, plus the return channel: the
+// float32 partial dK/dV of every received row goes back to its owner (the
+// same rows, 2 x batch x head_dim floats each), and the owner receives them
+// for every row it sent.
+inline std::vector<RingStep> backward_ring_steps(const Plan& plan, int64_t row_bytes, int64_t back_row_bytes) {
+  std::vector<RingStep> steps = forward_ring_steps(plan, row_bytes);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const PlanStep& ps = plan.steps[i];
+    steps[i].back_send_bytes = size_t(ps.recv.total_rows() * back_row_bytes);
+    steps[i].back_recv_bytes = size_t(ps.send.total_rows() * back_row_bytes);
+    steps[i].bytes_ideal += ps.recv.total_rows() * back_row_bytes;
   }
   return steps;
 }
