@@ -1,28 +1,44 @@
 #!/usr/bin/env python3
-"""Plot `ringattn bench --scaling --json FILE` output to a PNG (needs matplotlib).
+"""Print the table of `ringattn bench --scaling --json FILE` and plot it to a PNG
+(the plot needs matplotlib; without it the table is printed and the PNG skipped).
 usage: plot_scaling.py scaling.json scaling.png"""
 import json
 import sys
+
+
+def fmt(x, width, digits):
+    """A number of the table; null (a non-finite value in the JSON) as '-'."""
+    return f"{x:>{width}.{digits}f}" if x is not None else f"{'-':>{width}}"
+
+
+def nan_if_null(x):
+    return float("nan") if x is None else x
 
 
 def main():
     if len(sys.argv) != 3:
         print(__doc__)
         return 2
-    data = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as f:
+        data = json.load(f)
+    print(f"# {data['config']} on {data['device']} ({data['backend']})")
+    print(f"# {'mode':<6} {'ranks':>6} {'tokens':>10} {'median_ms':>11} {'TFLOP/s':>9} {'exposed%':>9} {'efficiency':>11}")
+    for r in data["rows"]:
+        print(f"  {r['mode']:<6} {r['ranks']:>6} {r['tokens']:>10} {fmt(r['median_ms'], 11, 3)} {fmt(r['tflops'], 9, 4)} "
+              f"{fmt(r['exposed_pct'], 9, 2)} {fmt(r['efficiency'], 11, 3)}")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("plot_scaling: matplotlib not installed; table only")
+        print("plot_scaling: matplotlib not installed: table only, no", sys.argv[2])
         return 0
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, mode in zip(axes, ("weak", "strong")):
         rows = [r for r in data["rows"] if r["mode"] == mode]
         ranks = [r["ranks"] for r in rows]
-        ax.plot(ranks, [r["efficiency"] for r in rows], "o-", label="efficiency")
-        ax.plot(ranks, [r["exposed_pct"] / 100 for r in rows], "s--", label="exposed transfer (fraction)")
+        ax.plot(ranks, [nan_if_null(r["efficiency"]) for r in rows], "o-", label="efficiency")
+        ax.plot(ranks, [nan_if_null(r["exposed_pct"]) / 100 for r in rows], "s--", label="exposed transfer (fraction)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ranks)
         ax.set_xticklabels([str(r) for r in ranks])

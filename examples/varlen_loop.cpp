@@ -29,10 +29,79 @@
 #include <string>
 #include <vector>
 
+#include "launch/src/parse.hpp"
 #include "ringattn/device.hpp"
 #include "ringattn/ringattn.hpp"
 
 using namespace ringattn;
+
+namespace {
+
+struct LoopOptions {
+  int64_t steps = 20, layers = 1, warm = 1;
+  bool prefetch = true, sync = false, help = false;
+  std::vector<int64_t> lengths = {8192, 12288, 16384, 10240, 14336};
+};
+
+const char* kUsage =
+    "usage: ringattn_varlen [--backend cpu|cuda] [--steps N] [--no-prefetch] [--cache on|off] [--long] [--layers N] "
+    "[--sync] [--promote-after N] [--cache-device-mb N] [--warm 0|1]\n";
+
+// Every value parsed strictly (launch/src/parse.hpp: whole string, range,
+// k/M suffixes, no overflow); an unknown option or a bad value is an error.
+Status parse_args(int argc, char** argv, Config* cfg, LoopOptions* lo) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    std::string v;
+    auto value = [&]() {
+      if (i + 1 >= argc) return InvalidArgument(a + " needs a value (see --help)");
+      v = argv[++i];
+      return Status::Ok();
+    };
+    auto count = [&](int64_t low, int64_t high, int64_t* out) {
+      Status st = value();
+      return st.ok() ? cli::parse_count(a, v, low, high, out) : st;
+    };
+    int64_t n = 0;
+    Status st;
+    if (a == "--help" || a == "-h") {
+      lo->help = true;
+    } else if (a == "--backend") {
+      st = value();
+      if (st.ok()) st = parse_backend(v, &cfg->backend);
+    } else if (a == "--steps") {
+      st = count(1, 1000000, &lo->steps);
+    } else if (a == "--layers") {  // attention layers per step: forwards of one shape
+      st = count(1, 1000, &lo->layers);
+    } else if (a == "--sync") {
+      lo->sync = true;
+    } else if (a == "--no-prefetch") {
+      lo->prefetch = false;
+    } else if (a == "--cache") {
+      st = value();
+      if (st.ok() && v != "on" && v != "off") st = InvalidArgument("--cache '" + v + "' (allowed: on, off)");
+      cfg->cache.enabled = v != "off";
+    } else if (a == "--promote-after") {
+      st = count(0, 1 << 20, &n);
+      cfg->cache.promote_after_hits = int(n);
+    } else if (a == "--cache-device-mb") {
+      st = count(0, int64_t(1) << 30, &n);
+      cfg->cache.device_budget_bytes = n << 20;
+    } else if (a == "--warm") {
+      st = count(0, 1, &lo->warm);
+    } else if (a == "--long") {  // the 24k..64k cycle with GPU-sized heads
+      lo->lengths = {24576, 32768, 40960, 49152, 65536};
+      cfg->heads = 16;
+      cfg->head_dim = 128;
+    } else {
+      st = InvalidArgument("unknown option '" + a + "' (see --help)");
+    }
+    RINGATTN_RETURN_IF_ERROR(st);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -43,44 +112,16 @@ int main(int argc, char** argv) {
   cfg.branches = {{2048, 1}, {4096, 2}, {8192, 4}, {16384, 8}};
   cfg.heads = 4;
   cfg.head_dim = 64;
-  int steps = 20, layers = 1;
-  bool warm = true, prefetch = true, sync = false;
-  std::vector<int64_t> lengths = {8192, 12288, 16384, 10240, 14336};
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--backend" && i + 1 < argc) {
-      if (!parse_backend(argv[++i], &cfg.backend).ok()) MPI_Abort(MPI_COMM_WORLD, 2);
-    } else if (a == "--steps" && i + 1 < argc) {
-      steps = std::atoi(argv[++i]);
-    } else if (a == "--layers" && i + 1 < argc) {  // attention layers per step: forwards of one shape
-      layers = std::atoi(argv[++i]);
-      if (layers < 1) {
-        if (rank == 0) std::fprintf(stderr, "ringattn_varlen: --layers %s (allowed: an integer >= 1)\n", argv[i]);
-        MPI_Finalize();
-        return 2;
-      }
-    } else if (a == "--sync") {
-      sync = true;
-    } else if (a == "--no-prefetch") {
-      prefetch = false;
-    } else if (a == "--cache" && i + 1 < argc) {
-      cfg.cache.enabled = std::string(argv[++i]) != "off";
-    } else if (a == "--promote-after" && i + 1 < argc) {
-      cfg.cache.promote_after_hits = std::atoi(argv[++i]);
-    } else if (a == "--cache-device-mb" && i + 1 < argc) {
-      cfg.cache.device_budget_bytes = int64_t(std::atoll(argv[++i])) << 20;
-    } else if (a == "--warm" && i + 1 < argc) {
-      warm = std::atoi(argv[++i]) != 0;
-    } else if (a == "--long") {  // the 24k..64k cycle with GPU-sized heads
-      lengths = {24576, 32768, 40960, 49152, 65536};
-      cfg.heads = 16;
-      cfg.head_dim = 128;
-    } else {
-      if (rank == 0) std::fprintf(stderr, "usage: ringattn_varlen [--backend cpu|cuda] [--steps N] [--no-prefetch] [--cache on|off] [--long] [--layers N] [--sync] [--promote-after N] [--cache-device-mb N] [--warm 0|1]\n");
-      MPI_Finalize();
-      return a == "--help" ? 0 : 2;
-    }
+  LoopOptions lo;
+  const Status parsed = parse_args(argc, argv, &cfg, &lo);  // every rank parses the same arguments
+  if (!parsed.ok() || lo.help) {
+    if (rank == 0) std::fprintf(stderr, parsed.ok() ? "%s" : "ringattn_varlen: error: %s\n", parsed.ok() ? kUsage : parsed.message().c_str());
+    MPI_Finalize();
+    return parsed.ok() ? 0 : 2;
   }
+  const int steps = int(lo.steps), layers = int(lo.layers);
+  const bool warm = lo.warm != 0, prefetch = lo.prefetch, sync = lo.sync;
+  std::vector<int64_t> lengths = lo.lengths;
   if (cfg.backend == Backend::cuda) {
     cfg.dtype = DType::bf16;
     cfg.transport = world > 1 ? Transport::mpi : Transport::nccl;

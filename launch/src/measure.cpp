@@ -1,0 +1,92 @@
+#include "measure.hpp"
+
+#include <chrono>
+#include <cstdio>
+
+#include "report.hpp"
+#include "ringattn/device.hpp"
+
+namespace ringattn::cli {
+
+Timing time_op(const Op& op, Context& ctx, const Problem& p, const InputSets& in, const DeviceTensors& out, int64_t warmup,
+               int64_t iters, bool progress) {
+  Timing t;
+  dev::Timer timer(p.cfg.backend);
+  const auto t_start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < warmup + iters; ++i) {
+    const DeviceTensors& set = *in[size_t(i) % in.size()];
+    MPI_Barrier(p.group.comm);
+    CLI_OR_ABORT(p.group, timer.start());
+    CLI_OR_ABORT(p.group, op.run(ctx, p.shape, set.ptrs(), out.ptrs()));
+    CLI_OR_ABORT(p.group, ctx.synchronize());  // a dead peer times out here instead of hanging the timer
+    double ms = 0;
+    CLI_OR_ABORT(p.group, timer.stop(&ms));
+    dev::peak_sample(p.cfg.backend);
+    if (i >= warmup) t.own_last_ms = ms;
+    MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, p.group.comm);
+    if (i >= warmup) t.slowest_ms.push_back(ms);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    if (progress && p.group.rank == 0 && elapsed > 5.0)
+      std::fprintf(stderr, "[ringattn] %s %lld/%lld: %.2f ms\n", i < warmup ? "warm-up" : "iteration",
+                   (long long)(i < warmup ? i + 1 : i - warmup + 1), (long long)(i < warmup ? warmup : iters), ms);
+  }
+  t.median_ms = median(t.slowest_ms);
+  return t;
+}
+
+Summary summarize(const Op& op, const Context& ctx, const Problem& p, const Timing& t) {
+  Summary r;
+  r.ms = t.median_ms;
+  r.flops = op.flops(p.cfg, p.shape);
+  const Stats& st = ctx.stats();
+  int64_t v[2] = {st.last_bytes_sent, st.last_bytes_ideal}, mx[2], sm[2];
+  MPI_Allreduce(v, mx, 2, MPI_INT64_T, MPI_MAX, p.group.comm);
+  MPI_Allreduce(v, sm, 2, MPI_INT64_T, MPI_SUM, p.group.comm);
+  r.bytes_sent_max = mx[0];
+  r.bytes_ideal_max = mx[1];
+  r.bytes_sent_total = sm[0];
+  r.bytes_ideal_total = sm[1];
+  double exposed = 0;
+  for (const StepTiming& x : st.timeline) exposed += x.exposed_ms;
+  MPI_Allreduce(&exposed, &r.exposed_ms_max, 1, MPI_DOUBLE, MPI_MAX, p.group.comm);
+  return r;
+}
+
+Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Problem& p, int sets, DeviceTensors* out) {
+  const Config& c = p.cfg;
+  InputSets in;
+  CLI_AGREE(p.group, make_input_sets(op, p, source_of(o, uint64_t(o.seed)), sets, &in));
+  CLI_AGREE(p.group, make_outputs(op, p, out));
+  if (p.group.rank == 0) std::printf("# ringattn %s\n%s", o.command.c_str(), describe(o, p).c_str());
+  dev::peak_reset(c.backend);
+  const Timing t = time_op(op, ctx, p, in, *out, o.warmup, o.iters, true);
+  const Summary r = summarize(op, ctx, p, t);
+  const std::string ranks = rank_table(ctx, p, t.own_last_ms);
+  const std::string tl = o.timeline ? timeline_table(ctx, p) : "";
+  const std::string cs = o.cache_stats ? cache_table(ctx, p) : "";
+  int64_t peak = dev::device_bytes_peak(c.backend), peak_max = 0;
+  MPI_Allreduce(&peak, &peak_max, 1, MPI_INT64_T, MPI_MAX, p.group.comm);
+  Status st;
+  if (p.group.rank == 0) {
+    std::printf("%s%s%s", ranks.c_str(), tl.c_str(), cs.c_str());
+    std::printf("# %-10s %10s %10s %12s %14s %10s %16s %16s %12s\n", "config", "tokens", "ranks", "median_ms", "useful_FLOPs",
+                "TFLOP/s", "bytes/rank(max)", "ideal/rank(max)", "exposed_ms");
+    std::printf("  %-10s %10lld %10d %12.3f %14.4g %10.3f %16lld %16lld %12.3f\n", config_label(o).c_str(), (long long)p.shape.seq,
+                p.group.size, r.ms, r.flops, r.tflops(), (long long)r.bytes_sent_max, (long long)r.bytes_ideal_max, r.exposed_ms_max);
+    std::printf("# median of %lld (after %lld warm-up), slowest rank per iteration; %s sent per rank (ideal %s)%s\n",
+                (long long)o.iters, (long long)o.warmup, human(double(r.bytes_sent_max), "B").c_str(),
+                human(double(r.bytes_ideal_max), "B").c_str(),
+                r.bytes_sent_total == r.bytes_ideal_total ? ", equal to the ideal" : ", ABOVE the ideal");
+    if (c.backend == Backend::cuda) std::printf("# peak device memory %s (rank max)\n", human(double(peak_max), "B").c_str());
+    std::fflush(stdout);
+    Json j = json_common(o, p);
+    j.integer("iters", o.iters).integer("warmup", o.warmup).num("median_ms", r.ms).num("useful_flops", r.flops);
+    j.num("tflops", r.tflops()).integer("bytes_sent_per_rank_max", r.bytes_sent_max);
+    j.integer("bytes_ideal_per_rank_max", r.bytes_ideal_max).num("exposed_ms_max", r.exposed_ms_max);
+    j.integer("peak_device_bytes", peak_max).nums("times_ms", t.slowest_ms);
+    st = write_json(o.json, j);
+  }
+  return agree(p.group, st);
+}
+
+}  // namespace ringattn::cli

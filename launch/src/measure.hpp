@@ -1,0 +1,38 @@
+// Timing an operation (run and bench, and each --scaling sub-run): warm-up,
+// timed iterations on device events, each iteration's time the slowest
+// rank's, and the summary every timing is printed with: useful FLOPs, rate,
+// bytes sent per rank against the ideal, exposed transfer time.
+#pragma once
+#include <vector>
+
+#include "inputs.hpp"
+#include "ops.hpp"
+#include "options.hpp"
+
+namespace ringattn::cli {
+
+struct Timing {
+  std::vector<double> slowest_ms;  // per timed iteration, max over ranks
+  double own_last_ms = 0;          // this rank's last timed iteration
+  double median_ms = 0;            // of slowest_ms
+};
+
+struct Summary {
+  double ms = 0, flops = 0;
+  int64_t bytes_sent_max = 0, bytes_ideal_max = 0, bytes_sent_total = 0, bytes_ideal_total = 0;
+  double exposed_ms_max = 0;
+  double tflops() const { return flops / (ms * 1e-3) / 1e12; }
+};
+
+// Collective over p.group. Input sets rotate from one iteration to the next.
+// progress: rank 0 prints a line per iteration once 5 s have passed.
+Timing time_op(const Op& op, Context& ctx, const Problem& p, const InputSets& in, const DeviceTensors& out, int64_t warmup,
+               int64_t iters, bool progress);
+Summary summarize(const Op& op, const Context& ctx, const Problem& p, const Timing& t);
+
+// run and bench: makes `sets` input sets (--seed, --amplitude or the files)
+// and the outputs (left in *out), times `op`, prints the tables and writes
+// --json. Collective over p.group; returns the agreed error, if any.
+Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Problem& p, int sets, DeviceTensors* out);
+
+}  // namespace ringattn::cli
