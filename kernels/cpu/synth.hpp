@@ -7,11 +7,19 @@
 #include <cstdint>
 #include <limits>
 
+// The generator also runs on the GPU (kernels/cuda/synth_fill.cu), with the
+// same bits: integer hashing and one double multiply-add.
+#if defined(__CUDACC__)
+#define RINGATTN_HOST_DEVICE __host__ __device__
+#else
+#define RINGATTN_HOST_DEVICE
+#endif
+
 namespace ringattn::kern {
 
 enum class SynthTensor : uint64_t { q = 1, k = 2, v = 3, dout = 4 };
 
-inline uint64_t splitmix64(uint64_t x) {
+RINGATTN_HOST_DEVICE inline uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
@@ -19,13 +27,13 @@ inline uint64_t splitmix64(uint64_t x) {
 }
 
 // Uniform in [-amplitude, amplitude).
-inline double synth_value(uint64_t seed, SynthTensor t, uint64_t index, double amplitude = 1.0) {
+RINGATTN_HOST_DEVICE inline double synth_value(uint64_t seed, SynthTensor t, uint64_t index, double amplitude = 1.0) {
   uint64_t h = splitmix64(splitmix64(seed * 0x100000001b3ull + uint64_t(t)) ^ index);
   return amplitude * (double(h >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
 // Global element index of (b, t, h, d) in a B x N x H x D tensor.
-inline uint64_t bnhd_index(int64_t b, int64_t t, int64_t h, int64_t d, int64_t N, int64_t H, int64_t D) {
+RINGATTN_HOST_DEVICE inline uint64_t bnhd_index(int64_t b, int64_t t, int64_t h, int64_t d, int64_t N, int64_t H, int64_t D) {
   return uint64_t(((b * N + t) * H + h) * D + d);
 }
 

@@ -36,6 +36,7 @@
 #include "kernels/cuda/attention_fwd.hpp"
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"
+#include "ringattn/device.hpp"
 
 namespace ringattn::test {
 namespace {
@@ -319,6 +320,33 @@ TEST(KernelFwdApi, RejectsBadArgumentsBeforeAnyDeviceCall) {
   p.num_tiles = 1;
   p.num_blocks = 1;  // non-empty, but null pointers
   EXPECT_EQ(kc::fwd_launch(p, nullptr), cudaErrorInvalidValue);
+}
+
+}  // namespace
+}  // namespace ringattn::test
+
+namespace ringattn::test {
+namespace {
+
+// Inputs made on the GPU (dev::fill_synthetic, used by run and bench) have the
+// bits of the host's: the same function of (seed, tensor, index), rounded the same way.
+TEST(SynthFill, GpuMatchesHostBits) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const int64_t B = 2, N = 1000, row0 = 250, rows = 500, H = 3, D = 64;
+  for (DType dt : {DType::f32, DType::f16, DType::bf16}) {
+    for (int tensor = 1; tensor <= 4; ++tensor) {
+      const size_t bytes = size_t(B * rows * H * D) * dtype_size(dt);
+      std::vector<char> host(bytes), back(bytes, 0);
+      const uint64_t seed = fresh_seed();
+      ASSERT_TRUE(dev::fill_synthetic(Backend::cpu, dt, seed, tensor, 100.0, B, N, row0, rows, H, D, host.data()).ok());
+      DeviceBuffer d(bytes);
+      ASSERT_EQ(d.status(), cudaSuccess);
+      ASSERT_EQ(cudaMemset(d.get(), 0xFF, bytes), cudaSuccess);
+      ASSERT_TRUE(dev::fill_synthetic(Backend::cuda, dt, seed, tensor, 100.0, B, N, row0, rows, H, D, d.get()).ok());
+      ASSERT_EQ(cudaMemcpy(back.data(), d.get(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(std::memcmp(host.data(), back.data(), bytes), 0) << to_string(dt) << " tensor " << tensor << " seed " << seed;
+    }
+  }
 }
 
 }  // namespace

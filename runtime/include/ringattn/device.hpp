@@ -26,6 +26,15 @@ Status download(Backend b, void* host_dst, const void* src, size_t bytes);
 // ordered on the default stream, without a host wait.
 Status poison(Backend b, void* p, size_t bytes);
 Status synchronize(Backend b);
+// Deterministic inputs (front ends, benchmarks, tests): rows [row0, row0 +
+// rows) of every batch element of the batch x seq x heads x head_dim tensor
+// number `tensor` (1 q, 2 k, 3 v, 4 dout), uniform in [-amplitude,
+// amplitude) as a function of (seed, tensor, global index), rounded to
+// `dtype`, written to `dst` (batch x rows x heads x head_dim). The same bits
+// on both backends; on cuda made on the GPU (default stream, no host wait),
+// so a shard of millions of tokens takes milliseconds.
+Status fill_synthetic(Backend b, DType dtype, uint64_t seed, int tensor, double amplitude, int64_t batch,
+                      int64_t seq, int64_t row0, int64_t rows, int64_t heads, int64_t head_dim, void* dst);
 // Bytes of device memory in use now and the most seen by peak_sample().
 int64_t device_bytes_in_use(Backend b);
 void peak_sample(Backend b);

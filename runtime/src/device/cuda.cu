@@ -2,6 +2,7 @@
 #include <string>
 
 #include "device/device_impl.hpp"
+#include "kernels/cuda/synth_fill.hpp"
 #include "device/check_cuda.hpp"
 #include "ringattn/device.hpp"
 
@@ -43,6 +44,13 @@ Status cuda_poison(void* p, size_t n) {
   RINGATTN_CUDA_CHECK(cudaMemsetAsync(p, 0xff, n, nullptr));
   return Status::Ok();
 }
+Status cuda_fill_synthetic(int dtype, uint64_t seed, int tensor, double amplitude, int64_t batch, int64_t seq,
+                           int64_t row0, int64_t rows, int64_t heads, int64_t head_dim, void* dst) {
+  RINGATTN_CUDA_CHECK(kern::cuda::synth_fill(dst, kern::ElemKind(dtype), seed, uint64_t(tensor), amplitude, batch, seq,
+                                             row0, rows, heads, head_dim, nullptr));
+  return Status::Ok();
+}
+
 Status cuda_synchronize() {
   RINGATTN_CUDA_CHECK(cudaDeviceSynchronize());
   return Status::Ok();

@@ -24,6 +24,9 @@ void cuda_release(void*) {}
 Status cuda_copy(void*, const void*, size_t, bool) { return no_cuda(); }
 Status cuda_poison(void*, size_t) { return no_cuda(); }
 Status cuda_synchronize() { return no_cuda(); }
+Status cuda_fill_synthetic(int, uint64_t, int, double, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, void*) {
+  return no_cuda();
+}
 int64_t cuda_bytes_in_use() { return 0; }
 const char* cuda_device_name() { return "none"; }
 void cuda_events_create(void**) {}

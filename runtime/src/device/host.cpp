@@ -4,8 +4,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "device/device_impl.hpp"
+#include "kernels/common/convert.hpp"
+#include "kernels/cpu/synth.hpp"
 #include "ringattn/device.hpp"
 
 namespace ringattn::dev {
@@ -39,6 +42,28 @@ Status poison(Backend b, void* p, size_t n) {
   std::memset(p, 0xff, n);
   return Status::Ok();
 }
+Status fill_synthetic(Backend b, DType dtype, uint64_t seed, int tensor, double amplitude, int64_t batch,
+                      int64_t seq, int64_t row0, int64_t rows, int64_t heads, int64_t head_dim, void* dst) {
+  if (batch < 1 || rows < 0 || row0 < 0 || row0 + rows > seq || heads < 1 || head_dim < 1 || tensor < 1 || tensor > 4)
+    return InvalidArgument("fill_synthetic: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
+                           ") of a sequence of " + std::to_string(seq) + ", tensor " + std::to_string(tensor) +
+                           " (allowed 1-4)");
+  if (b == Backend::cuda)
+    return cuda_fill_synthetic(int(dtype), seed, tensor, amplitude, batch, seq, row0, rows, heads, head_dim, dst);
+  const int64_t hd = heads * head_dim;
+  std::vector<float> row(static_cast<size_t>(hd));
+  char* out = static_cast<char*>(dst);
+  const size_t row_bytes = size_t(hd) * dtype_size(dtype);
+  for (int64_t bi = 0; bi < batch; ++bi)
+    for (int64_t t = row0; t < row0 + rows; ++t) {
+      for (int64_t e = 0; e < hd; ++e)
+        row[size_t(e)] = float(kern::synth_value(seed, kern::SynthTensor(tensor), uint64_t((bi * seq + t) * hd + e), amplitude));
+      kern::from_float(kern::ElemKind(int(dtype)), row.data(), size_t(hd), out);
+      out += row_bytes;
+    }
+  return Status::Ok();
+}
+
 Status synchronize(Backend b) { return b == Backend::cuda ? cuda_synchronize() : Status::Ok(); }
 int64_t device_bytes_in_use(Backend b) { return b == Backend::cuda ? cuda_bytes_in_use() : 0; }
 static int64_t g_peak = 0;
