@@ -25,6 +25,7 @@ void reference_rows(const Config& c, int64_t B, int64_t N, const double* q, cons
   kern::RefOptions opt;
   opt.threads = std::max(1, run.threads);
   opt.progress = run.progress;
+  opt.progress_interval_s = 0;  // the CLI's printer keeps its own --progress interval
   kern::reference_forward(ref_problem(c), B, N, q, k, v, t0, t1, o, lse, opt);
 }
 
