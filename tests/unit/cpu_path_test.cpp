@@ -9,34 +9,12 @@
 #include <random>
 
 #include "common/cpu_sim.hpp"
+#include "common/spec_cases.hpp"
 #include "common/test_util.hpp"
 #include "kernels/cpu/reference.hpp"
 
 namespace ringattn::test {
 namespace {
-
-struct Case {
-  const char* name;
-  std::vector<Branch> branches;
-  int64_t N, B, H, D;
-  bool causal;
-  HeadOffsets offsets;
-};
-
-std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name; }
-
-const Case kCases[] = {
-    {"longnet4_scaled", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 2048, 1, 4, 32, false, HeadOffsets::interleaved},
-    {"longnet4_scaled_causal", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 2048, 2, 2, 16, true, HeadOffsets::interleaved},
-    {"geometric_scaled", {{64, 1}, {128, 2}, {256, 4}, {512, 8}, {1024, 16}}, 1536, 1, 3, 32, false, HeadOffsets::interleaved},
-    {"longnet_paper_scaled_blocked", {{64, 1}, {128, 2}, {256, 4}, {512, 6}, {1024, 12}}, 1200, 1, 5, 16, false, HeadOffsets::blocked},
-    {"r_not_dividing_w_short_last", {{300, 3}, {700, 7}, {100, 6}}, 1500, 1, 4, 16, false, HeadOffsets::interleaved},
-    {"no_branch_selects", {{96, 4}, {160, 8}}, 960, 1, 2, 16, false, HeadOffsets::interleaved},
-    {"dense", {{768, 1}}, 768, 1, 2, 32, false, HeadOffsets::interleaved},
-    {"dense_causal", {{768, 1}}, 768, 1, 2, 16, true, HeadOffsets::interleaved},
-    {"blocked_causal_mixed", {{100, 1}, {333, 3}, {1000, 7}}, 1440, 2, 5, 8, true, HeadOffsets::blocked},
-    {"head_dim_not_multiple_of_8", {{64, 1}, {256, 4}}, 512, 1, 3, 13, true, HeadOffsets::interleaved},
-};
 
 struct Inputs {
   std::vector<double> q, k, v;  // float32-representable values
@@ -106,29 +84,29 @@ void check_cpu_path(const Config& c, int64_t B, int64_t N, int P, uint64_t seed)
   check_cpu_path(c, B, N, P, make_inputs(seed, size_t(B * N * c.heads * c.head_dim), 1.0), seed, {tol.o, tol.lse});
 }
 
-class CpuPath : public ::testing::TestWithParam<Case> {
+class CpuPath : public ::testing::TestWithParam<SpecCase> {
  protected:
   Config config() const {
-    const Case& p = GetParam();
+    const SpecCase& p = GetParam();
     return make_config(p.branches, p.H, p.D, p.causal, p.offsets);
   }
 };
 
 TEST_P(CpuPath, WorldOneMatchesReference) {
-  const Case& p = GetParam();
+  const SpecCase& p = GetParam();
   check_cpu_path(config(), p.B, p.N, 1, fresh_seed());
 }
 
 TEST_P(CpuPath, SimulatedRanksMatchReference) {
-  const Case& p = GetParam();
+  const SpecCase& p = GetParam();
   for (int P : {2, 3, 4}) {
     if (p.N % P) continue;
     check_cpu_path(config(), p.B, p.N, P, fresh_seed());
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, CpuPath, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Configs, CpuPath, ::testing::ValuesIn(spec_cases()),
+                         [](const ::testing::TestParamInfo<SpecCase>& i) { return std::string(i.param.name); });
 
 // Logits of magnitude 1e4 (inputs scaled by 100): nothing may overflow, and
 // the result must stay accurate.
