@@ -112,7 +112,7 @@ if want multi && [ "$G" -ge 2 ]; then
     for cfg in longnet4 longnet-paper geometric dense; do
       for extra in "" "--causal --dtype f16"; do
         log="$OUT/verify_${cfg}_np${np}${extra:+_causal_f16}.log"
-        timeout 300 $MPI -np $np $RA verify --backend cuda --transport nccl --config $cfg --seq 64k --heads 4 --head-dim 128 $extra > "$log" 2>&1
+        timeout 300 $MPI -np $np $RA verify --backend cuda --transport nccl --config $cfg --seq 32k --heads 4 --head-dim 128 $extra > "$log" 2>&1
         note "verify nccl np$np $cfg $extra: rc=$? $(tail -1 "$log" | cut -c1-160)"
       done
     done
@@ -126,6 +126,11 @@ if want multi && [ "$G" -ge 2 ]; then
     run_bench dense_128k_np$np $np --config dense --seq 128k --heads 16 --head-dim 128 --iters 10 --warmup 2
     [ "$np" -gt 1 ] && { timeout 300 $MPI -np $np python3 bench/torch_ring.py --seq 128k --heads 16 --head-dim 128 > "$OUT/torch_ring_128k_np$np.log" 2>&1
       note "torch ring dense 128k np$np: rc=$? $(grep -A1 '# config' "$OUT/torch_ring_128k_np$np.log" | tail -1)"; }
+    if [ "$np" -gt 1 ]; then  # SMs kept for NCCL beside the persistent attention grid (A/B)
+      MPI_SAVE="$MPI"; MPI="$MPI -x RINGATTN_COMM_SMS=8"
+      run_bench dense_128k_np${np}_commsms8 $np --config dense --seq 128k --heads 16 --head-dim 128 --iters 10 --warmup 2
+      MPI="$MPI_SAVE"
+    fi
     run_bench geometric_weak_1M_per_gpu_np$np $np --config geometric --seq $((np * 1024))k --heads 16 --head-dim 128 --iters 5 --warmup 1
     run_bench geometric_strong_2M_np$np $np --config geometric --seq 2M --heads 16 --head-dim 128 --iters 5 --warmup 1
   done
