@@ -72,6 +72,53 @@ Status forward_check(const Problem& p, const Source& src, const HostTensors& out
   return Status::Ok();
 }
 
+// forward + backward, as a training step runs them: SPEC counts the
+// backward as 2.5 forwards.
+double training_flops(const Config& c, const Shape& s) { return 3.5 * useful_flops(c, s); }
+
+Status training_inputs(const Op& op, const Problem& p, const Source& src, HostTensors* in) {
+  if (!src.files.empty())
+    return InvalidArgument("--op backward takes synthetic inputs (--seed, --amplitude); --q/--k/--v files are for --op forward");
+  return make_inputs_plain(op, p, src, in);
+}
+
+Status training_run(Context& ctx, const Shape& s, void* const* in, void* const* out) {
+  RINGATTN_RETURN_IF_ERROR(ctx.forward(s, in[0], in[1], in[2], out[0], static_cast<float*>(out[1])));
+  return ctx.backward(s, in[0], in[1], in[2], out[0], static_cast<const float*>(out[1]), in[3], out[2], out[3], out[4]);
+}
+
+// O and LSE as forward_check does; dQ, dK, dV against the float64 reference
+// backward (from the reference forward of the whole sequence) by relative L2
+// within SPEC's gradient bound, the O bound times 2.
+Status training_check(const Problem& p, const Source& src, const HostTensors& out, const RefRun& ref, CheckResult* r) {
+  RINGATTN_RETURN_IF_ERROR(forward_check(p, src, out, ref, r));
+  const Config& c = p.cfg;
+  const int64_t B = p.shape.batch, N = p.shape.seq, L = p.rows(), H = c.heads, D = c.head_dim;
+  using kern::SynthTensor;
+  const std::vector<double> q = synth_sequence(p, src, SynthTensor::q), k = synth_sequence(p, src, SynthTensor::k),
+                            v = synth_sequence(p, src, SynthTensor::v), dout = synth_sequence(p, src, SynthTensor::dout);
+  std::vector<double> o(size_t(B * N * H * D)), lse(size_t(B * N * H));
+  reference_rows(c, B, N, q.data(), k.data(), v.data(), 0, N, ref, o.data(), lse.data());
+  std::vector<double> g[3];
+  for (auto& x : g) x.resize(size_t(B * L * H * D));
+  kern::RefOptions opt;
+  opt.threads = std::max(1, ref.threads);
+  kern::reference_backward(ref_problem(c), B, N, q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(),
+                           p.group.rank * L, (p.group.rank + 1) * L, g[0].data(), g[1].data(), g[2].data(), opt);
+  const double bound = 2 * kern::spec_tolerance(int(c.dtype), c.backend == Backend::cuda).o;
+  const char* names[3] = {"dQ", "dK", "dV"};
+  for (int t = 0; t < 3; ++t) {
+    kern::ErrorAccumulator e;
+    for (size_t i = 0; i < g[t].size(); ++i) e.add(out[size_t(2 + t)][i], g[t][i]);
+    r->errors.push_back({names[t], "rel_l2_err", e.rel_l2()});
+    r->ok = r->ok && e.rel_l2() <= bound;
+  }
+  char text[96];
+  std::snprintf(text, sizeof(text), "; dQ/dK/dV relative L2 %.1e", bound);
+  r->tolerance += text;
+  return Status::Ok();
+}
+
 const std::vector<Op>& table() {
   using kern::SynthTensor;
   static const std::vector<Op> ops = {
@@ -79,6 +126,13 @@ const std::vector<Op>& table() {
        {{"q", SynthTensor::q, false}, {"k", SynthTensor::k, false}, {"v", SynthTensor::v, false}},
        {{"o", SynthTensor{}, false}, {"lse", SynthTensor{}, true}},
        &useful_flops, &make_inputs_plain, &forward_run, &forward_check},
+      // A training step's attention: the forward, then the exact gradient.
+      {"backward",
+       {{"q", SynthTensor::q, false}, {"k", SynthTensor::k, false}, {"v", SynthTensor::v, false},
+        {"dout", SynthTensor::dout, false}},
+       {{"o", SynthTensor{}, false}, {"lse", SynthTensor{}, true}, {"dq", SynthTensor{}, false},
+        {"dk", SynthTensor{}, false}, {"dv", SynthTensor{}, false}},
+       &training_flops, &training_inputs, &training_run, &training_check},
   };
   return ops;
 }

@@ -133,6 +133,31 @@ int main(int argc, char** argv) {
   CHECK(rel <= 1e-5, "O relative L2 %.3e > 1e-5 against the one-rank context", rel);
   CHECK(lse_err <= 1e-4, "LSE max error %.3e > 1e-4 against the one-rank context", lse_err);
 
+  /* 1b. The backward through the C API (dO = V), distributed against one rank. */
+  if (ctx != NULL && solo != NULL) {
+    const int64_t off = (int64_t)g_rank * L * row;
+    float* g = (float*)calloc((size_t)(3 * L * row), sizeof(float));
+    float* g1 = (float*)calloc((size_t)(3 * N * row), sizeof(float));
+    rc = ringattn_backward(ctx, 1, N, q + off, k + off, v + off, o, lse, v + off, g, g + L * row, g + 2 * L * row, NULL);
+    CHECK(rc == 0, "ringattn_backward: %d %s", rc, ringattn_last_error());
+    rc = ringattn_backward(solo, 1, N, q, k, v, o1, lse1, v, g1, g1 + N * row, g1 + 2 * N * row, NULL);
+    CHECK(rc == 0, "ringattn_backward (self): %d %s", rc, ringattn_last_error());
+    for (int t = 0; t < 3; ++t) {
+      double gn = 0, gd = 0;
+      for (int64_t i = 0; i < L * row; ++i) {
+        const double a = g[t * L * row + i], b = g1[t * N * row + off + i];
+        gn += isnan(a) ? 1e30 : (a - b) * (a - b);
+        gd += b * b;
+      }
+      const double grel = gd > 0 ? sqrt(gn / gd) : 1.0;
+      CHECK(grel <= 2e-5, "gradient %d relative L2 %.3e > 2e-5 against the one-rank context", t, grel);
+    }
+    free(g);
+    free(g1);
+  }
+  rc = ringattn_backward(NULL, 1, N, q, k, v, o, lse, v, o, o, o, NULL);
+  CHECK(rc != 0 && strstr(ringattn_last_error(), "context is null"), "backward(NULL): %d %s", rc, ringattn_last_error());
+
   /* 2. Null handles. */
   rc = ringattn_forward(NULL, 1, N, q, k, v, o, lse, NULL);
   CHECK(rc != 0 && strstr(ringattn_last_error(), "context is null"), "forward(NULL): %d %s", rc, ringattn_last_error());
