@@ -30,33 +30,25 @@ Ring::~Ring() {
       if (slots[s]) lanes_->free(slots[s]);
 }
 
-Exchange Ring::back_exchange(size_t i, const RingStep& s, const Fence* fence) {
-  Exchange x;
-  x.step = s.step;
-  x.index = i;
-  x.channel = 1;
-  x.send = back_send_[i % 2];
-  x.send_v = static_cast<const char*>(back_send_[i % 2]) + s.back_send_bytes / 2;
-  x.send_bytes = s.back_send_bytes;
-  x.dst = s.back_send_bytes > 0 ? s.recv_peer : -1;
-  x.recv = back_recv_[i % 2];
-  x.recv_bytes = s.back_recv_bytes;
-  x.src = s.back_recv_bytes > 0 ? s.send_peer : -1;
-  x.recv_free = fence;
-  return x;
-}
 
-Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence) {
+// Step i's exchange: channel 0 moves the block of send_[i % 2] (or what the
+// work pointed at) to the send peer and receives into recv_[i % 2]; channel 1
+// (the return channel) goes the other way round: back_send_ to the receive
+// peer, back_recv_ from the send peer.
+Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence, int channel) {
+  const bool back = channel == 1;
+  const size_t sb = back ? s.back_send_bytes : s.send_bytes, rb = back ? s.back_recv_bytes : s.recv_bytes;
   Exchange x;
   x.step = s.step;
   x.index = i;
-  x.send = block_[i % 2][0];
-  x.send_v = block_[i % 2][1];
-  x.send_bytes = s.send_bytes;
-  x.dst = s.send_bytes > 0 ? s.send_peer : -1;
-  x.recv = recv_[i % 2];
-  x.recv_bytes = s.recv_bytes;
-  x.src = s.recv_bytes > 0 ? s.recv_peer : -1;
+  x.channel = channel;
+  x.send = back ? back_send_[i % 2] : block_[i % 2][0];
+  x.send_v = back ? static_cast<const char*>(back_send_[i % 2]) + sb / 2 : block_[i % 2][1];
+  x.send_bytes = sb;
+  x.dst = sb > 0 ? (back ? s.recv_peer : s.send_peer) : -1;
+  x.recv = back ? back_recv_[i % 2] : recv_[i % 2];
+  x.recv_bytes = rb;
+  x.src = rb > 0 ? (back ? s.send_peer : s.recv_peer) : -1;
   x.recv_free = fence;
   return x;
 }
@@ -157,9 +149,9 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
   // The return of step i: posted after its compute, completed (and added in
   // by the work) after the next step's compute, in schedule order.
   const Fence no_fence(lanes_, 0);
-  auto post_back = [&](size_t i) { return transport_->post(back_exchange(i, steps[i], &no_fence)); };
+  auto post_back = [&](size_t i) { return transport_->post(exchange(i, steps[i], &no_fence, 1)); };
   auto finish_back = [&](size_t i) -> Status {
-    RINGATTN_RETURN_IF_ERROR(transport_->complete(back_exchange(i, steps[i], &no_fence), opt_.timeout_s));
+    RINGATTN_RETURN_IF_ERROR(transport_->complete(exchange(i, steps[i], &no_fence, 1), opt_.timeout_s));
     return steps[i].back_recv_bytes > 0 ? work->returned(i, back_recv_[i % 2]) : Status::Ok();
   };
   size_t started = 0;

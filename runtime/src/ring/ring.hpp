@@ -110,8 +110,7 @@ class Ring {
   Status reserve(const std::vector<RingStep>& steps);
   Status wait_complete(int set, const Pending& p);
   void fill_timeline(int set, const Pending& p) const;
-  Exchange exchange(size_t i, const RingStep& s, const Fence* fence);
-  Exchange back_exchange(size_t i, const RingStep& s, const Fence* fence);
+  Exchange exchange(size_t i, const RingStep& s, const Fence* fence, int channel = 0);
 
   RingOptions opt_;
   RingTransport* transport_;
