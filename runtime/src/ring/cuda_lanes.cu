@@ -3,6 +3,8 @@
 // alternate so that one run stays in flight while the next is enqueued.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "device/check_cuda.hpp"
@@ -29,11 +31,19 @@ class CudaLanes final : public Lanes {
   }
 
   Status init() {
-    // The comm lane at the highest priority: a pack or an exchange kernel is
-    // scheduled before further attention CTAs when both wait for an SM.
+    // RINGATTN_COMM_PRIORITY=high (default) puts the comm lane at the highest
+    // stream priority: a pack or an exchange kernel is scheduled before
+    // further attention CTAs when both wait for an SM; `normal` leaves it
+    // at the default (bench/results/gpu-2026-11-27 has both measured).
     int least = 0, greatest = 0;
     RINGATTN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-    RINGATTN_CUDA_CHECK(cudaStreamCreateWithPriority(&comm_, cudaStreamNonBlocking, greatest));
+    int priority = greatest;
+    if (const char* e = std::getenv("RINGATTN_COMM_PRIORITY"); e != nullptr && *e != '\0') {
+      if (std::string(e) == "normal") priority = least;
+      else if (std::string(e) != "high")
+        return InvalidArgument(std::string("RINGATTN_COMM_PRIORITY='") + e + "' (allowed: high, normal)");
+    }
+    RINGATTN_CUDA_CHECK(cudaStreamCreateWithPriority(&comm_, cudaStreamNonBlocking, priority));
     for (Set& s : sets_) {
       RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&s.in, cudaEventDisableTiming));
       RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&s.end, cudaEventDisableTiming));
