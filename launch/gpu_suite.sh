@@ -2,6 +2,7 @@
 # One call on the GPU machine: build (gpu preset), GPU tests, benchmarks.
 #   ./launch/gpu_suite.sh [build|test|bench|ring|cache|multi|all]...   (default: all)
 #   multi: every GPU of the machine (verify over NCCL, scaling, the PyTorch ring, a fault)
+#   ab:    every GPU: the comm lane's stream priority, high against normal
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -137,6 +138,21 @@ if want multi && [ "$G" -ge 2 ]; then
   t0=$(date +%s)
   timeout 120 $MPI -np $G $RA run --backend cuda --transport nccl --config geometric --seq $((G * 64))k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 3 --warmup 0 > "$OUT/fault_nccl_multi.log" 2>&1
   note "fault (rank 1 exits at step 1, nccl, $G GPUs): rc=$? after $(( $(date +%s) - t0 )) s"
+fi
+
+# A/B of the comm lane's stream priority on all GPUs (RINGATTN_COMM_PRIORITY),
+# interleaved, on the cases where the ring's exchange meets the attention.
+if want ab && [ "$G" -ge 2 ]; then
+  for round in 1 2; do
+    for prio in high normal; do
+      for c in "geometric_strong_2M --config geometric --seq 2M" "dense_128k --config dense --seq 128k"; do
+        set -- $c; name=$1; shift
+        log="$OUT/ab_${name}_np${G}_${prio}_$round.log"
+        timeout 300 $MPI -x RINGATTN_COMM_PRIORITY=$prio -np $G $RA bench --backend cuda --transport nccl --timeline "$@" --heads 16 --head-dim 128 --iters 10 --warmup 2 > "$log" 2>&1
+        note "ab $name np$G priority=$prio round $round: rc=$? $(grep -A1 '# config' "$log" | tail -1)"
+      done
+    done
+  done
 fi
 
 echo; echo "================ summary ================"
