@@ -140,16 +140,19 @@ if want multi && [ "$G" -ge 2 ]; then
   note "fault (rank 1 exits at step 1, nccl, $G GPUs): rc=$? after $(( $(date +%s) - t0 )) s"
 fi
 
-# A/B of the comm lane's stream priority on all GPUs (RINGATTN_COMM_PRIORITY),
-# interleaved, on the cases where the ring's exchange meets the attention.
+# A/B of one runtime setting on all GPUs, interleaved, on the cases where the
+# ring's exchange meets the attention: AB_VAR (default RINGATTN_COMM_PRIORITY)
+# over AB_VALUES (default "high normal"), e.g.
+#   AB_VAR=RINGATTN_TILE_SCHEDULE AB_VALUES="dynamic static" ./launch/gpu_suite.sh ab
 if want ab && [ "$G" -ge 2 ]; then
+  ab_var="${AB_VAR:-RINGATTN_COMM_PRIORITY}"; ab_values="${AB_VALUES:-high normal}"
   for round in 1 2; do
-    for prio in high normal; do
+    for val in $ab_values; do
       for c in "geometric_strong_2M --config geometric --seq 2M" "dense_128k --config dense --seq 128k"; do
         set -- $c; name=$1; shift
-        log="$OUT/ab_${name}_np${G}_${prio}_$round.log"
-        timeout 300 $MPI -x RINGATTN_COMM_PRIORITY=$prio -np $G $RA bench --backend cuda --transport nccl --timeline "$@" --heads 16 --head-dim 128 --iters 10 --warmup 2 > "$log" 2>&1
-        note "ab $name np$G priority=$prio round $round: rc=$? $(grep -A1 '# config' "$log" | tail -1)"
+        log="$OUT/ab_${name}_np${G}_${val}_$round.log"
+        timeout 300 $MPI -x "$ab_var=$val" -np $G $RA bench --backend cuda --transport nccl --timeline "$@" --heads 16 --head-dim 128 --iters 10 --warmup 2 > "$log" 2>&1
+        note "ab $name np$G $ab_var=$val round $round: rc=$? $(grep -A1 '# config' "$log" | tail -1)"
       done
     done
   done

@@ -42,6 +42,13 @@ struct FwdParams {
   // ring's exchange (NCCL) and pack kernels beside the attention instead of
   // only between passes.
   int32_t max_ctas = 0;
+  // Dynamic tile scheduling: a device int, zero before the pass, that CTAs
+  // take work items from (atomicAdd) after their first, so a CTA that starts
+  // late (an exchange kernel held its SM) takes fewer items instead of
+  // stretching the pass. Null: the static order c, c + G, c + 2G, ...
+  // Results are the same bits either way (an item is computed the same way
+  // whichever CTA takes it).
+  int32_t* tile_counter = nullptr;
   ElemType dtype = ElemType::bf16;
 };
 

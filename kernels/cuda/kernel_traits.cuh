@@ -58,7 +58,7 @@ struct FwdTraits {
                 "a producer thread keeps one chunk column and a whole number of rows");
   static_assert((kProducerThreads / kChunks) % 8 == 0, "rows a thread skips keep its swizzle");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "wgmma N");
-  static_assert(sizeof(WorkItem) <= kInfoBytes, "the work item fits its slot");
+  static_assert(sizeof(WorkItem) + 8 <= kInfoBytes, "the work item and the next-item slots fit");
   static_assert(kSmemBytes <= 227 * 1024, "fits the sm_90 shared memory");
   static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
 };
@@ -78,7 +78,8 @@ struct SmemLayout {
   static constexpr int S = Traits::kStages;
   uint32_t q, k, v;                        // tiles; stage s at + s * kKVBytes
   uint32_t full, empty, q_full, q_empty;   // mbarriers; full/empty of stage s at + 8 * s
-  WorkItem* item;
+  WorkItem* item;  // q_rows == 0: no more items (the producer's last word)
+  int* next;       // two slots: the next item a dynamic scheduler fetched
 
   __device__ __forceinline__ explicit SmemLayout(uint8_t* raw) {
     const uint32_t raw_addr = smem_u32(raw);
@@ -91,6 +92,7 @@ struct SmemLayout {
     q_full = empty + 8 * S;
     q_empty = q_full + 8;
     item = reinterpret_cast<WorkItem*>(raw + pad + Traits::kInfoOff);
+    next = reinterpret_cast<int*>(raw + pad + Traits::kInfoOff + 48);
   }
   // Expected arrivals: full, one noinc per producer thread; empty, every
   // consumer thread; q_full, the producer threads plus the work item's writer.

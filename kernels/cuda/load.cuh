@@ -100,7 +100,7 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
   const int lane = tid & 31;
   int stage = 0;
   uint32_t phase = 0;
-  for_each_item<Traits, kCausal>(p, total, lane, [&](const Tile& t, const ItemBlock& item, int itc) {
+  const int items = for_each_item<Traits, kCausal>(p, total, lane, sm.next, [&](const Tile& t, const ItemBlock& item, int itc) {
     // Q (and the work item) once the consumers are done with the last Q.
     mbar_wait(sm.q_empty, (itc & 1) ^ 1);
     if (tid == 0) {
@@ -127,6 +127,16 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
       if (++stage == S) { stage = 0; phase ^= 1; }
     }
   });
+  // No more items: an empty one (q_rows == 0) once the consumers are done
+  // with the last Q, with every arrival q_full expects.
+  mbar_wait(sm.q_empty, (items & 1) ^ 1);
+  if (tid == 0) {
+    WorkItem done{};
+    done.q_rows = 0;
+    *sm.item = done;
+    mbar_arrive(sm.q_full);
+  }
+  mbar_arrive(sm.q_full);
   cp_async_wait<0>();
 }
 

@@ -62,11 +62,12 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
 
   int stage = 0;
   uint32_t phase = 0;
-  int itc = 0;
-  for (int w = blockIdx.x; w < total; w += gridDim.x, ++itc) {
+  (void)total;
+  for (int itc = 0;; ++itc) {
     mbar_wait(sm.q_full, itc & 1);
     fence_proxy_async();
     const WorkItem it = *sm.item;
+    if (it.q_rows == 0) break;  // the producer has no more items
     const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks;
     Epilogue<Traits> epilogue(p, it, r_lo, qc, lane);
 

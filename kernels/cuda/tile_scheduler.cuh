@@ -2,10 +2,12 @@
 //
 // A pass has num_blocks work items per batch element (query blocks of
 // kBlockM rows; tile i owns items [prefix[i], prefix[i+1])), so
-// num_blocks * batch in all. The grid is persistent (at most one CTA per SM)
-// and CTA c takes items c, c + G, c + 2G, ... (G = gridDim.x). Only the
+// num_blocks * batch in all. The grid is persistent (at most one CTA per SM);
+// CTA c takes item c first, then c + G, c + 2G, ... (G = gridDim.x), or, with
+// a tile counter, the next item nobody has taken (G + atomicAdd). Only the
 // producer decodes items (for_each_item); it hands each to the consumers as
-// a WorkItem through shared memory, and they walk the same sequence.
+// a WorkItem through shared memory, and then an item with q_rows == 0 that
+// tells them the CTA is done.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -31,9 +33,10 @@ struct ItemBlock {
 };
 
 // Calls f(tile, block, index) for this CTA's items in order (index counts
-// them from 0); one warp's lanes all call it (the tile search is warp-wide).
+// them from 0) and returns their count; every producer thread calls it (the
+// tile search is warp-wide; a dynamic fetch is shared through `next`).
 template <typename Traits, bool kCausal, typename F>
-__device__ __forceinline__ void for_each_item(const FwdParams& p, int total, int lane, F&& f) {
+__device__ __forceinline__ int for_each_item(const FwdParams& p, int total, int lane, int* next, F&& f) {
   constexpr int BM = Traits::kBlockM;
   constexpr int BN = Traits::kBlockN;
   int itc = 0;
@@ -49,7 +52,7 @@ __device__ __forceinline__ void for_each_item(const FwdParams& p, int total, int
   const int bpt = p.num_tiles > 1 ? __ldg(p.tile_block_prefix + 1) : p.num_blocks;
   const bool reorder = p.heads > 1 && bpt > 0 && p.num_blocks % (p.heads * bpt) == 0;
   const int segs = reorder ? p.num_blocks / (p.heads * bpt) : 1;
-  for (int w = blockIdx.x; w < total; w += gridDim.x, ++itc) {
+  for (int w = blockIdx.x; w < total; ++itc) {
     const int batch = w / p.num_blocks;
     int cta = w - batch * p.num_blocks;
     if (reorder) {
@@ -97,7 +100,16 @@ __device__ __forceinline__ void for_each_item(const FwdParams& p, int total, int
     }
     it.n_blocks = (n_end + BN - 1) / BN;
     f(t, it, itc);
+    if (p.tile_counter == nullptr) {
+      w += gridDim.x;
+    } else {
+      // Slot itc & 1: its readers of two items ago passed this barrier since.
+      if (threadIdx.x == 0) next[itc & 1] = int(gridDim.x) + atomicAdd(p.tile_counter, 1);
+      producer_sync();
+      w = next[itc & 1];
+    }
   }
+  return itc;
 }
 
 // Grid of one pass: one CTA per SM, at most one per item.

@@ -187,6 +187,11 @@ class KernelFwd : public ::testing::TestWithParam<std::tuple<KernelCase, Variant
 
     kc::FwdParams fp = kc::fwd_shard_params(q.get(), out.get(), static_cast<float*>(out_lse.get()), B, L, H, D,
                                             float(1.0 / std::sqrt(double(D))), c.causal, et);
+    // Run 0: the static tile order; run 1: dynamic (a tile counter per pass).
+    // An item is computed the same way whichever CTA takes it: same bits.
+    DeviceBuffer counter_buf(std::max<size_t>(1, plan.passes.size()) * sizeof(int32_t));
+    ASSERT_EQ(counter_buf.status(), cudaSuccess);
+    const DeviceBuffer* counters = nullptr;
     auto run_passes = [&](int step, const kern::KeySource& src) {
       for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
         const Pass& ps = plan.passes[pi];
@@ -196,6 +201,7 @@ class KernelFwd : public ::testing::TestWithParam<std::tuple<KernelCase, Variant
         fp.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
         fp.tile_block_prefix = prefix + im.pass_prefix_offset[pi];
         fp.num_blocks = im.pass_blocks[pi];
+        fp.tile_counter = counters ? static_cast<int32_t*>(counters->get()) + pi : nullptr;
         ASSERT_EQ(kc::fwd_launch(fp, nullptr), cudaSuccess) << "pass " << pi;
       }
     };
@@ -203,6 +209,8 @@ class KernelFwd : public ::testing::TestWithParam<std::tuple<KernelCase, Variant
     std::vector<uint16_t> o_runs[2];
     std::vector<float> lse_runs[2];
     for (int run = 0; run < 2; ++run) {
+      counters = run == 1 ? &counter_buf : nullptr;
+      ASSERT_EQ(cudaMemset(counter_buf.get(), 0, std::max<size_t>(1, plan.passes.size()) * sizeof(int32_t)), cudaSuccess);
       // Poison: 0xFF bytes are NaN in bf16, fp16 and float32.
       ASSERT_EQ(cudaMemset(out.get(), 0xFF, size_t(B * L * H * D) * 2), cudaSuccess);
       ASSERT_EQ(cudaMemset(out_lse.get(), 0xFF, size_t(B * L * H) * 4), cudaSuccess);
@@ -220,7 +228,8 @@ class KernelFwd : public ::testing::TestWithParam<std::tuple<KernelCase, Variant
       ASSERT_EQ(cudaMemcpy(o_runs[run].data(), out.get(), o_runs[run].size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(lse_runs[run].data(), fp.lse, lse_runs[run].size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
     }
-    EXPECT_EQ(std::memcmp(o_runs[0].data(), o_runs[1].data(), o_runs[0].size() * 2), 0) << "O differs between runs";
+    EXPECT_EQ(std::memcmp(o_runs[0].data(), o_runs[1].data(), o_runs[0].size() * 2), 0)
+        << "O differs between runs (static and dynamic tile order)";
     EXPECT_EQ(std::memcmp(lse_runs[0].data(), lse_runs[1].data(), lse_runs[0].size() * 4), 0)
         << "LSE differs between runs";
     *o = std::move(o_runs[0]);

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -29,6 +30,7 @@ struct DevicePlan {
   const int64_t* pass_prefix_offset = nullptr;  // into prefix, per pass
   const int32_t* pass_blocks = nullptr;         // CTAs per batch of each pass
   std::vector<const int32_t*> send_rows, send_prefix;  // per plan step
+  int32_t* tile_counters = nullptr;  // one per pass (dynamic tile scheduling), zeroed by the prologue
 };
 
 Status device_plan_view(const Plan& plan, const ForwardArgs& a, int block_m, DevicePlan* dp) {
@@ -80,11 +82,29 @@ class CudaExecutor final : public Executor {
     if (ring_) (void)ring_->finish();
     transport_.reset();
     ring_.reset();
+    for (int32_t* c : counters_)
+      if (c) cudaFree(c);
   }
 
   Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {
     DevicePlan dp;
     RINGATTN_RETURN_IF_ERROR(device_plan_view(plan, a, block_m_, &dp));
+    if (dynamic_tiles_) {
+      // One tile counter per pass, in two sets (at most one forward in
+      // flight may still read the other); they grow rarely.
+      const size_t need = std::max<size_t>(1, plan.passes.size());
+      if (need > counter_cap_) {
+        RINGATTN_RETURN_IF_ERROR(ring_->finish());
+        for (int32_t*& c : counters_) {
+          if (c) cudaFree(c);
+          c = nullptr;
+          RINGATTN_CUDA_CHECK(cudaMalloc(&c, need * sizeof(int32_t)));
+        }
+        counter_cap_ = need;
+      }
+      counter_set_ ^= 1;
+      dp.tile_counters = counters_[counter_set_];
+    }
     Work w(this, plan, a, dp);
     const int64_t row_bytes = 2 * a.shape->batch * cfg_.head_dim * int64_t(dtype_size(cfg_.dtype));
     return ring_->run(forward_ring_steps(plan, row_bytes), &w, a.stream, stats);
@@ -121,6 +141,13 @@ class CudaExecutor final : public Executor {
       comm_sms_ = int(v);
     }
     attention_ctas_ = world > 1 && comm_sms_ > 0 ? sms - comm_sms_ : 0;
+    // RINGATTN_TILE_SCHEDULE=dynamic (default) | static: how the persistent
+    // attention CTAs share a pass's work items (attention_fwd.hpp).
+    if (const char* e = std::getenv("RINGATTN_TILE_SCHEDULE"); e != nullptr && *e != '\0') {
+      if (std::string(e) == "static") dynamic_tiles_ = false;
+      else if (std::string(e) != "dynamic")
+        return InvalidArgument(std::string("RINGATTN_TILE_SCHEDULE='") + e + "' (allowed: dynamic, static)");
+    }
     // With one rank there is nothing to exchange: no communicator is made.
     if (world == 1) transport_ = make_no_transport();
     else if (cfg_.transport == Transport::mpi)
@@ -144,6 +171,8 @@ class CudaExecutor final : public Executor {
     Status prologue() override {
       const int64_t n = a_.shape->batch * plan_.local_rows * ex_->cfg_.heads;
       RINGATTN_CUDA_CHECK(kc::fwd_init_outputs(a_.o, a_.lse, n * ex_->cfg_.head_dim, n, fp_.dtype, !plan_.covers_all, cs_));
+      if (dp_.tile_counters)
+        RINGATTN_CUDA_CHECK(cudaMemsetAsync(dp_.tile_counters, 0, plan_.passes.size() * sizeof(int32_t), cs_));
       return Status::Ok();
     }
 
@@ -193,6 +222,7 @@ class CudaExecutor final : public Executor {
         fp_.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
         fp_.tile_block_prefix = dp_.prefix + dp_.pass_prefix_offset[pi];
         fp_.num_blocks = dp_.pass_blocks[pi];
+        fp_.tile_counter = dp_.tile_counters ? dp_.tile_counters + pi : nullptr;
         RINGATTN_CUDA_CHECK(kc::fwd_launch(fp_, cs_));
       }
       return Status::Ok();
@@ -211,6 +241,10 @@ class CudaExecutor final : public Executor {
   int block_m_ = 128;
   int comm_sms_ = 0;        // SMs kept for the exchange (RINGATTN_COMM_SMS)
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
+  bool dynamic_tiles_ = true;
+  int32_t* counters_[2] = {nullptr, nullptr};
+  size_t counter_cap_ = 0;
+  int counter_set_ = 0;
   std::unique_ptr<Lanes> lanes_;
   std::unique_ptr<RingTransport> transport_;
   std::unique_ptr<Ring> ring_;
