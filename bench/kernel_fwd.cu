@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "ringattn/names.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"

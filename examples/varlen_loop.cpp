@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "ringattn/names.hpp"
 #include "launch/src/parse.hpp"
 #include "ringattn/device.hpp"
 #include "ringattn/ringattn.hpp"

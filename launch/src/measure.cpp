@@ -1,5 +1,7 @@
 #include "measure.hpp"
 
+#include "ringattn/names.hpp"
+
 #include <chrono>
 #include <cstdio>
 

@@ -1,5 +1,7 @@
 #include "ops.hpp"
 
+#include "ringattn/names.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <thread>

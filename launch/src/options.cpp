@@ -1,5 +1,7 @@
 #include "options.hpp"
 
+#include "ringattn/names.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <functional>

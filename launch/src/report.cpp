@@ -1,5 +1,7 @@
 #include "report.hpp"
 
+#include "ringattn/names.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ringattn/names.hpp"
 #include "kernels/common/convert.hpp"
 #include "kernels/cpu/reference.hpp"
 #include "kernels/cpu/synth.hpp"

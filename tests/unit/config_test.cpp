@@ -4,6 +4,7 @@
 // removing the check (or making its message vague) fails the test.
 #include <gtest/gtest.h>
 
+#include "ringattn/names.hpp"
 #include "common/spec_brute.hpp"
 #include "common/test_util.hpp"
 

@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "ringattn/names.hpp"
 #include "common/spec_brute.hpp"
 #include "common/test_util.hpp"
 #include "kernels/common/tile.hpp"

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <set>
 
+#include "ringattn/names.hpp"
 #include "common/spec_brute.hpp"
 #include "common/test_util.hpp"
 #include "kernels/common/tile.hpp"

@@ -55,20 +55,7 @@ const char* to_string(DType d);
 const char* to_string(Backend b);
 const char* to_string(Transport t);
 const char* to_string(HeadOffsets h);
-Status parse_dtype(const std::string& s, DType* out);
-Status parse_backend(const std::string& s, Backend* out);
-Status parse_transport(const std::string& s, Transport* out);
-Status parse_head_offsets(const std::string& s, HeadOffsets* out);
 size_t dtype_size(DType d);
-
-// "2048:1,4096:2" -> branches.
-Status parse_branches(const std::string& s, std::vector<Branch>* out);
-std::string format_branches(const std::vector<Branch>& b);
-
-// Named configurations of docs/SPEC.md: longnet4, longnet-paper, geometric (needs
-// N), dense (needs N).
-Status named_branches(const std::string& name, int64_t seq, std::vector<Branch>* out);
-const std::vector<std::string>& named_config_names();
 
 // Offset o_i(h) of head h for a branch of dilation r (docs/SPEC.md).
 int64_t head_offset(HeadOffsets rule, int64_t r, int64_t h, int64_t heads);
@@ -77,9 +64,6 @@ int64_t head_offset(HeadOffsets rule, int64_t r, int64_t h, int64_t heads);
 // a shape against a world size. Messages name the value and the allowed range.
 Status validate_config(const Config& c);
 Status validate_shape(const Config& c, const Shape& s, int world_size);
-
-// Useful forward FLOPs of docs/SPEC.md for the whole sequence (all ranks).
-double useful_flops(const Config& c, const Shape& s);
 
 // Stable 64-bit hash of everything ranks must agree on.
 uint64_t config_hash(const Config& c);
