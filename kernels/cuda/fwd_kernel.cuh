@@ -10,10 +10,11 @@
 //   sm90_ptx.cuh        the Hopper instructions they use
 //
 // One CTA per SM, grid = min(#SMs, work items); a CTA walks the items
-// blockIdx.x, +gridDim.x, ... The producer (setmaxnreg 40) decodes each item,
+// blockIdx.x, +gridDim.x, ... or takes the next untaken one from the pass's
+// tile counter (tile_scheduler.cuh). The producer (setmaxnreg 40) decodes each item,
 // hands it to the consumers through shared memory and streams its Q and K/V
 // rows; the two consumer warpgroups (setmaxnreg 232) compute and write it.
-// No atomics: reruns are bit-identical.
+// Atomics only hand out work items (never sum results): reruns are bit-identical.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -37,7 +38,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
     produce<Traits, kCausal>(p, sm, tid, total);
   } else {
     warpgroup_reg_alloc<Traits::kConsumerRegs>();
-    consume<Traits, kCausal>(p, sm, tid, total);
+    consume<Traits, kCausal>(p, sm, tid);
   }
 }
 

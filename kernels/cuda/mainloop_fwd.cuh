@@ -43,7 +43,7 @@ __device__ __forceinline__ void gemm_pv(float* o_acc, const uint32_t (*pf)[4], u
 
 // The consumers' whole life: every item of this CTA (tid >= kProducerThreads).
 template <typename Traits, bool kCausal>
-__device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Traits>& sm, int tid, int total) {
+__device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Traits>& sm, int tid) {
   using Elem = typename Traits::elem_t;
   constexpr int D = Traits::kHeadDim;
   constexpr int BN = Traits::kBlockN;
@@ -62,7 +62,6 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
 
   int stage = 0;
   uint32_t phase = 0;
-  (void)total;
   for (int itc = 0;; ++itc) {
     mbar_wait(sm.q_full, itc & 1);
     fence_proxy_async();

@@ -1,6 +1,5 @@
-// Bulk element conversions of the command line, each in one function (they
-// will call kernels/common's bulk conversion once it exists): float <-> the
-// run's dtype. Rounding a value to the dtype is encode followed by decode.
+// Bulk element conversions of the command line, each in one function
+// (kernels/common/convert.hpp does the work): float <-> the run's dtype. Rounding a value to the dtype is encode followed by decode.
 #pragma once
 #include <cstddef>
 

@@ -138,6 +138,9 @@ Status make_outputs(const Op& op, const Problem& p, DeviceTensors* out) {
 
 Status make_inputs_plain(const Op& op, const Problem& p, const Source& src, HostTensors* in) {
   const std::vector<std::string> flags = {"--q", "--k", "--v"};
+  if (!src.files.empty() && src.files.size() != op.inputs.size())
+    return InvalidArgument(std::to_string(src.files.size()) + " input files for --op " + op.name + ", which takes " +
+                           std::to_string(op.inputs.size()) + " inputs");
   in->assign(op.inputs.size(), {});
   for (size_t i = 0; i < op.inputs.size(); ++i) {
     std::vector<float>& x = (*in)[i];

@@ -26,6 +26,9 @@ namespace {
 // every output path (on rank 0, which writes them). Collective.
 Status set_up(Options* o, const Group& world, const Op** op, Problem* p) {
   Status st = find_op(o->op, op);
+  if (st.ok() && !o->q_file.empty() && (*op)->inputs.size() != 3)
+    st = InvalidArgument("--op " + o->op + " takes synthetic inputs (--seed, --amplitude): its inputs are " +
+                         std::to_string((*op)->inputs.size()) + " tensors, and --q/--k/--v give three (--op forward)");
   if (st.ok()) st = shape_from_files(o);
   if (st.ok()) st = make_config(*o, &p->cfg);
   p->group = world;

@@ -37,13 +37,10 @@ Status forward_run(Context& ctx, const Shape& s, void* const* in, void* const* o
 
 // O: relative L2 error (SPEC bound) and every element within 16x the bound of
 // the reference's RMS; LSE: absolute error within max(SPEC bound, 4e-6*|LSE|).
-Status forward_check(const Problem& p, const Source& src, const HostTensors& out, const RefRun& ref, CheckResult* r) {
+// out[0] (O) and out[1] (LSE) of this rank against the reference's rows of it.
+void compare_forward(const Problem& p, const HostTensors& out, const std::vector<double>& ro, const std::vector<double>& rl,
+                     CheckResult* r) {
   const Config& c = p.cfg;
-  const int64_t B = p.shape.batch, N = p.shape.seq, L = p.rows();
-  const std::vector<double> q = synth_sequence(p, src, kern::SynthTensor::q), k = synth_sequence(p, src, kern::SynthTensor::k),
-                            v = synth_sequence(p, src, kern::SynthTensor::v);
-  std::vector<double> ro(size_t(B * L * c.heads * c.head_dim)), rl(size_t(B * L * c.heads));
-  reference_rows(c, B, N, q.data(), k.data(), v.data(), p.group.rank * L, (p.group.rank + 1) * L, ref, ro.data(), rl.data());
   const std::vector<float>&o = out[0], &lse = out[1];
   kern::ErrorAccumulator eo;
   kern::LseErrorAccumulator el;
@@ -71,18 +68,22 @@ Status forward_check(const Problem& p, const Source& src, const HostTensors& out
   std::snprintf(text, sizeof(text), "O relative L2 %.1e, LSE absolute max(%.1e, %.0e*|LSE|) (SPEC.md, %s on %s)", tol.o,
                 tol.lse, kern::kLseRelFloor, to_string(c.dtype), to_string(c.backend));
   r->tolerance = text;
+}
+
+Status forward_check(const Problem& p, const Source& src, const HostTensors& out, const RefRun& ref, CheckResult* r) {
+  const Config& c = p.cfg;
+  const int64_t B = p.shape.batch, N = p.shape.seq, L = p.rows();
+  const std::vector<double> q = synth_sequence(p, src, kern::SynthTensor::q), k = synth_sequence(p, src, kern::SynthTensor::k),
+                            v = synth_sequence(p, src, kern::SynthTensor::v);
+  std::vector<double> ro(size_t(B * L * c.heads * c.head_dim)), rl(size_t(B * L * c.heads));
+  reference_rows(c, B, N, q.data(), k.data(), v.data(), p.group.rank * L, (p.group.rank + 1) * L, ref, ro.data(), rl.data());
+  compare_forward(p, out, ro, rl, r);
   return Status::Ok();
 }
 
 // forward + backward, as a training step runs them: SPEC counts the
 // backward as 2.5 forwards.
 double training_flops(const Config& c, const Shape& s) { return 3.5 * useful_flops(c, s); }
-
-Status training_inputs(const Op& op, const Problem& p, const Source& src, HostTensors* in) {
-  if (!src.files.empty())
-    return InvalidArgument("--op backward takes synthetic inputs (--seed, --amplitude); --q/--k/--v files are for --op forward");
-  return make_inputs_plain(op, p, src, in);
-}
 
 Status training_run(Context& ctx, const Shape& s, void* const* in, void* const* out) {
   RINGATTN_RETURN_IF_ERROR(ctx.forward(s, in[0], in[1], in[2], out[0], static_cast<float*>(out[1])));
@@ -93,20 +94,27 @@ Status training_run(Context& ctx, const Shape& s, void* const* in, void* const* 
 // backward (from the reference forward of the whole sequence) by relative L2
 // within SPEC's gradient bound, the O bound times 2.
 Status training_check(const Problem& p, const Source& src, const HostTensors& out, const RefRun& ref, CheckResult* r) {
-  RINGATTN_RETURN_IF_ERROR(forward_check(p, src, out, ref, r));
   const Config& c = p.cfg;
-  const int64_t B = p.shape.batch, N = p.shape.seq, L = p.rows(), H = c.heads, D = c.head_dim;
+  const int64_t B = p.shape.batch, N = p.shape.seq, L = p.rows(), H = c.heads, D = c.head_dim, t0 = p.group.rank * L;
   using kern::SynthTensor;
   const std::vector<double> q = synth_sequence(p, src, SynthTensor::q), k = synth_sequence(p, src, SynthTensor::k),
                             v = synth_sequence(p, src, SynthTensor::v), dout = synth_sequence(p, src, SynthTensor::dout);
+  // The reference forward of the whole sequence once: the backward needs every
+  // row's O and LSE, and this rank's rows check O and LSE as forward_check does.
   std::vector<double> o(size_t(B * N * H * D)), lse(size_t(B * N * H));
   reference_rows(c, B, N, q.data(), k.data(), v.data(), 0, N, ref, o.data(), lse.data());
+  std::vector<double> ro(size_t(B * L * H * D)), rl(size_t(B * L * H));
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy_n(o.begin() + (b * N + t0) * H * D, L * H * D, ro.begin() + b * L * H * D);
+    std::copy_n(lse.begin() + (b * N + t0) * H, L * H, rl.begin() + b * L * H);
+  }
+  compare_forward(p, out, ro, rl, r);
   std::vector<double> g[3];
   for (auto& x : g) x.resize(size_t(B * L * H * D));
   kern::RefOptions opt;
   opt.threads = std::max(1, ref.threads);
   kern::reference_backward(ref_problem(c), B, N, q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(),
-                           p.group.rank * L, (p.group.rank + 1) * L, g[0].data(), g[1].data(), g[2].data(), opt);
+                           t0, t0 + L, g[0].data(), g[1].data(), g[2].data(), opt);
   const double bound = 2 * kern::spec_tolerance(int(c.dtype), c.backend == Backend::cuda).o;
   const char* names[3] = {"dQ", "dK", "dV"};
   for (int t = 0; t < 3; ++t) {
@@ -134,7 +142,7 @@ const std::vector<Op>& table() {
         {"dout", SynthTensor::dout, false}},
        {{"o", SynthTensor{}, false}, {"lse", SynthTensor{}, true}, {"dq", SynthTensor{}, false},
         {"dk", SynthTensor{}, false}, {"dv", SynthTensor{}, false}},
-       &training_flops, &training_inputs, &training_run, &training_check},
+       &training_flops, &make_inputs_plain, &training_run, &training_check},
   };
   return ops;
 }

@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "common/mpi_util.hpp"
+#include "common/spec_cases.hpp"
 #include "common/test_util.hpp"
 #include "kernels/cpu/reference.hpp"
 #include "kernels/cpu/synth.hpp"
@@ -25,25 +26,20 @@
 namespace ringattn::test {
 namespace {
 
-struct BwdCase {
-  const char* name;
-  std::vector<Branch> branches;
-  int64_t N, B, H, D;
-  bool causal;
-  HeadOffsets offsets;
+// A SPEC case of the CPU path's tests (common/spec_cases.hpp) with its dtype.
+struct BwdCase : SpecCase {
   DType dtype;
 };
-std::ostream& operator<<(std::ostream& os, const BwdCase& c) { return os << c.name; }
 
 // Every N is a multiple of 12 (np 1-4 divide it).
 const BwdCase kCases[] = {
-    {"dense", {{1536, 1}}, 1536, 1, 2, 16, false, HeadOffsets::interleaved, DType::f32},
-    {"dense_causal_bf16", {{1200, 1}}, 1200, 1, 2, 16, true, HeadOffsets::interleaved, DType::bf16},
-    {"geometric_scaled", geometric_scaled(128, 3072), 3072, 1, 4, 16, false, HeadOffsets::interleaved, DType::f32},
-    {"geometric_causal_f16_batch2", geometric_scaled(128, 1536), 1536, 2, 2, 16, true, HeadOffsets::interleaved, DType::f16},
-    {"longnet_straddle", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 3072, 1, 3, 16, false, HeadOffsets::blocked, DType::f32},
-    {"r_not_dividing_w", {{300, 3}, {700, 7}, {1000, 6}}, 4200, 1, 4, 8, false, HeadOffsets::interleaved, DType::f32},
-    {"no_branch_selects", {{512, 4}, {1024, 8}}, 3072, 1, 2, 16, false, HeadOffsets::interleaved, DType::f32},
+    {{"dense", {{1536, 1}}, 1536, 1, 2, 16, false, HeadOffsets::interleaved}, DType::f32},
+    {{"dense_causal_bf16", {{1200, 1}}, 1200, 1, 2, 16, true, HeadOffsets::interleaved}, DType::bf16},
+    {{"geometric_scaled", geometric_scaled(128, 3072), 3072, 1, 4, 16, false, HeadOffsets::interleaved}, DType::f32},
+    {{"geometric_causal_f16_batch2", geometric_scaled(128, 1536), 1536, 2, 2, 16, true, HeadOffsets::interleaved}, DType::f16},
+    {{"longnet_straddle", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 3072, 1, 3, 16, false, HeadOffsets::blocked}, DType::f32},
+    {{"r_not_dividing_w", {{300, 3}, {700, 7}, {1000, 6}}, 4200, 1, 4, 8, false, HeadOffsets::interleaved}, DType::f32},
+    {{"no_branch_selects", {{512, 4}, {1024, 8}}, 3072, 1, 2, 16, false, HeadOffsets::interleaved}, DType::f32},
 };
 
 class DistributedBackward : public MpiTestWithParam<BwdCase> {};

@@ -73,11 +73,32 @@ struct Shard {
   }
   kern::KeySource local(const float* k, const float* v) const { return kern::KeySource{k, v, L * H * D, H * D, D, nullptr}; }
 
-  // f(tiles, count) for every pass of ring step `step` (0: local keys).
-  template <typename F>
-  void passes(int step, F&& f) const {
-    for (const Pass& ps : plan.passes)
-      if (ps.step == step) f(plan.tiles.data() + ps.tile_begin, ps.tile_end - ps.tile_begin);
+  // What the forward's and the backward's pass parameters share: the query
+  // shard's layout, the per-(query, head) strides, the sizes.
+  template <typename Params>
+  void describe(const float* q, float scale, bool causal, Params* p) const {
+    p->q = q;
+    p->q_batch_stride = L * H * D;
+    p->q_row_stride = H * D;
+    p->lse_batch_stride = L * H;
+    p->lse_row_stride = H;
+    p->batch = B;
+    p->heads = H;
+    p->head_dim = D;
+    p->scale = scale;
+    p->causal = causal;
+  }
+
+  // pass(*p) for every pass of ring step `step` (0: local keys) on keys `src`.
+  template <typename Params>
+  void run(int step, const kern::KeySource& src, Params* p, void (*pass)(const Params&)) const {
+    p->src = src;
+    for (const Pass& ps : plan.passes) {
+      if (ps.step != step) continue;
+      p->tiles = plan.tiles.data() + ps.tile_begin;
+      p->num_tiles = ps.tile_end - ps.tile_begin;
+      pass(*p);
+    }
   }
 };
 
@@ -127,18 +148,9 @@ class CpuExecutor final : public Executor {
       v_ = as_float(s_.dtype, a_.v, n, &ex_->v32_);
       ex_->o_acc_.assign(n, 0.f);
       ex_->lse_acc_.assign(size_t(s_.B * s_.L * s_.H), -INFINITY);
-      pp_.q = as_float(s_.dtype, a_.q, n, &ex_->q32_);
-      pp_.q_batch_stride = s_.L * s_.H * s_.D;
-      pp_.q_row_stride = s_.H * s_.D;
-      pp_.batch = s_.B;
-      pp_.heads = s_.H;
-      pp_.head_dim = s_.D;
-      pp_.scale = ex_->scale();
-      pp_.causal = ex_->cfg_.causal;
+      s_.describe(as_float(s_.dtype, a_.q, n, &ex_->q32_), ex_->scale(), ex_->cfg_.causal, &pp_);
       pp_.o_acc = ex_->o_acc_.data();
       pp_.lse_acc = ex_->lse_acc_.data();
-      pp_.lse_batch_stride = s_.L * s_.H;
-      pp_.lse_row_stride = s_.H;
       return Status::Ok();
     }
     Status pack(size_t i, void* slot, const void* block[2]) override {
@@ -153,12 +165,7 @@ class CpuExecutor final : public Executor {
 
    private:
     Status run(int step, const kern::KeySource& src) {
-      pp_.src = src;
-      s_.passes(step, [&](const kern::Tile* tiles, int64_t n) {
-        pp_.tiles = tiles;
-        pp_.num_tiles = n;
-        kern::cpu_forward_pass(pp_);
-      });
+      s_.run(step, src, &pp_, &kern::cpu_forward_pass);
       return Status::Ok();
     }
     CpuExecutor* ex_;
@@ -186,19 +193,10 @@ class CpuExecutor final : public Executor {
       kern::cpu_backward_delta(o, dout, s_.B, s_.L, s_.H, s_.D, s_.L * s_.H * s_.D, s_.H * s_.D, ex_->delta_.data(),
                                s_.L * s_.H, s_.H);
       for (std::vector<float>* acc : {&ex_->dq_acc_, &ex_->dk_acc_, &ex_->dv_acc_}) acc->assign(n, 0.f);
-      bp_.q = as_float(s_.dtype, a_.q, n, &ex_->q32_);
+      s_.describe(as_float(s_.dtype, a_.q, n, &ex_->q32_), ex_->scale(), ex_->cfg_.causal, &bp_);
       bp_.dout = dout;
-      bp_.q_batch_stride = s_.L * s_.H * s_.D;
-      bp_.q_row_stride = s_.H * s_.D;
       bp_.lse = a_.lse;
       bp_.delta = ex_->delta_.data();
-      bp_.lse_batch_stride = s_.L * s_.H;
-      bp_.lse_row_stride = s_.H;
-      bp_.batch = s_.B;
-      bp_.heads = s_.H;
-      bp_.head_dim = s_.D;
-      bp_.scale = ex_->scale();
-      bp_.causal = ex_->cfg_.causal;
       bp_.dq_acc = ex_->dq_acc_.data();
       return Status::Ok();
     }
@@ -239,14 +237,9 @@ class CpuExecutor final : public Executor {
 
    private:
     Status run(int step, const kern::KeySource& src, float* dk, float* dv) {
-      bp_.src = src;
       bp_.dk_acc = dk;
       bp_.dv_acc = dv;
-      s_.passes(step, [&](const kern::Tile* tiles, int64_t n) {
-        bp_.tiles = tiles;
-        bp_.num_tiles = n;
-        kern::cpu_backward_pass(bp_);
-      });
+      s_.run(step, src, &bp_, &kern::cpu_backward_pass);
       return Status::Ok();
     }
     CpuExecutor* ex_;

@@ -66,7 +66,8 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
   if (max_send <= send_cap_ && max_recv <= recv_cap_ && max_bs <= back_send_cap_ && max_br <= back_recv_cap_)
     return Status::Ok();
   if (pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
-  for (auto [slots, cap, want] : {std::make_tuple(back_send_, &back_send_cap_, max_bs),
+  for (auto [slots, cap, want] : {std::make_tuple(send_, &send_cap_, max_send), std::make_tuple(recv_, &recv_cap_, max_recv),
+                                  std::make_tuple(back_send_, &back_send_cap_, max_bs),
                                   std::make_tuple(back_recv_, &back_recv_cap_, max_br)}) {
     if (want <= *cap) continue;
     for (int s = 0; s < 2; ++s) {
@@ -75,22 +76,6 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
       RINGATTN_RETURN_IF_ERROR(lanes_->alloc(want, &slots[s]));
     }
     *cap = want;
-  }
-  if (max_send > send_cap_) {
-    for (void*& p : send_) {
-      if (p) lanes_->free(p);
-      p = nullptr;
-      RINGATTN_RETURN_IF_ERROR(lanes_->alloc(max_send, &p));
-    }
-    send_cap_ = max_send;
-  }
-  if (max_recv > recv_cap_) {
-    for (void*& p : recv_) {
-      if (p) lanes_->free(p);
-      p = nullptr;
-      RINGATTN_RETURN_IF_ERROR(lanes_->alloc(max_recv, &p));
-    }
-    recv_cap_ = max_recv;
   }
   return transport_->reserve(send_cap_, recv_cap_);
 }
