@@ -3,6 +3,7 @@
 #   ./launch/gpu_suite.sh [build|test|bench|ring|cache|multi|all]...   (default: all)
 #   multi: every GPU of the machine (verify over NCCL, scaling, the PyTorch ring, a fault)
 #   ab:    every GPU: the comm lane's stream priority, high against normal
+#   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -55,6 +56,30 @@ if want bench; then
   bench dense_16k 1 --config dense --seq 16k --heads 16 --head-dim 128
   bench longnet4_16k 1 --config longnet4 --seq 16k --heads 16 --head-dim 128 --cache-stats
   grep -h "peak device memory" "$OUT"/longnet4_1M.log | head -1 | sed 's/^/   1M: /'
+fi
+
+if want bwd; then
+  obj=$(find build/gpu/kernels -name 'bwd_bf16_hd128.cu.o' | head -1)
+  if [ -n "$obj" ]; then
+    cuobjdump -res-usage "$obj" > "$OUT/bwd_resource_usage.txt" 2>&1
+    note "bwd bf16 hd128 resources: $(grep -E 'REG' "$OUT/bwd_resource_usage.txt" | sed -E 's/.*(REG:[0-9]+).*(STACK:[0-9]+).*(SHARED:[0-9]+).*(LOCAL:[0-9]+).*/\1 \2 \3 \4/' | sort -u | tr '\n' ' ')"
+  fi
+  if ! want test; then
+    t0=$(date +%s)
+    ctest --test-dir build/gpu -L gpu -R bwd -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_gpu_bwd.log" 2>&1
+    rc=$?; note "ctest -L gpu -R bwd: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_bwd.log")"
+    grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_bwd.log" | head -20
+  fi
+  for cfg in "longnet4_64k --config longnet4 --seq 64k" "dense_16k --config dense --seq 16k" \
+             "dense_16k_causal --config dense --seq 16k --causal" "longnet4_1M --config longnet4 --seq 1M --iters 5 --warmup 1"; do
+    set -- $cfg; name=$1; shift
+    bench "fwd_$name" 1 "$@" --heads 16 --head-dim 128
+    bench "fb_$name" 1 --op backward "$@" --heads 16 --head-dim 128
+    grep -h "peak device memory" "$OUT/fb_$name.log" | head -1 | sed "s/^/   $name fwd+bwd: /"
+  done
+  hostid=tests/gpu/nccl_hostid.sh
+  $MPI -np 2 $hostid $RA bench --backend cuda --transport nccl --op backward --config geometric --seq 256k --heads 16 --head-dim 128 --timeline --iters 5 --warmup 1 > "$OUT/fb_geometric_256k_np2_hostid.log" 2>&1
+  note "fb geometric 256k, 2 ranks on one GPU (nccl): rc=$? $(grep -A1 '# config' "$OUT/fb_geometric_256k_np2_hostid.log" | tail -1)"
 fi
 
 if want ring; then

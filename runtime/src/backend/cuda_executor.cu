@@ -1,7 +1,14 @@
-// The cuda backend's forward: fused attention passes (kernels/cuda) on the
-// caller's stream, rows packed by a kernel on the ring's comm stream, the ring
+// The cuda backend: fused attention passes (kernels/cuda) on the caller's
+// stream, rows packed by a kernel on the ring's comm stream, the ring
 // (ring/ring.hpp) on CUDA lanes over the nccl or mpi transport. With nccl (or
-// one rank) a forward returns with its work in flight.
+// one rank) a forward or backward returns with its work in flight.
+//
+// Backward: Delta first; dQ and the local keys' dK/dV accumulate in float32
+// buffers of the executor; a received block's dK/dV accumulate in a float32
+// partial with the block's layout (the ring's return slot), which goes back
+// to the block's owner, who adds it in ring-step order (bwd_scatter_add);
+// finally the float32 gradients are converted into dq/dk/dv. Reruns are
+// bit-identical (no atomics; attention_bwd.hpp).
 #include <cuda_runtime.h>
 #include <mpi.h>
 
@@ -13,6 +20,7 @@
 
 #include "backend/executor.hpp"
 #include "device/check_cuda.hpp"
+#include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
 #include "kernels/cuda/ring_pack.hpp"
 
@@ -27,25 +35,28 @@ struct DevicePlan {
   const kern::Tile* tiles = nullptr;
   const int32_t* key_index = nullptr;
   const int32_t* prefix = nullptr;              // per pass: num_tiles + 1 entries
-  const int64_t* pass_prefix_offset = nullptr;  // into prefix, per pass
+  const int32_t* key_prefix = nullptr;          // the same for key blocks (the backward)
+  const int64_t* pass_prefix_offset = nullptr;  // into prefix and key_prefix, per pass
   const int32_t* pass_blocks = nullptr;         // CTAs per batch of each pass
+  const int32_t* pass_key_blocks = nullptr;     // key blocks per batch of each pass
   std::vector<const int32_t*> send_rows, send_prefix;  // per plan step
   int32_t* tile_counters = nullptr;  // one per pass (dynamic tile scheduling), zeroed by the prologue
 };
 
-Status device_plan_view(const Plan& plan, const ForwardArgs& a, int block_m, DevicePlan* dp) {
-  const PlanImage* im = a.image;
-  if (im == nullptr || a.image_device == nullptr)
+Status device_plan_view(const Plan& plan, const PlanImage* im, const void* image_device, int block_m, DevicePlan* dp) {
+  if (im == nullptr || image_device == nullptr)
     return Status(StatusCode::kInternal, "cuda executor: the plan has no device image (pattern cache lease missing)");
   if (im->block_m != block_m || im->pass_blocks.size() != plan.passes.size() || im->send_rows_offset.size() != plan.steps.size())
     return Status(StatusCode::kInternal, "cuda executor: the device image was built for block_m " + std::to_string(im->block_m) +
                                              ", the kernel needs " + std::to_string(block_m));
-  const void* base = a.image_device;
+  const void* base = image_device;
   dp->tiles = image_at<kern::Tile>(base, im->tiles_offset);
   dp->key_index = image_at<int32_t>(base, im->key_index_offset);
   dp->prefix = image_at<int32_t>(base, im->prefix_offset);
+  dp->key_prefix = image_at<int32_t>(base, im->key_prefix_offset);
   dp->pass_prefix_offset = im->pass_prefix_offset.data();
   dp->pass_blocks = im->pass_blocks.data();
+  dp->pass_key_blocks = im->pass_key_blocks.data();
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     dp->send_rows.push_back(image_at<int32_t>(base, im->send_rows_offset[i]));
     dp->send_prefix.push_back(image_at<int32_t>(base, im->send_prefix_offset[i]));
@@ -84,11 +95,12 @@ class CudaExecutor final : public Executor {
     ring_.reset();
     for (int32_t* c : counters_)
       if (c) cudaFree(c);
+    free_backward();
   }
 
   Status forward(const Plan& plan, const ForwardArgs& a, Stats* stats) override {
     DevicePlan dp;
-    RINGATTN_RETURN_IF_ERROR(device_plan_view(plan, a, block_m_, &dp));
+    RINGATTN_RETURN_IF_ERROR(device_plan_view(plan, a.image, a.image_device, block_m_, &dp));
     if (dynamic_tiles_) {
       // One tile counter per pass, in two sets (at most one forward in
       // flight may still read the other); they grow rarely.
@@ -108,6 +120,21 @@ class CudaExecutor final : public Executor {
     Work w(this, plan, a, dp);
     const int64_t row_bytes = 2 * a.shape->batch * cfg_.head_dim * int64_t(dtype_size(cfg_.dtype));
     return ring_->run(forward_ring_steps(plan, row_bytes), &w, a.stream, stats);
+  }
+
+  Status backward(const Plan& plan, const BackwardArgs& a, Stats* stats) override {
+    DevicePlan dp;
+    RINGATTN_RETURN_IF_ERROR(device_plan_view(plan, a.image, a.image_device, block_m_, &dp));
+    if (block_m_ != kc::kBwdBlockM || a.image->block_n != kc::kBwdBlockN)
+      return Status(StatusCode::kInternal, "cuda executor: the backward kernels take " + std::to_string(kc::kBwdBlockM) +
+                                               " queries and " + std::to_string(kc::kBwdBlockN) + " keys per item, the plan image has " +
+                                               std::to_string(block_m_) + " and " + std::to_string(a.image->block_n));
+    const int64_t nh = a.shape->batch * plan.local_rows * cfg_.heads;
+    RINGATTN_RETURN_IF_ERROR(reserve_backward(nh * cfg_.head_dim, nh));
+    BackwardWork w(this, plan, a, dp);
+    const int64_t row_bytes = 2 * a.shape->batch * cfg_.head_dim * int64_t(dtype_size(cfg_.dtype));
+    const int64_t back_row_bytes = 2 * a.shape->batch * cfg_.head_dim * int64_t(sizeof(float));
+    return ring_->run(backward_ring_steps(plan, row_bytes, back_row_bytes), &w, a.stream, stats);
   }
 
   Status finish() override { return ring_->finish(); }
@@ -155,16 +182,64 @@ class CudaExecutor final : public Executor {
     return Status::Ok();
   }
 
+  // What the forward and the backward share: the shard's layout, the rows
+  // a step sends (packed on the comm lane, or the shard as it is), and where
+  // a step's keys lie.
+  struct ShardView {
+    const Plan& plan;
+    const DevicePlan& dp;
+    const void *k, *v;
+    int64_t batch, heads, head_dim, es;
+
+    Status pack(size_t i, void* slot, const void* block[2], cudaStream_t comm) const {
+      if (plan.steps[i].send.whole) {  // no pack kernel, no SMs taken from the attention
+        block[0] = k;
+        block[1] = v;
+        return Status::Ok();
+      }
+      kc::PackParams pp;
+      pp.k = k;
+      pp.v = v;
+      pp.out = slot;
+      pp.rows = dp.send_rows[i];
+      pp.head_prefix = dp.send_prefix[i];
+      pp.total_rows = plan.steps[i].send.total_rows();
+      pp.local_rows = plan.local_rows;
+      pp.batch = int32_t(batch);
+      pp.heads = int32_t(heads);
+      pp.head_dim = int32_t(head_dim);
+      pp.elem_bytes = int32_t(es);
+      RINGATTN_CUDA_CHECK(kc::pack_rows(pp, comm));
+      return Status::Ok();
+    }
+    kern::KeySource local() const { return kern::KeySource{k, v, plan.local_rows * heads * head_dim, heads * head_dim, head_dim, nullptr}; }
+    // Keys of the block received at step i (K part, then V part).
+    kern::KeySource received(size_t i, const void* recv) const {
+      const RowList& rl = plan.steps[i].recv;
+      const int64_t R = rl.total_rows(), D = head_dim;
+      const char* kb = static_cast<const char*>(recv);
+      const char* vb = kb + batch * R * D * es;
+      if (rl.whole) return kern::KeySource{kb, vb, plan.local_rows * heads * D, heads * D, D, nullptr};
+      return kern::KeySource{kb, vb, R * D, D, 0, dp.key_index};
+    }
+    // Elements of one half (K or V) of the block received at step i.
+    int64_t recv_half(size_t i) const { return batch * plan.steps[i].recv.total_rows() * head_dim; }
+  };
+  ShardView view(const Plan& plan, const DevicePlan& dp, const Shape& s, const void* k, const void* v) const {
+    return ShardView{plan, dp, k, v, s.batch, cfg_.heads, cfg_.head_dim, int64_t(dtype_size(cfg_.dtype))};
+  }
+  float scale() const { return float(cfg_.scale > 0 ? cfg_.scale : 1.0 / std::sqrt(double(cfg_.head_dim))); }
+  cudaStream_t comm_stream() const { return static_cast<cudaStream_t>(lanes_->comm_stream()); }
+
   // One forward on the ring: fused passes merging into O and LSE in place.
   class Work final : public RingWork {
    public:
     Work(CudaExecutor* ex, const Plan& plan, const ForwardArgs& a, const DevicePlan& dp)
-        : ex_(ex), plan_(plan), a_(a), dp_(dp), cs_(static_cast<cudaStream_t>(a.stream)) {
+        : ex_(ex), plan_(plan), a_(a), dp_(dp), sv_(ex->view(plan, dp, *a.shape, a.k, a.v)),
+          cs_(static_cast<cudaStream_t>(a.stream)) {
       const Config& c = ex->cfg_;
-      const int64_t D = c.head_dim;
-      es_ = int64_t(dtype_size(c.dtype));
-      fp_ = kc::fwd_shard_params(a.q, a.o, a.lse, a.shape->batch, plan.local_rows, c.heads, D,
-                                 float(c.scale > 0 ? c.scale : 1.0 / std::sqrt(double(D))), c.causal, ex->elem());
+      fp_ = kc::fwd_shard_params(a.q, a.o, a.lse, a.shape->batch, plan.local_rows, c.heads, c.head_dim, ex->scale(),
+                                 c.causal, ex->elem());
       fp_.max_ctas = ex->attention_ctas_;
     }
 
@@ -175,44 +250,13 @@ class CudaExecutor final : public Executor {
         RINGATTN_CUDA_CHECK(cudaMemsetAsync(dp_.tile_counters, 0, plan_.passes.size() * sizeof(int32_t), cs_));
       return Status::Ok();
     }
-
-    // The rows a peer needs, packed on the comm lane; a whole shard travels
-    // as it is (no pack kernel, no SMs taken from the attention).
-    Status pack(size_t i, void* slot, const void* block[2]) override {
-      if (plan_.steps[i].send.whole) {
-        block[0] = a_.k;
-        block[1] = a_.v;
-        return Status::Ok();
-      }
-      kc::PackParams pp;
-      pp.k = a_.k;
-      pp.v = a_.v;
-      pp.out = slot;
-      pp.rows = dp_.send_rows[i];
-      pp.head_prefix = dp_.send_prefix[i];
-      pp.total_rows = plan_.steps[i].send.total_rows();
-      pp.local_rows = plan_.local_rows;
-      pp.batch = fp_.batch;
-      pp.heads = fp_.heads;
-      pp.head_dim = fp_.head_dim;
-      pp.elem_bytes = int32_t(es_);
-      RINGATTN_CUDA_CHECK(kc::pack_rows(pp, static_cast<cudaStream_t>(ex_->lanes_->comm_stream())));
-      return Status::Ok();
-    }
-
+    Status pack(size_t i, void* slot, const void* block[2]) override { return sv_.pack(i, slot, block, ex_->comm_stream()); }
     Status compute(size_t i, const void* recv, void*) override {
-      const int64_t H = fp_.heads, D = fp_.head_dim;
-      if (i == kLocal) return run_passes(0, kern::KeySource{a_.k, a_.v, plan_.local_rows * H * D, H * D, D, nullptr});
-      const RowList& rl = plan_.steps[i].recv;
-      const int64_t R = rl.total_rows();
-      const char* k = static_cast<const char*>(recv);
-      const char* v = k + a_.shape->batch * R * D * es_;
-      if (rl.whole) return run_passes(rl_step(i), kern::KeySource{k, v, plan_.local_rows * H * D, H * D, D, nullptr});
-      return run_passes(rl_step(i), kern::KeySource{k, v, R * D, D, 0, dp_.key_index});
+      if (i == kLocal) return run_passes(0, sv_.local());
+      return run_passes(plan_.steps[i].step, sv_.received(i, recv));
     }
 
    private:
-    int rl_step(size_t i) const { return plan_.steps[i].step; }
     Status run_passes(int step, const kern::KeySource& src) {
       for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
         const Pass& ps = plan_.passes[pi];
@@ -231,10 +275,125 @@ class CudaExecutor final : public Executor {
     const Plan& plan_;
     const ForwardArgs& a_;
     const DevicePlan& dp_;
+    ShardView sv_;
     cudaStream_t cs_;
-    int64_t es_ = 2;
     kc::FwdParams fp_;
   };
+
+  // One backward on the ring: Delta, then per step the passes' dK/dV and dQ
+  // kernels into float32 accumulators (the local ones, or the step's return
+  // slot), the owner's adds of returned partials, and the conversion.
+  class BackwardWork final : public RingWork {
+   public:
+    BackwardWork(CudaExecutor* ex, const Plan& plan, const BackwardArgs& a, const DevicePlan& dp)
+        : ex_(ex), plan_(plan), a_(a), dp_(dp), sv_(ex->view(plan, dp, *a.shape, a.k, a.v)),
+          cs_(static_cast<cudaStream_t>(a.stream)) {
+      const Config& c = ex->cfg_;
+      const int64_t L = plan.local_rows, H = c.heads, D = c.head_dim;
+      bp_.q = a.q;
+      bp_.dout = a.dout;
+      bp_.q_batch_stride = L * H * D;
+      bp_.q_row_stride = H * D;
+      bp_.lse = a.lse;
+      bp_.delta = ex->delta_;
+      bp_.lse_batch_stride = L * H;
+      bp_.lse_row_stride = H;
+      bp_.batch = int32_t(a.shape->batch);
+      bp_.heads = int32_t(H);
+      bp_.head_dim = int32_t(D);
+      bp_.scale = ex->scale();
+      bp_.causal = c.causal;
+      bp_.dtype = ex->elem();
+      bp_.dq_acc = ex->dq_acc_;
+      n_ = a.shape->batch * L * H * D;
+    }
+
+    Status prologue() override {
+      for (float* acc : {ex_->dq_acc_, ex_->dk_acc_, ex_->dv_acc_})
+        RINGATTN_CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(n_) * sizeof(float), cs_));
+      RINGATTN_CUDA_CHECK(kc::bwd_delta(a_.o, a_.dout, ex_->delta_, bp_.batch, plan_.local_rows, bp_.heads, bp_.head_dim,
+                                        bp_.dtype, cs_));
+      return Status::Ok();
+    }
+    Status pack(size_t i, void* slot, const void* block[2]) override { return sv_.pack(i, slot, block, ex_->comm_stream()); }
+    Status compute(size_t i, const void* recv, void* back) override {
+      if (i == kLocal) return run_passes(0, sv_.local(), ex_->dk_acc_, ex_->dv_acc_);
+      const int64_t half = sv_.recv_half(i);
+      float* part = static_cast<float*>(back);
+      RINGATTN_CUDA_CHECK(cudaMemsetAsync(part, 0, size_t(2 * half) * sizeof(float), cs_));
+      return run_passes(plan_.steps[i].step, sv_.received(i, recv), part, part + half);
+    }
+    // The partial dK/dV of the rows this rank sent at step i: the inverse of the pack.
+    Status returned(size_t i, const void* block) override {
+      const RowList& rl = plan_.steps[i].send;
+      kc::ScatterAddParams sp;
+      sp.part = static_cast<const float*>(block);
+      sp.dk = ex_->dk_acc_;
+      sp.dv = ex_->dv_acc_;
+      sp.rows = rl.whole ? nullptr : dp_.send_rows[i];
+      sp.head_prefix = rl.whole ? nullptr : dp_.send_prefix[i];
+      sp.total_rows = rl.total_rows();
+      sp.local_rows = plan_.local_rows;
+      sp.batch = bp_.batch;
+      sp.heads = bp_.heads;
+      sp.head_dim = bp_.head_dim;
+      RINGATTN_CUDA_CHECK(kc::bwd_scatter_add(sp, cs_));
+      return Status::Ok();
+    }
+    Status epilogue() override {
+      RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dq_acc_, a_.dq, n_, bp_.dtype, cs_));
+      RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dk_acc_, a_.dk, n_, bp_.dtype, cs_));
+      RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dv_acc_, a_.dv, n_, bp_.dtype, cs_));
+      return Status::Ok();
+    }
+
+   private:
+    Status run_passes(int step, const kern::KeySource& src, float* dk, float* dv) {
+      bp_.src = src;
+      bp_.dk_acc = dk;
+      bp_.dv_acc = dv;
+      for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
+        const Pass& ps = plan_.passes[pi];
+        if (ps.step != step) continue;
+        bp_.tiles = dp_.tiles + ps.tile_begin;
+        bp_.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
+        bp_.q_prefix = dp_.prefix + dp_.pass_prefix_offset[pi];
+        bp_.k_prefix = dp_.key_prefix + dp_.pass_prefix_offset[pi];
+        bp_.q_items = dp_.pass_blocks[pi];
+        bp_.k_items = dp_.pass_key_blocks[pi];
+        RINGATTN_CUDA_CHECK(kc::bwd_launch(bp_, cs_));
+      }
+      return Status::Ok();
+    }
+    CudaExecutor* ex_;
+    const Plan& plan_;
+    const BackwardArgs& a_;
+    const DevicePlan& dp_;
+    ShardView sv_;
+    cudaStream_t cs_;
+    kc::BwdParams bp_;
+    int64_t n_ = 0;
+  };
+
+  // The backward's float32 buffers (n elements each, Delta n / head_dim);
+  // they grow rarely, after the run in flight (which may read them) is done.
+  Status reserve_backward(int64_t n, int64_t nh) {
+    if (n <= acc_cap_ && nh <= delta_cap_) return Status::Ok();
+    RINGATTN_RETURN_IF_ERROR(ring_->finish());
+    free_backward();
+    for (float** p : {&dq_acc_, &dk_acc_, &dv_acc_}) RINGATTN_CUDA_CHECK(cudaMalloc(p, size_t(n) * sizeof(float)));
+    RINGATTN_CUDA_CHECK(cudaMalloc(&delta_, size_t(nh) * sizeof(float)));
+    acc_cap_ = n;
+    delta_cap_ = nh;
+    return Status::Ok();
+  }
+  void free_backward() {
+    for (float** p : {&dq_acc_, &dk_acc_, &dv_acc_, &delta_}) {
+      if (*p) cudaFree(*p);
+      *p = nullptr;
+    }
+    acc_cap_ = delta_cap_ = 0;
+  }
 
   Config cfg_;
   MPI_Comm comm_;
@@ -245,6 +404,8 @@ class CudaExecutor final : public Executor {
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
+  float *dq_acc_ = nullptr, *dk_acc_ = nullptr, *dv_acc_ = nullptr, *delta_ = nullptr;  // the backward's
+  int64_t acc_cap_ = 0, delta_cap_ = 0;
   std::unique_ptr<Lanes> lanes_;
   std::unique_ptr<RingTransport> transport_;
   std::unique_ptr<Ring> ring_;

@@ -9,6 +9,8 @@
 //   key_index  int32[plan.key_index.size()]
 //   prefix     per pass p: int32[num_tiles(p) + 1], the first CTA (query block
 //              of block_m rows) of each tile; prefix[num_tiles] = CTAs of the pass
+//   key_prefix per pass p: the same for key blocks of kImageBlockN keys (the
+//              backward's key-major items), at the same entry offsets
 //   per plan step s: send_rows int32[steps[s].send.rows.size()],
 //                    send_prefix int32[heads + 1]
 #pragma once
@@ -19,12 +21,18 @@
 
 namespace ringattn {
 
+// Keys per key-major work item of the CUDA backward (kern::cuda::kBwdBlockN;
+// the executor checks that they agree).
+constexpr int kImageBlockN = 64;
+
 struct PlanImage {
   int block_m = 0;
+  int block_n = kImageBlockN;
   int64_t bytes = 0;  // size of the blob
-  int64_t tiles_offset = 0, key_index_offset = 0, prefix_offset = 0;  // bytes
-  std::vector<int64_t> pass_prefix_offset;  // per pass: entries into prefix
+  int64_t tiles_offset = 0, key_index_offset = 0, prefix_offset = 0, key_prefix_offset = 0;  // bytes
+  std::vector<int64_t> pass_prefix_offset;  // per pass: entries into prefix (and key_prefix)
   std::vector<int32_t> pass_blocks;         // per pass: CTAs per batch element
+  std::vector<int32_t> pass_key_blocks;     // per pass: key blocks per batch element
   std::vector<int64_t> send_rows_offset, send_prefix_offset;  // per plan step, bytes
   std::vector<char> blob;  // filled by build_plan_image only (the cache writes elsewhere)
 

@@ -16,13 +16,13 @@ namespace {
 class CudaLanes final : public Lanes {
   struct Set {
     cudaEvent_t in = nullptr, end = nullptr;
-    std::vector<cudaEvent_t> t0, recv, c0, c1;
+    std::vector<cudaEvent_t> t0, recv, c0, c1, back;
   };
 
  public:
   ~CudaLanes() override {
     for (Set& s : sets_) {
-      for (auto* v : {&s.t0, &s.recv, &s.c0, &s.c1})
+      for (auto* v : {&s.t0, &s.recv, &s.c0, &s.c1, &s.back})
         for (cudaEvent_t e : *v) cudaEventDestroy(e);
       if (s.in) cudaEventDestroy(s.in);
       if (s.end) cudaEventDestroy(s.end);
@@ -56,7 +56,7 @@ class CudaLanes final : public Lanes {
   Status begin(size_t steps, void* stream) override {
     stream_ = static_cast<cudaStream_t>(stream);
     Set& s = sets_[cur_];
-    for (auto* v : {&s.t0, &s.recv, &s.c0, &s.c1}) {
+    for (auto* v : {&s.t0, &s.recv, &s.c0, &s.c1, &s.back}) {
       while (v->size() < steps + 1) {
         cudaEvent_t e;
         RINGATTN_CUDA_CHECK(cudaEventCreate(&e));
@@ -69,7 +69,7 @@ class CudaLanes final : public Lanes {
   }
 
   Status mark(Mark m, size_t i) override {
-    RINGATTN_CUDA_CHECK(cudaEventRecord(event(cur_, m, i), m == Mark::t0 || m == Mark::recv ? comm_ : stream_));
+    RINGATTN_CUDA_CHECK(cudaEventRecord(event(cur_, m, i), m == Mark::t0 || m == Mark::recv || m == Mark::back ? comm_ : stream_));
     return Status::Ok();
   }
   Status lane_wait(Lane waiter, Mark m, size_t i) override {
@@ -108,6 +108,7 @@ class CudaLanes final : public Lanes {
       case Mark::t0: return s.t0[i];
       case Mark::recv: return s.recv[i];
       case Mark::c0: return s.c0[i];
+      case Mark::back: return s.back[i];
       default: return s.c1[i];
     }
   }

@@ -16,7 +16,7 @@ class HostLanes final : public Lanes {
  public:
   bool asynchronous() const override { return false; }
   Status begin(size_t steps, void*) override {
-    for (auto* v : {&t0_, &recv_, &c0_, &c1_}) v->assign(steps + 1, Clock::time_point{});
+    for (auto* v : {&t0_, &recv_, &c0_, &c1_, &back_}) v->assign(steps + 1, Clock::time_point{});
     return mark(Mark::in, 0);
   }
   Status mark(Mark m, size_t i) override {
@@ -48,15 +48,15 @@ class HostLanes final : public Lanes {
 
  private:
   std::vector<Clock::time_point>* slot(Mark m) {
-    return m == Mark::t0 ? &t0_ : m == Mark::recv ? &recv_ : m == Mark::c0 ? &c0_ : &c1_;
+    return m == Mark::t0 ? &t0_ : m == Mark::recv ? &recv_ : m == Mark::c0 ? &c0_ : m == Mark::back ? &back_ : &c1_;
   }
   Clock::time_point at(Mark m, size_t i) const {
     if (m == Mark::in) return in_;
     if (m == Mark::end) return end_;
-    return (m == Mark::t0 ? t0_ : m == Mark::recv ? recv_ : m == Mark::c0 ? c0_ : c1_)[i];
+    return (m == Mark::t0 ? t0_ : m == Mark::recv ? recv_ : m == Mark::c0 ? c0_ : m == Mark::back ? back_ : c1_)[i];
   }
   Clock::time_point in_, end_;
-  std::vector<Clock::time_point> t0_, recv_, c0_, c1_;
+  std::vector<Clock::time_point> t0_, recv_, c0_, c1_, back_;
 };
 
 }  // namespace

@@ -14,6 +14,8 @@
 //   recv[i] comm lane, step i's block has arrived    (transfer ends)
 //   c0[i]   compute lane, before step i's compute
 //   c1[i]   compute lane, after it: the last read of step i's receive slot
+//   back[i] comm lane, the block returned for step i's send has arrived
+//           (the return channel of the backward)
 //   end     compute lane, after everything
 // Two mark sets alternate, so one run can stay in flight while the next is
 // enqueued (set 0 and 1; `current` is the one being enqueued).
@@ -26,7 +28,7 @@
 namespace ringattn {
 
 enum class Lane { compute, comm };
-enum class Mark { in, t0, recv, c0, c1, end };
+enum class Mark { in, t0, recv, c0, c1, back, end };
 
 class Lanes {
  public:

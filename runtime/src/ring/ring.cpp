@@ -19,15 +19,31 @@ class Ring::Fence final : public SlotFence {
   size_t i_;
 };
 
+// The return slots of step i are free once its compute, their writer, is
+// done (mark c1 of step i): the block returned two steps before was added in
+// before it on the compute lane (or, with a slot per step, none shares it).
+class Ring::BackFence final : public SlotFence {
+ public:
+  BackFence(Lanes* l, size_t i) : lanes_(l), i_(i) {}
+  Status lane_wait() const override { return lanes_->lane_wait(Lane::comm, Mark::c1, i_); }
+  Status host_wait() const override { return lanes_->host_wait(Mark::c1, i_); }
+
+ private:
+  Lanes* lanes_;
+  size_t i_;
+};
+
 Ring::Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes)
     : opt_(o), transport_(transport), lanes_(lanes), fault_(FaultPlan::from_env()) {}
 
 Ring::~Ring() {
   // The run still in flight reads the slots freed below.
   if (pending_.active) (void)finish();  // a timeout aborts the transport
-  for (void** slots : {send_, recv_, back_send_, back_recv_})
+  for (void** slots : {send_, recv_})
     for (int s = 0; s < 2; ++s)
       if (slots[s]) lanes_->free(slots[s]);
+  for (void* p : {back_send_, back_recv_})
+    if (p) lanes_->free(p);
 }
 
 
@@ -35,26 +51,28 @@ Ring::~Ring() {
 // work pointed at) to the send peer and receives into recv_[i % 2]; channel 1
 // (the return channel) goes the other way round: back_send_ to the receive
 // peer, back_recv_ from the send peer.
-Exchange Ring::exchange(size_t i, const RingStep& s, const Fence* fence, int channel) {
+Exchange Ring::exchange(size_t i, const RingStep& s, const SlotFence* fence, int channel) {
   const bool back = channel == 1;
   const size_t sb = back ? s.back_send_bytes : s.send_bytes, rb = back ? s.back_recv_bytes : s.recv_bytes;
   Exchange x;
   x.step = s.step;
   x.index = i;
   x.channel = channel;
-  x.send = back ? back_send_[i % 2] : block_[i % 2][0];
-  x.send_v = back ? static_cast<const char*>(back_send_[i % 2]) + sb / 2 : block_[i % 2][1];
+  x.send = back ? back_send_slot(i) : block_[i % 2][0];
+  x.send_v = back ? static_cast<const char*>(back_send_slot(i)) + sb / 2 : block_[i % 2][1];
   x.send_bytes = sb;
   x.dst = sb > 0 ? (back ? s.recv_peer : s.send_peer) : -1;
-  x.recv = back ? back_recv_[i % 2] : recv_[i % 2];
+  x.recv = back ? back_recv_slot(i) : recv_[i % 2];
   x.recv_bytes = rb;
   x.src = rb > 0 ? (back ? s.send_peer : s.recv_peer) : -1;
   x.recv_free = fence;
   return x;
 }
 
-// Slots for the largest block of any step. They grow rarely; the run still
-// in flight may be using them, so it completes first.
+// Slots for the largest block of any step (the return channel: two
+// alternating slots on host-driven transports, one per step on the others).
+// They grow rarely; the run still in flight may be using them, so it
+// completes first.
 Status Ring::reserve(const std::vector<RingStep>& steps) {
   size_t max_send = 0, max_recv = 0, max_bs = 0, max_br = 0;
   for (const RingStep& s : steps) {
@@ -63,12 +81,21 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
     max_bs = std::max(max_bs, s.back_send_bytes);
     max_br = std::max(max_br, s.back_recv_bytes);
   }
-  if (max_send <= send_cap_ && max_recv <= recv_cap_ && max_bs <= back_send_cap_ && max_br <= back_recv_cap_)
+  auto up = [](size_t b) { return (b + 255) & ~size_t(255); };  // 256-byte aligned slots
+  const bool per_step = !transport_->host_driven();
+  back_send_at_.assign(steps.size(), 0);
+  back_recv_at_.assign(steps.size(), 0);
+  size_t need_bs = 0, need_br = 0;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    back_send_at_[i] = per_step ? need_bs : (i % 2) * up(max_bs);
+    back_recv_at_[i] = per_step ? need_br : (i % 2) * up(max_br);
+    need_bs = per_step ? need_bs + up(steps[i].back_send_bytes) : 2 * up(max_bs);
+    need_br = per_step ? need_br + up(steps[i].back_recv_bytes) : 2 * up(max_br);
+  }
+  if (max_send <= send_cap_ && max_recv <= recv_cap_ && need_bs <= back_send_cap_ && need_br <= back_recv_cap_)
     return Status::Ok();
   if (pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
-  for (auto [slots, cap, want] : {std::make_tuple(send_, &send_cap_, max_send), std::make_tuple(recv_, &recv_cap_, max_recv),
-                                  std::make_tuple(back_send_, &back_send_cap_, max_bs),
-                                  std::make_tuple(back_recv_, &back_recv_cap_, max_br)}) {
+  for (auto [slots, cap, want] : {std::make_tuple(send_, &send_cap_, max_send), std::make_tuple(recv_, &recv_cap_, max_recv)}) {
     if (want <= *cap) continue;
     for (int s = 0; s < 2; ++s) {
       if (slots[s]) lanes_->free(slots[s]);
@@ -77,7 +104,15 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
     }
     *cap = want;
   }
-  return transport_->reserve(send_cap_, recv_cap_);
+  for (auto [buf, cap, want] : {std::make_tuple(&back_send_, &back_send_cap_, need_bs), std::make_tuple(&back_recv_, &back_recv_cap_, need_br)}) {
+    if (want <= *cap) continue;
+    if (*buf) lanes_->free(*buf);
+    *buf = nullptr;
+    RINGATTN_RETURN_IF_ERROR(lanes_->alloc(want, buf));
+    *cap = want;
+  }
+  RINGATTN_RETURN_IF_ERROR(transport_->reserve(send_cap_, recv_cap_, 0));
+  return transport_->reserve(up(max_bs), up(max_br), 1);
 }
 
 // Packs and posts step i. An exchange enqueued on the comm lane waits there
@@ -125,21 +160,32 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
   // lanes compute).
   const bool host = transport_->host_driven();
   const size_t ahead = host ? 1 : 2;
-  bool returns = false;
-  for (const RingStep& s : steps) returns |= s.back_send_bytes > 0 || s.back_recv_bytes > 0;
-  if (returns && (!host || lanes_->asynchronous()))
-    return Unsupported(std::string("the ring's return channel (backward) runs on the cpu backend so far; transport '") +
-                       transport_->name() + "' on device lanes is not supported yet");
   auto has_back = [&](size_t i) { return steps[i].back_send_bytes > 0 || steps[i].back_recv_bytes > 0; };
-  // The return of step i: posted after its compute, completed (and added in
-  // by the work) after the next step's compute, in schedule order.
-  const Fence no_fence(lanes_, 0);
-  auto post_back = [&](size_t i) { return transport_->post(exchange(i, steps[i], &no_fence, 1)); };
-  auto finish_back = [&](size_t i) -> Status {
-    RINGATTN_RETURN_IF_ERROR(transport_->complete(exchange(i, steps[i], &no_fence, 1), opt_.timeout_s));
-    return steps[i].back_recv_bytes > 0 ? work->returned(i, back_recv_[i % 2]) : Status::Ok();
+  // The return of step i, once its compute is enqueued: the comm lane waits
+  // for that compute (the block's writer), then the exchange is posted.
+  auto post_back = [&](size_t i) -> Status {
+    const BackFence fence(lanes_, i);
+    if (lanes_->asynchronous()) RINGATTN_RETURN_IF_ERROR(fence.lane_wait());
+    RINGATTN_RETURN_IF_ERROR(transport_->post(exchange(i, steps[i], &fence, 1)));
+    return host ? Status::Ok() : lanes_->mark(Mark::back, i);
   };
-  size_t started = 0;
+  // ... and its completion: the compute lane waits for the returned block and
+  // the work adds it in.
+  auto finish_back = [&](size_t i) -> Status {
+    const BackFence fence(lanes_, i);
+    RINGATTN_RETURN_IF_ERROR(transport_->complete(exchange(i, steps[i], &fence, 1), opt_.timeout_s));
+    if (host) RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::back, i));
+    RINGATTN_RETURN_IF_ERROR(lanes_->lane_wait(Lane::compute, Mark::back, i));
+    return steps[i].back_recv_bytes > 0 ? work->returned(i, back_recv_slot(i)) : Status::Ok();
+  };
+  size_t started = 0, backs_posted = 0;
+  // Lane-ordered transports: returns go on the comm lane after the last
+  // forward exchange (ring.hpp), each as soon as its compute is enqueued.
+  auto post_backs_upto = [&](size_t end) -> Status {
+    for (; backs_posted < end; ++backs_posted)
+      if (has_back(backs_posted)) RINGATTN_RETURN_IF_ERROR(post_back(backs_posted));
+    return Status::Ok();
+  };
   Status st = Status::Ok();
   for (; started < std::min(ahead, n) && st.ok(); ++started) st = start(started, steps, work);
   if (st.ok()) st = lanes_->mark(Mark::c0, n);
@@ -156,16 +202,31 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
     st = lanes_->lane_wait(Lane::compute, Mark::recv, i);
     if (st.ok()) st = lanes_->mark(Mark::c0, i);
     if (st.ok() && steps[i].recv_bytes > 0)
-      st = work->compute(i, recv_[i % 2], steps[i].back_send_bytes > 0 ? back_send_[i % 2] : nullptr);
+      st = work->compute(i, recv_[i % 2], steps[i].back_send_bytes > 0 ? back_send_slot(i) : nullptr);
     if (st.ok()) st = lanes_->mark(Mark::c1, i);
-    if (st.ok() && has_back(i)) st = post_back(i);
-    if (st.ok() && i > 0 && has_back(i - 1)) st = finish_back(i - 1);
-    if (!host && st.ok() && started < n) st = start(started++, steps, work);
+    if (host) {
+      if (st.ok() && has_back(i)) st = post_back(i);
+      if (st.ok() && i > 0 && has_back(i - 1)) st = finish_back(i - 1);
+    } else {
+      if (st.ok() && started < n) st = start(started++, steps, work);
+      if (st.ok() && started == n) st = post_backs_upto(i + 1);
+    }
   }
-  if (st.ok() && n > 0 && has_back(n - 1)) st = finish_back(n - 1);
+  if (host) {
+    if (st.ok() && n > 0 && has_back(n - 1)) st = finish_back(n - 1);
+  } else {
+    if (st.ok()) st = post_backs_upto(n);
+    for (size_t i = 0; i < n && st.ok(); ++i)
+      if (has_back(i)) st = finish_back(i);
+  }
   if (!st.ok()) {
     // This rank leaves the ring mid-run: its peers will time out, and the
     // transport may hold posted exchanges: abandon them.
+    transport_->abort();
+    return st;
+  }
+  st = work->epilogue();
+  if (!st.ok()) {
     transport_->abort();
     return st;
   }

@@ -24,11 +24,17 @@
 // The return channel (the backward): a step may also send a block back to the
 // rank it received from, made by its compute (partial dK/dV of the received
 // keys, in float32), and receive the block its own send peer returns; the
-// work then adds it in (`returned`), step by step in schedule order, so the
-// sum never depends on timing. A step's return is posted after its compute
-// and completed during the next step's, on channel 1 of the transport (its
-// own tags). It runs on host lanes over a host-driven transport (the cpu
-// backend) so far.
+// work then adds it in (`returned`), in schedule order, so the sum never
+// depends on timing. Returns travel on channel 1 of the transport.
+//   host-driven transports (mpi): a step's return is posted after its compute
+//   and completed (and added) after the next step's, through two slots;
+//   lane-ordered transports (nccl): every return is enqueued on the comm lane
+//   after the last forward exchange, in step order, and added after the last
+//   compute; each step has its own return slots (no slot is reused within a
+//   run). The order of operations on the comm lane is then the same on every
+//   rank whatever steps it skips (all forward exchanges by ring distance, then
+//   all returns by ring distance), so one communicator and one stream cannot
+//   deadlock or match a return against a forward block.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -75,6 +81,8 @@ class RingWork {
     (void)block;
     return Status::Ok();
   }
+  // Compute lane, last: after every compute and every returned block.
+  virtual Status epilogue() { return Status::Ok(); }
 };
 
 struct RingOptions {
@@ -106,11 +114,12 @@ class Ring {
     std::vector<StepTiming> steps;
   };
   class Fence;
+  class BackFence;
   Status start(size_t i, const std::vector<RingStep>& steps, RingWork* work);
   Status reserve(const std::vector<RingStep>& steps);
   Status wait_complete(int set, const Pending& p);
   void fill_timeline(int set, const Pending& p) const;
-  Exchange exchange(size_t i, const RingStep& s, const Fence* fence, int channel = 0);
+  Exchange exchange(size_t i, const RingStep& s, const SlotFence* fence, int channel = 0);
 
   RingOptions opt_;
   RingTransport* transport_;
@@ -121,9 +130,14 @@ class Ring {
   const void* block_[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};  // per slot: the halves sent
   void* recv_[2] = {nullptr, nullptr};
   size_t send_cap_ = 0, recv_cap_ = 0;
-  void* back_send_[2] = {nullptr, nullptr};
-  void* back_recv_[2] = {nullptr, nullptr};
+  // Return slots: one buffer per direction; step i's slot at back_*_at_[i]
+  // (two alternating slots on host-driven transports, one per step otherwise).
+  void* back_send_ = nullptr;
+  void* back_recv_ = nullptr;
   size_t back_send_cap_ = 0, back_recv_cap_ = 0;
+  std::vector<size_t> back_send_at_, back_recv_at_;
+  void* back_send_slot(size_t i) const { return static_cast<char*>(back_send_) + back_send_at_[i]; }
+  void* back_recv_slot(size_t i) const { return static_cast<char*>(back_recv_) + back_recv_at_[i]; }
 };
 
 }  // namespace ringattn

@@ -39,24 +39,27 @@ class MpiDeviceTransport final : public RingTransport {
   MpiDeviceTransport(std::unique_ptr<RingTransport> host, bool cuda_aware, cudaStream_t stream)
       : host_(std::move(host)), cuda_aware_(cuda_aware), stream_(stream) {}
   ~MpiDeviceTransport() override {
-    for (int s = 0; s < 2; ++s) {
-      if (send_host_[s]) cudaFreeHost(send_host_[s]);
-      if (recv_host_[s]) cudaFreeHost(recv_host_[s]);
-      if (copied_[s]) cudaEventDestroy(copied_[s]);
-    }
+    for (Staging& st : staging_)
+      for (int s = 0; s < 2; ++s) {
+        if (st.send_host[s]) cudaFreeHost(st.send_host[s]);
+        if (st.recv_host[s]) cudaFreeHost(st.recv_host[s]);
+        if (st.copied[s]) cudaEventDestroy(st.copied[s]);
+      }
   }
   Status init() {
-    for (cudaEvent_t& e : copied_) RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    for (Staging& st : staging_)
+      for (cudaEvent_t& e : st.copied) RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     return Status::Ok();
   }
 
   const char* name() const override { return cuda_aware_ ? "mpi (CUDA-aware)" : "mpi (host-staged)"; }
   bool host_driven() const override { return true; }
 
-  Status reserve(size_t send_bytes, size_t recv_bytes) override {
+  Status reserve(size_t send_bytes, size_t recv_bytes, int channel) override {
     if (cuda_aware_) return Status::Ok();
-    RINGATTN_RETURN_IF_ERROR(grow(send_host_, &send_cap_, send_bytes));
-    return grow(recv_host_, &recv_cap_, recv_bytes);
+    Staging& st = staging_[channel];
+    RINGATTN_RETURN_IF_ERROR(grow(st.send_host, &st.send_cap, send_bytes));
+    return grow(st.recv_host, &st.recv_cap, recv_bytes);
   }
 
   Status post(const Exchange& x) override {
@@ -65,18 +68,19 @@ class MpiDeviceTransport final : public RingTransport {
       // MPI writes the receive slot outside stream order.
       RINGATTN_RETURN_IF_ERROR(x.recv_free->host_wait());
     } else {
+      Staging& stg = staging_[x.channel];
       const int s = int(x.index % 2);
       // The pinned receive slot is drained once its copy to the device is done.
-      if (x.index >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(copied_[s]));
+      if (x.index >= 2) RINGATTN_CUDA_CHECK(cudaEventSynchronize(stg.copied[s]));
       const size_t half = x.send_bytes / 2;
-      char* hs = static_cast<char*>(send_host_[s]);
+      char* hs = static_cast<char*>(stg.send_host[s]);
       if (x.dst >= 0) {
         RINGATTN_CUDA_CHECK(cudaMemcpyAsync(hs, x.send, half, cudaMemcpyDeviceToHost, stream_));
         RINGATTN_CUDA_CHECK(cudaMemcpyAsync(hs + half, x.send_v, half, cudaMemcpyDeviceToHost, stream_));
       }
       h.send = hs;
       h.send_v = hs + half;
-      h.recv = recv_host_[s];
+      h.recv = stg.recv_host[s];
     }
     if (x.dst >= 0) RINGATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the packed block is complete
     RINGATTN_RETURN_IF_ERROR(host_->post(h));
@@ -87,11 +91,12 @@ class MpiDeviceTransport final : public RingTransport {
   Status complete(const Exchange& x, double timeout_s) override {
     RINGATTN_RETURN_IF_ERROR(host_->complete(x, timeout_s));
     if (cuda_aware_) return Status::Ok();
+    Staging& stg = staging_[x.channel];
     const int s = int(x.index % 2);
     RINGATTN_RETURN_IF_ERROR(x.recv_free->lane_wait());
     if (x.src >= 0)
-      RINGATTN_CUDA_CHECK(cudaMemcpyAsync(x.recv, recv_host_[s], x.recv_bytes, cudaMemcpyHostToDevice, stream_));
-    RINGATTN_CUDA_CHECK(cudaEventRecord(copied_[s], stream_));
+      RINGATTN_CUDA_CHECK(cudaMemcpyAsync(x.recv, stg.recv_host[s], x.recv_bytes, cudaMemcpyHostToDevice, stream_));
+    RINGATTN_CUDA_CHECK(cudaEventRecord(stg.copied[s], stream_));
     return Status::Ok();
   }
 
@@ -110,10 +115,14 @@ class MpiDeviceTransport final : public RingTransport {
   std::unique_ptr<RingTransport> host_;
   bool cuda_aware_;
   cudaStream_t stream_;
-  void* send_host_[2] = {nullptr, nullptr};
-  void* recv_host_[2] = {nullptr, nullptr};
-  size_t send_cap_ = 0, recv_cap_ = 0;
-  cudaEvent_t copied_[2] = {nullptr, nullptr};
+  // Pinned slots per channel (the ring's blocks, the return channel), two each.
+  struct Staging {
+    void* send_host[2] = {nullptr, nullptr};
+    void* recv_host[2] = {nullptr, nullptr};
+    size_t send_cap = 0, recv_cap = 0;
+    cudaEvent_t copied[2] = {nullptr, nullptr};
+  };
+  Staging staging_[2];
 };
 
 }  // namespace

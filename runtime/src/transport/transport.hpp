@@ -69,10 +69,12 @@ class RingTransport {
   // True: the host posts and completes every exchange (mpi); false: they are
   // enqueued on the comm lane and complete in its order (nccl).
   virtual bool host_driven() const = 0;
-  // Called with nothing in flight before blocks of these sizes are exchanged.
-  virtual Status reserve(size_t send_bytes, size_t recv_bytes) {
+  // Called with nothing in flight before blocks of these sizes are exchanged
+  // on `channel` (0: the ring's blocks, 1: the return channel).
+  virtual Status reserve(size_t send_bytes, size_t recv_bytes, int channel) {
     (void)send_bytes;
     (void)recv_bytes;
+    (void)channel;
     return Status::Ok();
   }
   virtual Status post(const Exchange& x) = 0;

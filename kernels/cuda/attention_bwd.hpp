@@ -1,0 +1,103 @@
+// Fused dilated flash-attention backward on CUDA: the launch interface.
+//
+// The exact gradient of docs/SPEC.md ("Backward"), pass by pass over the
+// forward's tiles (same Tile, same KeySource), as the float32 CPU path
+// (kernels/cpu/attention_cpu_bwd.hpp) computes it:
+//
+//   P  = exp(scale <Q[t], K[u]> - LSE[t])       LSE: the merged forward LSE
+//   dV[u] += P dO[t]
+//   dS = P (<dO[t], V[u]> - Delta[t])           Delta[t] = <dO[t], O[t]>
+//   dQ[t] += scale dS K[u]
+//   dK[u] += scale dS Q[t]
+//
+// A pass is two launches on one stream, both on tensor cores (mma.sync
+// m16n8k16, float32 accumulation):
+//   bwd_dkdv  key-major: a CTA owns kBwdBlockN keys of one tile, walks the
+//             tile's query blocks and keeps dK/dV in registers, then adds
+//             them to dk_acc/dv_acc;
+//   bwd_dq    query-major: a CTA owns kBwdBlockM queries of one tile (the
+//             forward's work item), walks the key blocks and adds dQ to dq_acc.
+// The tiles of one pass share no (query, head) and no (key row, head), so
+// every CTA owns the accumulator rows it adds to: no atomics anywhere, and
+// the same inputs give the same bits on every rerun. dQ costs a second walk
+// over the pairs (7 GEMMs per pair block instead of 5 with float32 atomics);
+// that is the price of bit-identical reruns.
+//
+// Accumulators are float32 and only added to (+=): the caller zeroes them
+// once (bwd_zero) and runs any number of passes into them, then converts
+// (bwd_convert). dq_acc has the query shard's layout; dk_acc/dv_acc have the
+// layout of `src`, element for element (a received block's partial has the
+// block's layout and goes back to its owner as it is: bwd_scatter_add).
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+#include "kernels/common/tile.hpp"
+#include "kernels/cuda/attention_fwd.hpp"
+
+namespace ringattn::kern::cuda {
+
+// Query rows per bwd_dq work item: the forward's fwd_block_m(), so the
+// plan image's query-block prefix serves both.
+constexpr int kBwdBlockM = 128;
+// Keys per bwd_dkdv work item (the plan image's key-block prefix).
+constexpr int kBwdBlockN = 64;
+
+struct BwdParams {
+  // Local shard, token-major B x L x H x D (elements of `dtype`); dout and
+  // dq_acc (float) use the same strides.
+  const void* q = nullptr;
+  const void* dout = nullptr;
+  int64_t q_batch_stride = 0;
+  int64_t q_row_stride = 0;
+  // B x L x H floats: the merged forward LSE (natural log) and Delta.
+  const float* lse = nullptr;
+  const float* delta = nullptr;
+  int64_t lse_batch_stride = 0;
+  int64_t lse_row_stride = 0;
+  KeySource src;
+  const Tile* tiles = nullptr;  // device
+  int32_t num_tiles = 0;
+  // Per tile: first query item (kBwdBlockM rows) and first key item
+  // (kBwdBlockN keys); entry num_tiles = items per batch element. Device.
+  const int32_t* q_prefix = nullptr;
+  const int32_t* k_prefix = nullptr;
+  int32_t q_items = 0, k_items = 0;  // host copies of the last entries
+  int32_t batch = 1, heads = 1, head_dim = 128;
+  float scale = 1.f;
+  bool causal = false;
+  ElemType dtype = ElemType::bf16;
+  float* dq_acc = nullptr;
+  float* dk_acc = nullptr;
+  float* dv_acc = nullptr;
+};
+
+// Both launches of one pass (dK/dV, then dQ). cudaErrorInvalidValue for an
+// unsupported head dim or dtype or a missing pointer.
+cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream);
+
+// Delta[b,t,h] = sum_d dout * o (float32 sums), t < rows; o and dout
+// token-major B x rows x H x D, delta B x rows x H.
+cudaError_t bwd_delta(const void* o, const void* dout, float* delta, int64_t batch, int64_t rows, int64_t heads,
+                      int64_t head_dim, ElemType dtype, cudaStream_t stream);
+
+// dst[i] = (Elem) src[i], i < n (round to nearest even).
+cudaError_t bwd_convert(const float* src, void* dst, int64_t n, ElemType dtype, cudaStream_t stream);
+
+// The owner adds a returned float32 partial (K part then V part) into its
+// dK/dV accumulators (B x L x H x D): packed (rows != null): part row i of
+// head h (head_prefix[h] <= i < head_prefix[h+1]) goes to local row rows[i];
+// whole (rows == null): the block has the shard's layout. The inverse of
+// pack_rows; (row, head) pairs of a block are distinct, so no atomics.
+struct ScatterAddParams {
+  const float* part = nullptr;  // K part, then V part
+  float* dk = nullptr;
+  float* dv = nullptr;
+  const int32_t* rows = nullptr;
+  const int32_t* head_prefix = nullptr;
+  int64_t total_rows = 0;  // packed rows per batch element
+  int64_t local_rows = 0;  // L
+  int32_t batch = 1, heads = 1, head_dim = 128;
+};
+cudaError_t bwd_scatter_add(const ScatterAddParams& p, cudaStream_t stream);
+
+}  // namespace ringattn::kern::cuda

@@ -1,0 +1,137 @@
+// Fused dilated flash-attention backward: dispatch over dtype and head dim,
+// and the small kernels around the passes (Delta, the float32 -> 16-bit
+// conversion of the gradients, the owner's add of returned partials).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/attention_bwd.hpp"
+#include "kernels/cuda/sm90_ptx.cuh"
+
+namespace ringattn::kern::cuda {
+
+namespace detail {
+template <typename Elem, int D>
+cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream);
+extern template cudaError_t run_bwd<__nv_bfloat16, 64>(const BwdParams&, cudaStream_t);
+extern template cudaError_t run_bwd<__nv_bfloat16, 128>(const BwdParams&, cudaStream_t);
+extern template cudaError_t run_bwd<__half, 64>(const BwdParams&, cudaStream_t);
+extern template cudaError_t run_bwd<__half, 128>(const BwdParams&, cudaStream_t);
+}  // namespace detail
+
+cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream) {
+  if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
+  if (p.dtype != ElemType::bf16 && p.dtype != ElemType::f16) return cudaErrorInvalidValue;
+  if (p.num_tiles < 0 || p.q_items < 0 || p.k_items < 0 || p.batch < 1 || p.batch > 65535) return cudaErrorInvalidValue;
+  if (p.num_tiles == 0 || (p.q_items == 0 && p.k_items == 0)) return cudaSuccess;  // empty pass
+  if (!p.q || !p.dout || !p.lse || !p.delta || !p.src.k || !p.src.v || !p.tiles || !p.q_prefix || !p.k_prefix ||
+      !p.dq_acc || !p.dk_acc || !p.dv_acc)
+    return cudaErrorInvalidValue;
+  if (p.dtype == ElemType::bf16)
+    return p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream) : detail::run_bwd<__nv_bfloat16, 64>(p, stream);
+  return p.head_dim == 128 ? detail::run_bwd<__half, 128>(p, stream) : detail::run_bwd<__half, 64>(p, stream);
+}
+
+namespace {
+
+unsigned grid_for(int64_t work, int threads) {
+  const int64_t b = (work + threads - 1) / threads;
+  return unsigned(b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
+}
+
+// One warp per (batch, row, head): D / 32 elements per lane, float sums.
+template <typename Elem>
+__global__ void delta_kernel(const Elem* __restrict__ o, const Elem* __restrict__ dout, float* __restrict__ delta,
+                             int64_t rows_total, int head_dim) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5); r < rows_total; r += warps) {
+    const Elem* a = o + r * head_dim;
+    const Elem* b = dout + r * head_dim;
+    float s = 0.f;
+    for (int d = 2 * lane; d < head_dim; d += 64) {
+      const float2 x = detail::unpack2<Elem>(*reinterpret_cast<const uint32_t*>(a + d));
+      const float2 y = detail::unpack2<Elem>(*reinterpret_cast<const uint32_t*>(b + d));
+      s += x.x * y.x + x.y * y.y;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) delta[r] = s;
+  }
+}
+
+template <typename Elem>
+__global__ void convert_kernel(const float2* __restrict__ src, uint32_t* __restrict__ dst, int64_t pairs) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    const float2 v = src[i];
+    dst[i] = detail::pack2<Elem>(v.x, v.y);
+  }
+}
+
+// One thread per float4 of a row (head_dim / 4 per row).
+__global__ void scatter_add_kernel(ScatterAddParams p, int64_t total) {
+  const int q = p.head_dim / 4;
+  const int64_t half = p.rows ? int64_t(p.batch) * p.total_rows * p.head_dim
+                              : int64_t(p.batch) * p.local_rows * p.heads * p.head_dim;
+  for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < total; c += int64_t(gridDim.x) * blockDim.x) {
+    int64_t to = c * 4, from = c * 4;
+    if (p.rows) {
+      const int64_t chunk = c % q, br = c / q;  // br = b * total_rows + i
+      const int64_t i = br % p.total_rows, b = br / p.total_rows;
+      int lo = 0, hi = p.heads;  // head_prefix[lo] <= i < head_prefix[hi]
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (p.head_prefix[mid] <= i) lo = mid; else hi = mid;
+      }
+      to = ((b * p.local_rows + p.rows[i]) * p.heads + lo) * p.head_dim + chunk * 4;
+    }
+    float4* dk = reinterpret_cast<float4*>(p.dk + to);
+    float4* dv = reinterpret_cast<float4*>(p.dv + to);
+    const float4 a = *reinterpret_cast<const float4*>(p.part + from);
+    const float4 b = *reinterpret_cast<const float4*>(p.part + half + from);
+    float4 x = *dk, y = *dv;
+    x.x += a.x; x.y += a.y; x.z += a.z; x.w += a.w;
+    y.x += b.x; y.y += b.y; y.z += b.z; y.w += b.w;
+    *dk = x;
+    *dv = y;
+  }
+}
+
+}  // namespace
+
+cudaError_t bwd_delta(const void* o, const void* dout, float* delta, int64_t batch, int64_t rows, int64_t heads,
+                      int64_t head_dim, ElemType dtype, cudaStream_t stream) {
+  if (!o || !dout || !delta || head_dim % 2 != 0 || head_dim < 2) return cudaErrorInvalidValue;
+  const int64_t n = batch * rows * heads;
+  if (n == 0) return cudaSuccess;
+  const unsigned grid = grid_for(n * 32, 256);
+  if (dtype == ElemType::bf16)
+    delta_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(o),
+                                                         static_cast<const __nv_bfloat16*>(dout), delta, n, int(head_dim));
+  else
+    delta_kernel<__half><<<grid, 256, 0, stream>>>(static_cast<const __half*>(o), static_cast<const __half*>(dout), delta,
+                                                  n, int(head_dim));
+  return cudaGetLastError();
+}
+
+cudaError_t bwd_convert(const float* src, void* dst, int64_t n, ElemType dtype, cudaStream_t stream) {
+  if (!src || !dst || n % 2 != 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  const int64_t pairs = n / 2;
+  const unsigned grid = grid_for(pairs, 256);
+  const float2* s = reinterpret_cast<const float2*>(src);
+  uint32_t* d = static_cast<uint32_t*>(dst);
+  if (dtype == ElemType::bf16) convert_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(s, d, pairs);
+  else convert_kernel<__half><<<grid, 256, 0, stream>>>(s, d, pairs);
+  return cudaGetLastError();
+}
+
+cudaError_t bwd_scatter_add(const ScatterAddParams& p, cudaStream_t stream) {
+  if (!p.part || !p.dk || !p.dv || p.head_dim % 4 != 0 || (p.rows && !p.head_prefix)) return cudaErrorInvalidValue;
+  const int64_t rows = p.rows ? int64_t(p.batch) * p.total_rows : int64_t(p.batch) * p.local_rows * p.heads;
+  const int64_t total = rows * (p.head_dim / 4);
+  if (total == 0) return cudaSuccess;
+  scatter_add_kernel<<<grid_for(total, 256), 256, 0, stream>>>(p, total);
+  return cudaGetLastError();
+}
+
+}  // namespace ringattn::kern::cuda
