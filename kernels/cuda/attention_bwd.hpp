@@ -40,7 +40,7 @@ namespace ringattn::kern::cuda {
 // plan image's query-block prefix serves both.
 constexpr int kBwdBlockM = 128;
 // Keys per bwd_dkdv work item (the plan image's key-block prefix).
-constexpr int kBwdBlockN = 64;
+constexpr int kBwdBlockN = 128;
 
 struct BwdParams {
   // Local shard, token-major B x L x H x D (elements of `dtype`); dout and
@@ -69,6 +69,9 @@ struct BwdParams {
   float* dq_acc = nullptr;
   float* dk_acc = nullptr;
   float* dv_acc = nullptr;
+  // 0: the wgmma kernels (bwd_kernel_sm90.cuh); 1: the mma.sync ones
+  // (bwd_kernel.cuh), kept for one A/B measurement.
+  int32_t variant = 0;
 };
 
 // Both launches of one pass (dK/dV, then dQ). cudaErrorInvalidValue for an

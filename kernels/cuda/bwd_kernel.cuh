@@ -111,7 +111,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 template <int D>
 struct DkdvSmem {
-  static constexpr int BN = kBwdBlockN, BQ = 64;
+  static constexpr int BN = 64, BQ = 64;
   static constexpr int kTile = BN * BwdTile<D>::kRowBytes;  // also BQ rows
   // K | V | Q[2] | dO[2] | lse2[2][BQ] | delta[2][BQ]
   static constexpr int kBytes = 6 * kTile + 4 * BQ * 4;
@@ -120,7 +120,7 @@ struct DkdvSmem {
 template <typename Elem, int D, bool kCausal>
 __global__ void __launch_bounds__(128, 2) bwd_dkdv_kernel(const BwdParams p) {
   using T = BwdTile<D>;
-  constexpr int BN = kBwdBlockN, BQ = DkdvSmem<D>::BQ, NT = 128;
+  constexpr int BN = DkdvSmem<D>::BN, BQ = DkdvSmem<D>::BQ, NT = 128;
   constexpr int ND = D / 8;  // 8-column output tiles
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t s_k = smem_u32(smem), s_v = s_k + DkdvSmem<D>::kTile;
@@ -130,10 +130,13 @@ __global__ void __launch_bounds__(128, 2) bwd_dkdv_kernel(const BwdParams p) {
 
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   const int g = lane >> 2, c2 = (lane & 3) * 2;
-  const int item = blockIdx.x, batch = blockIdx.y;
+  // An item of kBwdBlockN keys is two CTAs of BN = 64 here.
+  constexpr int kSplit = kBwdBlockN / BN;
+  const int item = blockIdx.x / kSplit, batch = blockIdx.y;
   const int ti = find_tile(p.k_prefix, p.num_tiles, item);
   const Tile t = p.tiles[ti];
-  const int n0 = (item - __ldg(p.k_prefix + ti)) * BN;
+  const int n0 = (item - __ldg(p.k_prefix + ti)) * kBwdBlockN + (blockIdx.x % kSplit) * BN;
+  if (n0 >= t.k_count) return;
   const int kn = min(BN, t.k_count - n0);
   const int diag = clamp_diag(t.q_idx0 - t.k_idx0);  // key j visible to query i iff j <= diag + i
   int m_lo = 0;
@@ -444,15 +447,10 @@ cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int
 
 template <typename Elem, int D, bool kCausal>
 cudaError_t launch_bwd_causal(const BwdParams& p, cudaStream_t stream) {
-  cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes, p.k_items, p.batch, 128, p, stream);
+  cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes,
+                                    p.k_items * (kBwdBlockN / DkdvSmem<D>::BN), p.batch, 128, p, stream);
   if (e != cudaSuccess) return e;
   return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal>, DqSmem<D>::kBytes, p.q_items, p.batch, 256, p, stream);
-}
-
-// Explicitly instantiated once per (dtype, head dim) file (bwd_<dtype>_hd<D>.cu).
-template <typename Elem, int D>
-cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
-  return p.causal ? launch_bwd_causal<Elem, D, true>(p, stream) : launch_bwd_causal<Elem, D, false>(p, stream);
 }
 
 }  // namespace ringattn::kern::cuda::detail

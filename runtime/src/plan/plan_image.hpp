@@ -23,7 +23,7 @@ namespace ringattn {
 
 // Keys per key-major work item of the CUDA backward (kern::cuda::kBwdBlockN;
 // the executor checks that they agree).
-constexpr int kImageBlockN = 64;
+constexpr int kImageBlockN = 128;
 
 struct PlanImage {
   int block_m = 0;

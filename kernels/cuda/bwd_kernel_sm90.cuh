@@ -1,0 +1,359 @@
+// Fused dilated flash-attention backward on Hopper wgmma: the two kernels of
+// a pass (attention_bwd.hpp), two consumer warpgroups per CTA, every GEMM an
+// asynchronous warpgroup MMA on the forward's 128-byte-swizzled tiles
+// (kernel_traits.cuh swz(); the forward's descriptors and wgmma wrappers).
+//
+// Every operand of both kernels has a form the forward already uses:
+//   K-major A and B from shared memory (the forward's S = Q K^T):
+//     S^T = K Q^T and dP^T = V dO^T (bwd_dkdv), S = Q K^T and dP = dO V^T (bwd_dq);
+//   A from registers (the forward's P), B MN-major from the same tile (the
+//   forward's V): dV += P^T dO, dK += dS^T Q (bwd_dkdv), dQ += dS K (bwd_dq).
+// A tile is stored once and read both ways (K-major for the score GEMMs,
+// MN-major for the gradient GEMMs).
+//
+// bwd_dkdv: a CTA owns kBwdBlockN = 128 keys of one tile (warpgroup w keys
+// 64w..64w+63; dK and dV in registers), walks the tile's query blocks of 64
+// (Q, dO, LSE, Delta; double-buffered with cp.async) and adds dK, dV to the
+// accumulators at the end. bwd_dq: a CTA owns kBwdBlockM = 128 queries
+// (warpgroup w rows 64w..), walks key blocks of 64 (K, V double-buffered)
+// and adds dQ at the end.
+//
+// Loads: every thread gathers with 16-byte cp.async into the swizzled tiles
+// (the dilated rows are not a box), one block ahead of the math; after the
+// wait and a CTA barrier each thread fences the async proxy (the forward's
+// rule: cp.async writes through the generic proxy, wgmma reads through the
+// async proxy).
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+#include "kernels/cuda/attention_bwd.hpp"
+#include "kernels/cuda/bwd_kernel.cuh"
+#include "kernels/cuda/kernel_traits.cuh"
+#include "kernels/cuda/softmax.cuh"
+
+namespace ringattn::kern::cuda::detail {
+
+// Gathers ROWS rows (rows >= valid zero-filled) of D elements into a
+// swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads.
+template <int D, int ROWS, int NT, typename Elem, typename RowOf>
+__device__ __forceinline__ void gather_swz(uint32_t s, const Elem* g, int64_t row_stride, int valid, RowOf row_of,
+                                           int tid) {
+  constexpr int CH = D / 8;
+#pragma unroll 4
+  for (int c = tid; c < ROWS * CH; c += NT) {
+    const int i = c / CH, ch = c % CH;
+    const bool ok = i < valid;
+    const Elem* src = ok ? g + row_of(i) * row_stride + ch * 8 : g;
+    cp_async16(s + swz(i, ch, ROWS), src, ok);
+  }
+}
+
+// D[64 x N] (+)= A rows [64 a_row0, +64) of an a_rows-row tile times B^T of a
+// b_rows-row tile (both K-major, k = the head dim).
+template <typename Elem, int D, int N, int kARows, int kBRows>
+__device__ __forceinline__ void gemm_kmajor(float* acc, uint32_t s_a, int a_row0, uint32_t s_b) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t a = s_a + (kk >> 2) * kARows * 128 + a_row0 * 128 + (kk & 3) * 32;
+    const uint32_t b = s_b + (kk >> 2) * kBRows * 128 + (kk & 3) * 32;
+    wgmma_ss<Elem, N>(acc, gmma_desc(a, 16, 1024), gmma_desc(b, 16, 1024), kk > 0);
+  }
+}
+
+// D[64 x D] += A (registers, k = kRows rows of the tile) times the tile read MN-major.
+template <typename Elem, int D, int kRows>
+__device__ __forceinline__ void gemm_mnmajor(float* acc, const uint32_t (*af)[4], uint32_t s_b) {
+#pragma unroll
+  for (int kk = 0; kk < kRows / 16; ++kk) wgmma_rs<Elem, D>(acc, af[kk], gmma_desc(s_b + kk * 16 * 128, kRows * 128, 1024));
+}
+
+__device__ __forceinline__ int clamp_lim(int64_t v) {
+  return int(v > (1 << 20) ? (1 << 20) : (v < -(1 << 20) ? -(1 << 20) : v));
+}
+
+// ---------------------------------------------------------------- dK / dV --
+
+template <int D>
+struct DkdvSm90 {
+  static constexpr int BN = kBwdBlockN, BQ = 64;
+  static constexpr int kKV = BN * D * 2;  // a K or V tile
+  static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per buffer)
+  // K | V | Q[2] | dO[2] | lse2[2][BQ] | delta[2][BQ], + alignment to the swizzle atom
+  static constexpr int kFloatsOff = 2 * kKV + 4 * kQ;
+  static constexpr int kBytes = kFloatsOff + 4 * BQ * 4 + 1024;
+  static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
+};
+
+template <typename Elem, int D, bool kCausal>
+__global__ void __launch_bounds__(256, 1) bwd_dkdv_sm90(const BwdParams p) {
+  using L = DkdvSm90<D>;
+  constexpr int BN = L::BN, BQ = L::BQ, NT = 256;
+  constexpr int kSN = BQ / 8, kON = D / 8;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t raw = smem_u32(smem);
+  const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
+  const uint32_t s_k = raw + pad, s_v = s_k + L::kKV, s_q0 = s_v + L::kKV, s_do0 = s_q0 + 2 * L::kQ;
+  float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [2][BQ], log2 units
+  float* s_delta = s_lse + 2 * BQ;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
+  const int item = blockIdx.x, batch = blockIdx.y;
+  const int ti = find_tile(p.k_prefix, p.num_tiles, item);
+  const Tile t = p.tiles[ti];
+  const int n0 = (item - __ldg(p.k_prefix + ti)) * BN;
+  const int kn = min(BN, t.k_count - n0);
+  const int diag = clamp_diag(t.q_idx0 - t.k_idx0);
+  int m_lo = 0;
+  if (kCausal) {
+    const int64_t first = int64_t(n0) - diag;
+    m_lo = first <= 0 ? 0 : (first >= t.q_count ? t.q_count : int(first));
+    m_lo -= m_lo % BQ;
+  }
+  if (m_lo >= t.q_count) return;
+
+  const Elem* gq = static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gdo = static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gk = static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const Elem* gv = static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
+  const float* gdelta = p.delta + batch * p.lse_batch_stride + t.head;
+  auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
+  gather_swz<D, BN, NT>(s_k, gk, p.src.row_stride, kn, krow, tid);
+  gather_swz<D, BN, NT>(s_v, gv, p.src.row_stride, kn, krow, tid);
+  auto load_queries = [&](int m0, int buf) {
+    const int valid = min(BQ, t.q_count - m0);
+    auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
+    gather_swz<D, BQ, NT>(s_q0 + buf * L::kQ, gq, p.q_row_stride, valid, qrow, tid);
+    gather_swz<D, BQ, NT>(s_do0 + buf * L::kQ, gdo, p.q_row_stride, valid, qrow, tid);
+    if (tid < BQ) {
+      float l = INFINITY, dl = 0.f;  // rows past the tile: P = exp2(x - inf) = 0
+      if (tid < valid) {
+        const int64_t off = qrow(tid) * p.lse_row_stride;
+        const float v = __ldg(glse + off);
+        if (v > -INFINITY) { l = v * kLog2e; dl = __ldg(gdelta + off); }
+      }
+      s_lse[buf * BQ + tid] = l;
+      s_delta[buf * BQ + tid] = dl;
+    }
+  };
+  load_queries(m_lo, 0);
+  cp_async_commit();
+
+  const float sl2 = p.scale * kLog2e;
+  float dk[kON * 4], dv[kON * 4];
+#pragma unroll
+  for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
+
+  int buf = 0;
+  for (int m0 = m_lo; m0 < t.q_count; m0 += BQ, buf ^= 1) {
+    if (m0 + BQ < t.q_count) {
+      load_queries(m0 + BQ, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    fence_proxy_async();
+    const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
+    float st[kSN * 4], dpt[kSN * 4];
+#pragma unroll
+    for (int i = 0; i < kSN * 4; ++i) st[i] = dpt[i] = 0.f;
+    wgmma_fence();
+    gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
+    gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
+    wgmma_commit();
+    wgmma_wait<0>();
+    // P^T and dS^T: key kr of the block is visible to query col iff
+    // kr < kn and (causal) n0 + kr <= diag + m0 + col.
+    const int lim = clamp_lim(int64_t(diag) + m0 - n0);
+#pragma unroll
+    for (int nb = 0; nb < kSN; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
+        const int col = nb * 8 + qc + (e & 1);
+        const bool ok = kr < kn && (!kCausal || kr <= lim + col);
+        const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - s_lse[buf * BQ + col]) : 0.f;
+        dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - s_delta[buf * BQ + col]);
+        st[nb * 4 + e] = pr;
+      }
+    uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
+    pack_probs<Elem, kSN>(st, pf);
+    pack_probs<Elem, kSN>(dpt, dsf);
+    wgmma_fence();
+    gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
+    gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
+    wgmma_commit();
+    wgmma_wait<0>();
+    __syncthreads();  // this buffer is refilled two blocks on
+  }
+
+  float* dka = p.dk_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  float* dva = p.dv_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int kr = 64 * wg + r_lo + 8 * h;
+    if (kr >= kn) continue;
+    const int64_t base = key_row(t, p.src, n0 + kr) * p.src.row_stride;
+#pragma unroll
+    for (int ob = 0; ob < kON; ++ob) {
+      float2* a = reinterpret_cast<float2*>(dka + base + ob * 8 + qc);
+      float2* b = reinterpret_cast<float2*>(dva + base + ob * 8 + qc);
+      float2 x = *a, y = *b;
+      x.x += p.scale * dk[ob * 4 + 2 * h];
+      x.y += p.scale * dk[ob * 4 + 2 * h + 1];
+      y.x += dv[ob * 4 + 2 * h];
+      y.y += dv[ob * 4 + 2 * h + 1];
+      *a = x;
+      *b = y;
+    }
+  }
+}
+
+// --------------------------------------------------------------------- dQ --
+
+template <int D>
+struct DqSm90 {
+  static constexpr int BM = kBwdBlockM, BK = 64;
+  static constexpr int kQ = BM * D * 2;   // Q or dO
+  static constexpr int kKV = BK * D * 2;  // a K or V tile (per buffer)
+  // Q | dO | K[2] | V[2], + alignment
+  static constexpr int kBytes = 2 * kQ + 4 * kKV + 1024;
+  static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
+};
+
+template <typename Elem, int D, bool kCausal>
+__global__ void __launch_bounds__(256, 1) bwd_dq_sm90(const BwdParams p) {
+  using L = DqSm90<D>;
+  constexpr int BM = L::BM, BK = L::BK, NT = 256;
+  constexpr int kSN = BK / 8, kON = D / 8;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t raw = smem_u32(smem);
+  const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
+  const uint32_t s_q = raw + pad, s_do = s_q + L::kQ, s_k0 = s_do + L::kQ, s_v0 = s_k0 + 2 * L::kKV;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
+  const int item = blockIdx.x, batch = blockIdx.y;
+  const int ti = find_tile(p.q_prefix, p.num_tiles, item);
+  const Tile t = p.tiles[ti];
+  const int m0 = (item - __ldg(p.q_prefix + ti)) * BM;
+  const int q_rows = min(BM, t.q_count - m0);
+  const int diag = clamp_diag(t.q_idx0 - t.k_idx0);
+  int n_end = t.k_count;
+  if (kCausal) {
+    const int64_t last = int64_t(diag) + m0 + q_rows;
+    n_end = int(last < 0 ? 0 : (last < t.k_count ? last : t.k_count));
+  }
+  if (n_end == 0) return;
+
+  const Elem* gq = static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gdo = static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gk = static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const Elem* gv = static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
+  gather_swz<D, BM, NT>(s_q, gq, p.q_row_stride, q_rows, qrow, tid);
+  gather_swz<D, BM, NT>(s_do, gdo, p.q_row_stride, q_rows, qrow, tid);
+  auto load_keys = [&](int n0, int buf) {
+    const int valid = min(BK, t.k_count - n0);
+    auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
+    gather_swz<D, BK, NT>(s_k0 + buf * L::kKV, gk, p.src.row_stride, valid, krow, tid);
+    gather_swz<D, BK, NT>(s_v0 + buf * L::kKV, gv, p.src.row_stride, valid, krow, tid);
+  };
+  load_keys(0, 0);
+  cp_async_commit();
+
+  float lse2[2], dlt[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = 64 * wg + r_lo + 8 * h;
+    lse2[h] = INFINITY;
+    dlt[h] = 0.f;
+    if (r < q_rows) {
+      const int64_t off = batch * p.lse_batch_stride + qrow(r) * p.lse_row_stride + t.head;
+      const float v = __ldg(p.lse + off);
+      if (v > -INFINITY) { lse2[h] = v * kLog2e; dlt[h] = __ldg(p.delta + off); }
+    }
+  }
+  const float sl2 = p.scale * kLog2e;
+  float dq[kON * 4];
+#pragma unroll
+  for (int i = 0; i < kON * 4; ++i) dq[i] = 0.f;
+
+  int buf = 0;
+  for (int n0 = 0; n0 < n_end; n0 += BK, buf ^= 1) {
+    if (n0 + BK < n_end) {
+      load_keys(n0 + BK, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    fence_proxy_async();
+    const uint32_t s_k = s_k0 + buf * L::kKV, s_v = s_v0 + buf * L::kKV;
+    float s[kSN * 4], dp[kSN * 4];
+#pragma unroll
+    for (int i = 0; i < kSN * 4; ++i) s[i] = dp[i] = 0.f;
+    wgmma_fence();
+    gemm_kmajor<Elem, D, BK, BM, BK>(s, s_q, 64 * wg, s_k);
+    gemm_kmajor<Elem, D, BK, BM, BK>(dp, s_do, 64 * wg, s_v);
+    wgmma_commit();
+    wgmma_wait<0>();
+    const int kvalid = t.k_count - n0;
+    const int lim = clamp_lim(int64_t(diag) + m0 - n0);
+#pragma unroll
+    for (int nb = 0; nb < kSN; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1;
+        const int r = 64 * wg + r_lo + 8 * h;
+        const int col = nb * 8 + qc + (e & 1);
+        const bool ok = col < kvalid && (!kCausal || col <= lim + r);
+        const float pr = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
+        dp[nb * 4 + e] = pr * (dp[nb * 4 + e] - dlt[h]);
+      }
+    uint32_t dsf[BK / 16][4];
+    pack_probs<Elem, kSN>(dp, dsf);
+    wgmma_fence();
+    gemm_mnmajor<Elem, D, BK>(dq, dsf, s_k);
+    wgmma_commit();
+    wgmma_wait<0>();
+    __syncthreads();
+  }
+
+  float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = 64 * wg + r_lo + 8 * h;
+    if (r >= q_rows) continue;
+    const int64_t base = qrow(r) * p.q_row_stride;
+#pragma unroll
+    for (int ob = 0; ob < kON; ++ob) {
+      float2* a = reinterpret_cast<float2*>(dqa + base + ob * 8 + qc);
+      float2 x = *a;
+      x.x += p.scale * dq[ob * 4 + 2 * h];
+      x.y += p.scale * dq[ob * 4 + 2 * h + 1];
+      *a = x;
+    }
+  }
+}
+
+template <typename Elem, int D, bool kCausal>
+cudaError_t launch_bwd_sm90(const BwdParams& p, cudaStream_t stream) {
+  cudaError_t e = launch_bwd_kernel(bwd_dkdv_sm90<Elem, D, kCausal>, DkdvSm90<D>::kBytes, p.k_items, p.batch, 256, p, stream);
+  if (e != cudaSuccess) return e;
+  return launch_bwd_kernel(bwd_dq_sm90<Elem, D, kCausal>, DqSm90<D>::kBytes, p.q_items, p.batch, 256, p, stream);
+}
+
+// Explicitly instantiated once per (dtype, head dim) file (bwd_<dtype>_hd<D>.cu).
+template <typename Elem, int D>
+cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
+  if (p.variant == 1)
+    return p.causal ? launch_bwd_causal<Elem, D, true>(p, stream) : launch_bwd_causal<Elem, D, false>(p, stream);
+  return p.causal ? launch_bwd_sm90<Elem, D, true>(p, stream) : launch_bwd_sm90<Elem, D, false>(p, stream);
+}
+
+}  // namespace ringattn::kern::cuda::detail
