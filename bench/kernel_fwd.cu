@@ -4,7 +4,13 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20]
+//                       [--warmup 2] [--iters 20] [--bwd [--bwd-kernel wgmma|mma]]
+//
+// --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
+// kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
+// with the FLOPs each really executes (dK/dV: S, dP, dV, dK = 4 GEMMs = 2x
+// the forward's useful FLOPs; dQ: S, dP, dQ = 1.5x) and the useful backward
+// TFLOP/s (SPEC: 2.5x the forward) of their sum.
 //
 // Prints the median and minimum time of --iters runs after --warmup, the
 // useful FLOPs (SPEC.md) and TFLOP/s. Inputs are random (generated on the
@@ -24,6 +30,7 @@
 #include <vector>
 
 #include "ringattn/names.hpp"
+#include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"
@@ -85,6 +92,8 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
+  bool bwd = false;
+  int bwd_variant = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -101,6 +110,12 @@ int main(int argc, char** argv) {
     else if (a == "--batch") s.batch = std::atoll(value().c_str());
     else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
     else if (a == "--iters") iters = std::max(1, std::atoi(value().c_str()));
+    else if (a == "--bwd") bwd = true;
+    else if (a == "--bwd-kernel") {
+      const std::string v = value();
+      if (v != "wgmma" && v != "mma") usage("--bwd-kernel " + v + " (allowed: wgmma, mma)");
+      bwd_variant = v == "mma" ? 1 : 0;
+    }
     else usage("unknown option " + a);
   }
   check(branches.empty() ? named_branches(config, s.seq, &c.branches) : parse_branches(branches, &c.branches));
@@ -173,6 +188,75 @@ int main(int argc, char** argv) {
   std::printf("%-28s %9lld %5lld %4lld %4lld %6s %12.3e %10.3f %10.3f %9.1f%s%s\n", format_branches(c.branches).c_str(),
               (long long)N, (long long)B, (long long)H, (long long)D, to_string(c.dtype), flops, med, ms.front(),
               flops / (med * 1e-3) / 1e12, c.causal ? "  causal" : "", bad ? "  NON-FINITE OUTPUT" : "");
+  if (bwd) {
+    // The backward of the last forward (set (warmup + iters - 1) % sets), each launch kind timed apart.
+    const int set = (warmup + iters - 1) % sets;
+    DeviceBuffer dout(elems * 2), acc(3 * elems * 4), delta(rows * 4), grads(elems * 2);
+    fill_random<<<prop.multiProcessorCount * 8, 256>>>(static_cast<uint16_t*>(dout.p), elems, 777u, et == kc::ElemType::bf16);
+    CHECK_CUDA(cudaGetLastError());
+    float* accs = static_cast<float*>(acc.p);
+    kc::BwdParams bp;
+    bp.q = qkv[3 * set]->p;
+    bp.dout = dout.p;
+    bp.q_batch_stride = N * H * D;
+    bp.q_row_stride = H * D;
+    bp.lse = static_cast<float*>(lse.p);
+    bp.delta = static_cast<float*>(delta.p);
+    bp.lse_batch_stride = N * H;
+    bp.lse_row_stride = H;
+    bp.src = ringattn::kern::KeySource{qkv[3 * set + 1]->p, qkv[3 * set + 2]->p, N * H * D, H * D, D, nullptr};
+    bp.batch = int32_t(B);
+    bp.heads = int32_t(H);
+    bp.head_dim = int32_t(D);
+    bp.scale = float(1.0 / std::sqrt(double(D)));
+    bp.causal = c.causal;
+    bp.dtype = et;
+    bp.dq_acc = accs;
+    bp.dk_acc = accs + elems;
+    bp.dv_acc = accs + 2 * elems;
+    bp.variant = bwd_variant;
+    auto passes = [&](int parts) {
+      bp.parts = parts;
+      for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+        const Pass& ps = plan.passes[pi];
+        bp.tiles = reinterpret_cast<const ringattn::kern::Tile*>(base + im.tiles_offset) + ps.tile_begin;
+        bp.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
+        bp.q_prefix = reinterpret_cast<const int32_t*>(base + im.prefix_offset) + im.pass_prefix_offset[pi];
+        bp.k_prefix = reinterpret_cast<const int32_t*>(base + im.key_prefix_offset) + im.pass_prefix_offset[pi];
+        bp.q_items = im.pass_blocks[pi];
+        bp.k_items = im.pass_key_blocks[pi];
+        CHECK_CUDA(kc::bwd_launch(bp, nullptr));
+      }
+    };
+    auto median_ms = [&](auto&& f) {
+      std::vector<float> t;
+      for (int it = 0; it < warmup + iters; ++it) {
+        CHECK_CUDA(cudaEventRecord(e0, nullptr));
+        f();
+        CHECK_CUDA(cudaEventRecord(e1, nullptr));
+        CHECK_CUDA(cudaEventSynchronize(e1));
+        float x = 0;
+        CHECK_CUDA(cudaEventElapsedTime(&x, e0, e1));
+        if (it >= warmup) t.push_back(x);
+      }
+      std::sort(t.begin(), t.end());
+      return double(t[t.size() / 2]);
+    };
+    CHECK_CUDA(cudaMemset(acc.p, 0, 3 * elems * 4));
+    const double t_delta = median_ms([&] {
+      CHECK_CUDA(kc::bwd_delta(o.p, dout.p, static_cast<float*>(delta.p), B, N, H, D, et, nullptr));
+    });
+    const double t_dkdv = median_ms([&] { passes(1); });
+    const double t_dq = median_ms([&] { passes(2); });
+    const double t_conv = median_ms([&] {
+      for (int g = 0; g < 3; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, nullptr));
+    });
+    const double total = t_delta + t_dkdv + t_dq + t_conv;
+    std::printf("backward (%s kernels): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
+                "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
+                bwd_variant ? "mma.sync" : "wgmma", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
+  }
   CHECK_CUDA(cudaEventDestroy(e0));
   CHECK_CUDA(cudaEventDestroy(e1));
   return bad ? 1 : 0;

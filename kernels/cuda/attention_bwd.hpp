@@ -72,6 +72,9 @@ struct BwdParams {
   // 0: the wgmma kernels (bwd_kernel_sm90.cuh); 1: the mma.sync ones
   // (bwd_kernel.cuh), kept for one A/B measurement.
   int32_t variant = 0;
+  // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
+  // kernel benchmark, which times them apart.
+  int32_t parts = 3;
 };
 
 // Both launches of one pass (dK/dV, then dQ). cudaErrorInvalidValue for an

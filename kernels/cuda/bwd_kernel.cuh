@@ -447,9 +447,12 @@ cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int
 
 template <typename Elem, int D, bool kCausal>
 cudaError_t launch_bwd_causal(const BwdParams& p, cudaStream_t stream) {
-  cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes,
-                                    p.k_items * (kBwdBlockN / DkdvSmem<D>::BN), p.batch, 128, p, stream);
-  if (e != cudaSuccess) return e;
+  if (p.parts & 1) {
+    cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes,
+                                      p.k_items * (kBwdBlockN / DkdvSmem<D>::BN), p.batch, 128, p, stream);
+    if (e != cudaSuccess) return e;
+  }
+  if (!(p.parts & 2)) return cudaSuccess;
   return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal>, DqSmem<D>::kBytes, p.q_items, p.batch, 256, p, stream);
 }
 

@@ -343,8 +343,11 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_sm90(const BwdParams p) {
 
 template <typename Elem, int D, bool kCausal>
 cudaError_t launch_bwd_sm90(const BwdParams& p, cudaStream_t stream) {
-  cudaError_t e = launch_bwd_kernel(bwd_dkdv_sm90<Elem, D, kCausal>, DkdvSm90<D>::kBytes, p.k_items, p.batch, 256, p, stream);
-  if (e != cudaSuccess) return e;
+  if (p.parts & 1) {
+    cudaError_t e = launch_bwd_kernel(bwd_dkdv_sm90<Elem, D, kCausal>, DkdvSm90<D>::kBytes, p.k_items, p.batch, 256, p, stream);
+    if (e != cudaSuccess) return e;
+  }
+  if (!(p.parts & 2)) return cudaSuccess;
   return launch_bwd_kernel(bwd_dq_sm90<Elem, D, kCausal>, DqSm90<D>::kBytes, p.q_items, p.batch, 256, p, stream);
 }
 
