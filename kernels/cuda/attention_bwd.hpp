@@ -69,8 +69,9 @@ struct BwdParams {
   float* dq_acc = nullptr;
   float* dk_acc = nullptr;
   float* dv_acc = nullptr;
-  // 0: the wgmma kernels (bwd_kernel_sm90.cuh); 1: the mma.sync ones
-  // (bwd_kernel.cuh), kept for one A/B measurement.
+  // 0: the wgmma kernels (bwd_kernel_sm90.cuh), one warpgroup per CTA;
+  // 2: the same with two warpgroups per CTA; 1: the mma.sync kernels
+  // (bwd_kernel.cuh). Kept for A/B measurements.
   int32_t variant = 0;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.

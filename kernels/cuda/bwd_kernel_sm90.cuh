@@ -73,9 +73,13 @@ __device__ __forceinline__ int clamp_lim(int64_t v) {
 
 // ---------------------------------------------------------------- dK / dV --
 
-template <int D>
+// kWGs consumer warpgroups per CTA (64 keys or queries each): 2 (one CTA per
+// SM, the warpgroups share the streamed tiles) or 1 (two CTAs per SM, which
+// wait at their own barriers: ncu showed 38% of the 2-warpgroup CTA's cycles
+// stalled at its CTA barrier).
+template <int D, int kWGs>
 struct DkdvSm90 {
-  static constexpr int BN = kBwdBlockN, BQ = 64;
+  static constexpr int BN = 64 * kWGs, BQ = 64;
   static constexpr int kKV = BN * D * 2;  // a K or V tile
   static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per buffer)
   // K | V | Q[2] | dO[2] | lse2[2][BQ] | delta[2][BQ], + alignment to the swizzle atom
@@ -84,10 +88,10 @@ struct DkdvSm90 {
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
-template <typename Elem, int D, bool kCausal>
-__global__ void __launch_bounds__(256, 1) bwd_dkdv_sm90(const BwdParams p) {
-  using L = DkdvSm90<D>;
-  constexpr int BN = L::BN, BQ = L::BQ, NT = 256;
+template <typename Elem, int D, bool kCausal, int kWGs>
+__global__ void __launch_bounds__(128 * kWGs, 2 / kWGs) bwd_dkdv_sm90(const BwdParams p) {
+  using L = DkdvSm90<D, kWGs>;
+  constexpr int BN = L::BN, BQ = L::BQ, NT = 128 * kWGs;
   constexpr int kSN = BQ / 8, kON = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
@@ -98,10 +102,12 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_sm90(const BwdParams p) {
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
-  const int item = blockIdx.x, batch = blockIdx.y;
+  constexpr int kSplit = kBwdBlockN / BN;  // CTAs per item
+  const int item = blockIdx.x / kSplit, batch = blockIdx.y;
   const int ti = find_tile(p.k_prefix, p.num_tiles, item);
   const Tile t = p.tiles[ti];
-  const int n0 = (item - __ldg(p.k_prefix + ti)) * BN;
+  const int n0 = (item - __ldg(p.k_prefix + ti)) * kBwdBlockN + (blockIdx.x % kSplit) * BN;
+  if (n0 >= t.k_count) return;
   const int kn = min(BN, t.k_count - n0);
   const int diag = clamp_diag(t.q_idx0 - t.k_idx0);
   int m_lo = 0;
@@ -214,9 +220,9 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_sm90(const BwdParams p) {
 
 // --------------------------------------------------------------------- dQ --
 
-template <int D>
+template <int D, int kWGs>
 struct DqSm90 {
-  static constexpr int BM = kBwdBlockM, BK = 64;
+  static constexpr int BM = 64 * kWGs, BK = 64;
   static constexpr int kQ = BM * D * 2;   // Q or dO
   static constexpr int kKV = BK * D * 2;  // a K or V tile (per buffer)
   // Q | dO | K[2] | V[2], + alignment
@@ -224,10 +230,10 @@ struct DqSm90 {
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
-template <typename Elem, int D, bool kCausal>
-__global__ void __launch_bounds__(256, 1) bwd_dq_sm90(const BwdParams p) {
-  using L = DqSm90<D>;
-  constexpr int BM = L::BM, BK = L::BK, NT = 256;
+template <typename Elem, int D, bool kCausal, int kWGs>
+__global__ void __launch_bounds__(128 * kWGs, 2 / kWGs) bwd_dq_sm90(const BwdParams p) {
+  using L = DqSm90<D, kWGs>;
+  constexpr int BM = L::BM, BK = L::BK, NT = 128 * kWGs;
   constexpr int kSN = BK / 8, kON = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
@@ -236,10 +242,12 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_sm90(const BwdParams p) {
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
-  const int item = blockIdx.x, batch = blockIdx.y;
+  constexpr int kSplit = kBwdBlockM / BM;  // CTAs per item
+  const int item = blockIdx.x / kSplit, batch = blockIdx.y;
   const int ti = find_tile(p.q_prefix, p.num_tiles, item);
   const Tile t = p.tiles[ti];
-  const int m0 = (item - __ldg(p.q_prefix + ti)) * BM;
+  const int m0 = (item - __ldg(p.q_prefix + ti)) * kBwdBlockM + (blockIdx.x % kSplit) * BM;
+  if (m0 >= t.q_count) return;
   const int q_rows = min(BM, t.q_count - m0);
   const int diag = clamp_diag(t.q_idx0 - t.k_idx0);
   int n_end = t.k_count;
@@ -341,14 +349,16 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_sm90(const BwdParams p) {
   }
 }
 
-template <typename Elem, int D, bool kCausal>
+template <typename Elem, int D, bool kCausal, int kWGs>
 cudaError_t launch_bwd_sm90(const BwdParams& p, cudaStream_t stream) {
   if (p.parts & 1) {
-    cudaError_t e = launch_bwd_kernel(bwd_dkdv_sm90<Elem, D, kCausal>, DkdvSm90<D>::kBytes, p.k_items, p.batch, 256, p, stream);
+    cudaError_t e = launch_bwd_kernel(bwd_dkdv_sm90<Elem, D, kCausal, kWGs>, DkdvSm90<D, kWGs>::kBytes,
+                                      p.k_items * (kBwdBlockN / DkdvSm90<D, kWGs>::BN), p.batch, 128 * kWGs, p, stream);
     if (e != cudaSuccess) return e;
   }
   if (!(p.parts & 2)) return cudaSuccess;
-  return launch_bwd_kernel(bwd_dq_sm90<Elem, D, kCausal>, DqSm90<D>::kBytes, p.q_items, p.batch, 256, p, stream);
+  return launch_bwd_kernel(bwd_dq_sm90<Elem, D, kCausal, kWGs>, DqSm90<D, kWGs>::kBytes,
+                           p.q_items * (kBwdBlockM / DqSm90<D, kWGs>::BM), p.batch, 128 * kWGs, p, stream);
 }
 
 // Explicitly instantiated once per (dtype, head dim) file (bwd_<dtype>_hd<D>.cu).
@@ -356,7 +366,9 @@ template <typename Elem, int D>
 cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
   if (p.variant == 1)
     return p.causal ? launch_bwd_causal<Elem, D, true>(p, stream) : launch_bwd_causal<Elem, D, false>(p, stream);
-  return p.causal ? launch_bwd_sm90<Elem, D, true>(p, stream) : launch_bwd_sm90<Elem, D, false>(p, stream);
+  if (p.variant == 2)
+    return p.causal ? launch_bwd_sm90<Elem, D, true, 2>(p, stream) : launch_bwd_sm90<Elem, D, false, 2>(p, stream);
+  return p.causal ? launch_bwd_sm90<Elem, D, true, 1>(p, stream) : launch_bwd_sm90<Elem, D, false, 1>(p, stream);
 }
 
 }  // namespace ringattn::kern::cuda::detail
