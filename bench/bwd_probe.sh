@@ -7,7 +7,7 @@ OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT"
 export PATH="/usr/local/cuda/bin:$PATH"
 K=build/gpu/bench/ringattn_kernel_fwd
 { [ -d build/gpu ] || cmake --preset gpu > "$OUT/configure.log" 2>&1; } && cmake --build --preset gpu -j 16 --target ringattn_kernel_fwd > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-for v in ${BWD_VARIANTS:-wgmma wgmma2 mma}; do
+for v in ${BWD_VARIANTS:-wgmma wgmma1 mma}; do
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
     echo "== $v $cfg"; $K $cfg --heads 16 --head-dim 128 --bwd --bwd-kernel $v --iters 10 | tail -2
   done

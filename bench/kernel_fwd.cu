@@ -113,8 +113,8 @@ int main(int argc, char** argv) {
     else if (a == "--bwd") bwd = true;
     else if (a == "--bwd-kernel") {
       const std::string v = value();
-      if (v != "wgmma" && v != "mma" && v != "wgmma2") usage("--bwd-kernel " + v + " (allowed: wgmma, wgmma2, mma)");
-      bwd_variant = v == "mma" ? 1 : v == "wgmma2" ? 2 : 0;
+      if (v != "wgmma" && v != "mma" && v != "wgmma1") usage("--bwd-kernel " + v + " (allowed: wgmma, wgmma1, mma)");
+      bwd_variant = v == "mma" ? 1 : v == "wgmma1" ? 2 : 0;
     }
     else usage("unknown option " + a);
   }
@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
     const double total = t_delta + t_dkdv + t_dq + t_conv;
     std::printf("backward (%s kernels): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                bwd_variant == 1 ? "mma.sync" : bwd_variant == 2 ? "wgmma, 2 warpgroups per CTA" : "wgmma", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                bwd_variant == 1 ? "mma.sync" : bwd_variant == 2 ? "wgmma, 1 warpgroup per CTA" : "wgmma", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));

@@ -69,8 +69,8 @@ struct BwdParams {
   float* dq_acc = nullptr;
   float* dk_acc = nullptr;
   float* dv_acc = nullptr;
-  // 0: the wgmma kernels (bwd_kernel_sm90.cuh), one warpgroup per CTA;
-  // 2: the same with two warpgroups per CTA; 1: the mma.sync kernels
+  // 0: the wgmma kernels (bwd_kernel_sm90.cuh), two warpgroups per CTA;
+  // 2: the same with one warpgroup per CTA; 1: the mma.sync kernels
   // (bwd_kernel.cuh). Kept for A/B measurements.
   int32_t variant = 0;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the

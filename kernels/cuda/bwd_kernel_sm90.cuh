@@ -34,17 +34,22 @@
 namespace ringattn::kern::cuda::detail {
 
 // Gathers ROWS rows (rows >= valid zero-filled) of D elements into a
-// swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads.
+// swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each
+// keeps one 16-byte chunk column (tid % CH) of rows tid / CH + k * NT / CH, a
+// multiple of 8 rows apart, so its swizzled offset only moves by whole rows.
 template <int D, int ROWS, int NT, typename Elem, typename RowOf>
 __device__ __forceinline__ void gather_swz(uint32_t s, const Elem* g, int64_t row_stride, int valid, RowOf row_of,
                                            int tid) {
-  constexpr int CH = D / 8;
-#pragma unroll 4
-  for (int c = tid; c < ROWS * CH; c += NT) {
-    const int i = c / CH, ch = c % CH;
-    const bool ok = i < valid;
-    const Elem* src = ok ? g + row_of(i) * row_stride + ch * 8 : g;
-    cp_async16(s + swz(i, ch, ROWS), src, ok);
+  constexpr int CH = D / 8, RS = NT / CH, IT = ROWS / RS;
+  static_assert(NT % CH == 0 && RS % 8 == 0 && ROWS % RS == 0, "a thread keeps its chunk column and swizzle");
+  const int ch = tid % CH, r0 = tid / CH;
+  const uint32_t dst = s + swz(r0, ch, ROWS);
+#pragma unroll
+  for (int i = 0; i < IT; ++i) {
+    const int r = r0 + i * RS;
+    const bool ok = r < valid;
+    const Elem* src = ok ? g + row_of(r) * row_stride + ch * 8 : g;
+    cp_async16(dst + uint32_t(i * RS * 128), src, ok);
   }
 }
 
@@ -74,9 +79,10 @@ __device__ __forceinline__ int clamp_lim(int64_t v) {
 // ---------------------------------------------------------------- dK / dV --
 
 // kWGs consumer warpgroups per CTA (64 keys or queries each): 2 (one CTA per
-// SM, the warpgroups share the streamed tiles) or 1 (two CTAs per SM, which
-// wait at their own barriers: ncu showed 38% of the 2-warpgroup CTA's cycles
-// stalled at its CTA barrier).
+// SM, the warpgroups share the streamed tiles; the default) or 1 (two CTAs
+// per SM, each waiting at its own barrier). ncu (dense 16k, H200) showed 38%
+// of the 2-warpgroup CTA's cycles stalled at its CTA barrier, yet the
+// 1-warpgroup CTAs measured 13-24% slower (bench/results/bwd-2026-11-27).
 template <int D, int kWGs>
 struct DkdvSm90 {
   static constexpr int BN = 64 * kWGs, BQ = 64;
@@ -172,19 +178,27 @@ __global__ void __launch_bounds__(128 * kWGs, 2 / kWGs) bwd_dkdv_sm90(const BwdP
     wgmma_commit();
     wgmma_wait<0>();
     // P^T and dS^T: key kr of the block is visible to query col iff
-    // kr < kn and (causal) n0 + kr <= diag + m0 + col.
+    // kr < kn and (causal) n0 + kr <= diag + m0 + col. A warpgroup whose 64
+    // keys are all present and (causal) all visible to every query of the
+    // block skips the mask (most blocks); LSE and Delta are read as pairs.
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
+    const int k_hi = 64 * wg + 63;
+    const bool full = k_hi < kn && (!kCausal || k_hi <= lim);
 #pragma unroll
-    for (int nb = 0; nb < kSN; ++nb)
+    for (int nb = 0; nb < kSN; ++nb) {
+      const int col0 = nb * 8 + qc;
+      const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
+      const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + col0);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
-        const int col = nb * 8 + qc + (e & 1);
-        const bool ok = kr < kn && (!kCausal || kr <= lim + col);
-        const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - s_lse[buf * BQ + col]) : 0.f;
-        dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - s_delta[buf * BQ + col]);
+        const int col = col0 + (e & 1);
+        const bool ok = full || (kr < kn && (!kCausal || kr <= lim + col));
+        const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
+        dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
         st[nb * 4 + e] = pr;
       }
+    }
     uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
     pack_probs<Elem, kSN>(st, pf);
     pack_probs<Elem, kSN>(dpt, dsf);
@@ -310,8 +324,12 @@ __global__ void __launch_bounds__(128 * kWGs, 2 / kWGs) bwd_dq_sm90(const BwdPar
     gemm_kmajor<Elem, D, BK, BM, BK>(dp, s_do, 64 * wg, s_v);
     wgmma_commit();
     wgmma_wait<0>();
+    // dS: key col visible to row r iff col < k_count - n0 and (causal)
+    // n0 + col <= diag + m0 + r; blocks with every key visible to every row of
+    // this warpgroup skip the mask.
     const int kvalid = t.k_count - n0;
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
+    const bool full = BK <= kvalid && (!kCausal || BK - 1 <= lim + 64 * wg);
 #pragma unroll
     for (int nb = 0; nb < kSN; ++nb)
 #pragma unroll
@@ -319,7 +337,7 @@ __global__ void __launch_bounds__(128 * kWGs, 2 / kWGs) bwd_dq_sm90(const BwdPar
         const int h = e >> 1;
         const int r = 64 * wg + r_lo + 8 * h;
         const int col = nb * 8 + qc + (e & 1);
-        const bool ok = col < kvalid && (!kCausal || col <= lim + r);
+        const bool ok = full || (col < kvalid && (!kCausal || col <= lim + r));
         const float pr = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
         dp[nb * 4 + e] = pr * (dp[nb * 4 + e] - dlt[h]);
       }
@@ -367,8 +385,8 @@ cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
   if (p.variant == 1)
     return p.causal ? launch_bwd_causal<Elem, D, true>(p, stream) : launch_bwd_causal<Elem, D, false>(p, stream);
   if (p.variant == 2)
-    return p.causal ? launch_bwd_sm90<Elem, D, true, 2>(p, stream) : launch_bwd_sm90<Elem, D, false, 2>(p, stream);
-  return p.causal ? launch_bwd_sm90<Elem, D, true, 1>(p, stream) : launch_bwd_sm90<Elem, D, false, 1>(p, stream);
+    return p.causal ? launch_bwd_sm90<Elem, D, true, 1>(p, stream) : launch_bwd_sm90<Elem, D, false, 1>(p, stream);
+  return p.causal ? launch_bwd_sm90<Elem, D, true, 2>(p, stream) : launch_bwd_sm90<Elem, D, false, 2>(p, stream);
 }
 
 }  // namespace ringattn::kern::cuda::detail
