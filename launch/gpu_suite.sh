@@ -44,7 +44,7 @@ fi
 
 bench() {  # name, np, args...
   local name="$1" np="$2"; shift 2
-  $MPI -np "$np" ${RINGATTN_BWD_KERNEL:+-x RINGATTN_BWD_KERNEL} $RA bench --backend cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
+  $MPI -np "$np" $RA bench --backend cuda --json "$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   note "$name: rc=$rc $(grep -A1 '# config' "$OUT/$name.log" | tail -1)"
 }
@@ -76,10 +76,6 @@ if want bwd; then
     bench "fwd_$name" 1 "$@" --heads 16 --head-dim 128
     bench "fb_$name" 1 --op backward "$@" --heads 16 --head-dim 128
     grep -h "peak device memory" "$OUT/fb_$name.log" | head -1 | sed "s/^/   $name fwd+bwd: /"
-    # BWD_AB=mma: the same with the mma.sync backward kernels (RINGATTN_BWD_KERNEL).
-    if [ -n "${BWD_AB:-}" ] && [ "$name" != longnet4_1M ]; then
-      RINGATTN_BWD_KERNEL=$BWD_AB bench "fb_${name}_$BWD_AB" 1 --op backward "$@" --heads 16 --head-dim 128
-    fi
   done
   hostid=tests/gpu/nccl_hostid.sh
   $MPI -np 2 $hostid $RA bench --backend cuda --transport nccl --op backward --config geometric --seq 256k --heads 16 --head-dim 128 --timeline --iters 5 --warmup 1 > "$OUT/fb_geometric_256k_np2_hostid.log" 2>&1

@@ -10,8 +10,8 @@
 //   dQ[t] += scale dS K[u]
 //   dK[u] += scale dS Q[t]
 //
-// A pass is two launches on one stream, both on tensor cores (mma.sync
-// m16n8k16, float32 accumulation):
+// A pass is two launches on one stream, both on Hopper tensor cores (wgmma,
+// float32 accumulation; bwd_kernel.cuh):
 //   bwd_dkdv  key-major: a CTA owns kBwdBlockN keys of one tile, walks the
 //             tile's query blocks and keeps dK/dV in registers, then adds
 //             them to dk_acc/dv_acc;
@@ -69,10 +69,6 @@ struct BwdParams {
   float* dq_acc = nullptr;
   float* dk_acc = nullptr;
   float* dv_acc = nullptr;
-  // 0: the wgmma kernels (bwd_kernel_sm90.cuh), two warpgroups per CTA;
-  // 2: the same with one warpgroup per CTA; 1: the mma.sync kernels
-  // (bwd_kernel.cuh). Kept for A/B measurements.
-  int32_t variant = 0;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.
   int32_t parts = 3;

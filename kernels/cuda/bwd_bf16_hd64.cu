@@ -1,5 +1,5 @@
 // Explicit instantiation: bf16, head dim 64 (causal and not).
-#include "kernels/cuda/bwd_kernel_sm90.cuh"
+#include "kernels/cuda/bwd_kernel.cuh"
 
 namespace ringattn::kern::cuda::detail {
 template cudaError_t run_bwd<__nv_bfloat16, 64>(const BwdParams&, cudaStream_t);

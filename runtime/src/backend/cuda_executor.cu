@@ -175,13 +175,6 @@ class CudaExecutor final : public Executor {
       else if (std::string(e) != "dynamic")
         return InvalidArgument(std::string("RINGATTN_TILE_SCHEDULE='") + e + "' (allowed: dynamic, static)");
     }
-    // RINGATTN_BWD_KERNEL=wgmma (default) | mma: the backward's kernels (the
-    // mma.sync ones are kept for an A/B measurement).
-    if (const char* e = std::getenv("RINGATTN_BWD_KERNEL"); e != nullptr && *e != '\0') {
-      if (std::string(e) == "mma") bwd_variant_ = 1;
-      else if (std::string(e) != "wgmma")
-        return InvalidArgument(std::string("RINGATTN_BWD_KERNEL='") + e + "' (allowed: wgmma, mma)");
-    }
     // With one rank there is nothing to exchange: no communicator is made.
     if (world == 1) transport_ = make_no_transport();
     else if (cfg_.transport == Transport::mpi)
@@ -312,7 +305,6 @@ class CudaExecutor final : public Executor {
       bp_.causal = c.causal;
       bp_.dtype = ex->elem();
       bp_.dq_acc = ex->dq_acc_;
-      bp_.variant = ex->bwd_variant_;
       n_ = a.shape->batch * L * H * D;
     }
 
@@ -409,7 +401,6 @@ class CudaExecutor final : public Executor {
   int comm_sms_ = 0;        // SMs kept for the exchange (RINGATTN_COMM_SMS)
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   bool dynamic_tiles_ = true;
-  int bwd_variant_ = 0;
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
