@@ -13,21 +13,23 @@
 //
 // bwd_dkdv: a CTA owns kBwdBlockN = 128 keys of one tile (warpgroup w keys
 // 64w..64w+63; dK and dV in registers), walks the tile's query blocks of 64
-// (Q, dO, LSE, Delta; double-buffered with cp.async) and adds dK, dV to the
+// (Q, dO, LSE, Delta; three stages, mbarriers) and adds dK, dV to the
 // accumulators at the end. bwd_dq: a CTA owns kBwdBlockM = 128 queries
-// (warpgroup w rows 64w..), walks key blocks of 64 (K, V double-buffered)
+// (warpgroup w rows 64w..), walks key blocks of 64 (K, V; three stages)
 // and adds dQ at the end.
 //
 // Loads: every thread gathers with 16-byte cp.async into the swizzled tiles
-// (the dilated rows are not a box), one block ahead of the math; after the
-// wait and a CTA barrier each thread fences the async proxy (the forward's
-// rule: cp.async writes through the generic proxy, wgmma reads through the
-// async proxy).
+// (the dilated rows are not a box), two blocks ahead of the math, into a
+// ring of kBwdStages stages with a full and an empty mbarrier each (no CTA
+// barrier in the loop); after its wait on `full` each thread fences the
+// async proxy (the forward's rule: cp.async writes through the generic
+// proxy, wgmma reads through the async proxy).
 //
 // Measured against the alternatives (bench/results/bwd-2026-11-27): the
 // mma.sync m16n8k16 version of the same two kernels was 1.4x slower; one
-// warpgroup per CTA (two CTAs per SM, own barriers) 1.0-1.2x slower, although
-// ncu showed 38% of this kernel's cycles stalled at its CTA barrier.
+// warpgroup per CTA (two CTAs per SM, own barriers) 1.0-1.2x slower; two
+// buffers with a CTA barrier per block (ncu: 38% of the cycles stalled at
+// that barrier) XXX.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -37,7 +39,10 @@
 
 namespace ringattn::kern::cuda::detail {
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Stages of the streamed blocks (Q/dO/LSE/Delta in bwd_dkdv, K/V in bwd_dq):
+// a block is refilled once every thread is done with the one S blocks
+// before it, two blocks ahead of its use.
+constexpr int kBwdStages = 3;
 
 // Tile of item `item` of a pass: the last t with prefix[t] <= item.
 __device__ __forceinline__ int find_tile(const int32_t* prefix, int num_tiles, int item) {
@@ -111,10 +116,12 @@ template <int D>
 struct DkdvSmem {
   static constexpr int BN = kBwdBlockN, BQ = 64;
   static constexpr int kKV = BN * D * 2;  // a K or V tile
-  static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per buffer)
-  // K | V | Q[2] | dO[2] | lse2[2][BQ] | delta[2][BQ], + alignment to the swizzle atom
-  static constexpr int kFloatsOff = 2 * kKV + 4 * kQ;
-  static constexpr int kBytes = kFloatsOff + 4 * BQ * 4 + 1024;
+  static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per stage)
+  static constexpr int S = kBwdStages;
+  // K | V | Q[S] | dO[S] | lse2[S][BQ] | delta[S][BQ] | full[S] | empty[S], + alignment to the swizzle atom
+  static constexpr int kFloatsOff = 2 * kKV + 2 * S * kQ;
+  static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
+  static constexpr int kBytes = kBarOff + 2 * S * 8 + 1024;
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
@@ -126,9 +133,11 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
   const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
-  const uint32_t s_k = raw + pad, s_v = s_k + L::kKV, s_q0 = s_v + L::kKV, s_do0 = s_q0 + 2 * L::kQ;
-  float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [2][BQ], log2 units
-  float* s_delta = s_lse + 2 * BQ;
+  constexpr int S = L::S;
+  const uint32_t s_k = raw + pad, s_v = s_k + L::kKV, s_q0 = s_v + L::kKV, s_do0 = s_q0 + S * L::kQ;
+  float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [S][BQ], log2 units
+  float* s_delta = s_lse + S * BQ;
+  const uint32_t full = s_k + L::kBarOff, empty = full + 8 * S;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
@@ -155,11 +164,29 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
   gather_swz<D, BN, NT>(s_k, gk, p.src.row_stride, kn, krow, tid);
   gather_swz<D, BN, NT>(s_v, gv, p.src.row_stride, kn, krow, tid);
-  auto load_queries = [&](int m0, int buf) {
+  // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (cp.async,
+  // one noinc arrival per thread on full[st] when they land) and LSE, Delta
+  // (plain stores, then an arrival: its release makes them visible). A
+  // thread refills a stage once every thread has arrived on its empty
+  // barrier (done with the block S before), so the two warpgroups run up to
+  // a block apart instead of meeting at a CTA barrier on every block.
+  if (tid == 0) {
+    for (int st = 0; st < S; ++st) {
+      mbar_init(full + 8 * st, 2 * NT);
+      mbar_init(empty + 8 * st, NT);
+    }
+    fence_mbar_init();
+  }
+  __syncthreads();
+  const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
+  auto issue = [&](int j) {
+    const int st = j % S, f = j / S;
+    if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
+    const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
     auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
-    gather_swz<D, BQ, NT>(s_q0 + buf * L::kQ, gq, p.q_row_stride, valid, qrow, tid);
-    gather_swz<D, BQ, NT>(s_do0 + buf * L::kQ, gdo, p.q_row_stride, valid, qrow, tid);
+    gather_swz<D, BQ, NT>(s_q0 + st * L::kQ, gq, p.q_row_stride, valid, qrow, tid);
+    gather_swz<D, BQ, NT>(s_do0 + st * L::kQ, gdo, p.q_row_stride, valid, qrow, tid);
     if (tid < BQ) {
       float l = INFINITY, dl = 0.f;  // rows past the tile: P = exp2(x - inf) = 0
       if (tid < valid) {
@@ -167,28 +194,24 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
         const float v = __ldg(glse + off);
         if (v > -INFINITY) { l = v * kLog2e; dl = __ldg(gdelta + off); }
       }
-      s_lse[buf * BQ + tid] = l;
-      s_delta[buf * BQ + tid] = dl;
+      s_lse[st * BQ + tid] = l;
+      s_delta[st * BQ + tid] = dl;
     }
+    mbar_arrive(full + 8 * st);
+    cp_async_mbar_arrive_noinc(full + 8 * st);
   };
-  load_queries(m_lo, 0);
-  cp_async_commit();
+  issue(0);  // K and V were gathered before: stage 0's arrivals cover them
+  if (nblk > 1) issue(1);
 
   const float sl2 = p.scale * kLog2e;
   float dk[kON * 4], dv[kON * 4];
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
 
-  int buf = 0;
-  for (int m0 = m_lo; m0 < t.q_count; m0 += BQ, buf ^= 1) {
-    if (m0 + BQ < t.q_count) {
-      load_queries(m0 + BQ, buf ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  for (int j = 0; j < nblk; ++j) {
+    if (j + 2 < nblk) issue(j + 2);
+    const int buf = j % S, m0 = m_lo + j * BQ;
+    mbar_wait(full + 8 * buf, (j / S) & 1);
     fence_proxy_async();
     const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
     float st[kSN * 4], dpt[kSN * 4];
@@ -205,7 +228,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     // block skips the mask (most blocks); LSE and Delta are read as pairs.
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
     const int k_hi = 64 * wg + 63;
-    const bool full = k_hi < kn && (!kCausal || k_hi <= lim);
+    const bool all = k_hi < kn && (!kCausal || k_hi <= lim);
 #pragma unroll
     for (int nb = 0; nb < kSN; ++nb) {
       const int col0 = nb * 8 + qc;
@@ -215,7 +238,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
       for (int e = 0; e < 4; ++e) {
         const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
         const int col = col0 + (e & 1);
-        const bool ok = full || (kr < kn && (!kCausal || kr <= lim + col));
+        const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col));
         const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
         dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
         st[nb * 4 + e] = pr;
@@ -229,7 +252,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
     wgmma_commit();
     wgmma_wait<0>();
-    __syncthreads();  // this buffer is refilled two blocks on
+    mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
   }
 
   float* dka = p.dk_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
@@ -260,9 +283,11 @@ template <int D>
 struct DqSmem {
   static constexpr int BM = kBwdBlockM, BK = 64;
   static constexpr int kQ = BM * D * 2;   // Q or dO
-  static constexpr int kKV = BK * D * 2;  // a K or V tile (per buffer)
-  // Q | dO | K[2] | V[2], + alignment
-  static constexpr int kBytes = 2 * kQ + 4 * kKV + 1024;
+  static constexpr int kKV = BK * D * 2;  // a K or V tile (per stage)
+  static constexpr int S = kBwdStages;
+  // Q | dO | K[S] | V[S] | full[S] | empty[S], + alignment
+  static constexpr int kBarOff = 2 * kQ + 2 * S * kKV;
+  static constexpr int kBytes = kBarOff + 2 * S * 8 + 1024;
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
@@ -274,7 +299,9 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
   const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
-  const uint32_t s_q = raw + pad, s_do = s_q + L::kQ, s_k0 = s_do + L::kQ, s_v0 = s_k0 + 2 * L::kKV;
+  constexpr int S = L::S;
+  const uint32_t s_q = raw + pad, s_do = s_q + L::kQ, s_k0 = s_do + L::kQ, s_v0 = s_k0 + S * L::kKV;
+  const uint32_t full = s_q + L::kBarOff, empty = full + 8 * S;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
@@ -298,14 +325,29 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
   auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
   gather_swz<D, BM, NT>(s_q, gq, p.q_row_stride, q_rows, qrow, tid);
   gather_swz<D, BM, NT>(s_do, gdo, p.q_row_stride, q_rows, qrow, tid);
-  auto load_keys = [&](int n0, int buf) {
+  // Stage st holds key block j = st, st + S, ... (K, V), as in bwd_dkdv;
+  // Q and dO were gathered before stage 0's arrivals, which cover them.
+  if (tid == 0) {
+    for (int st = 0; st < S; ++st) {
+      mbar_init(full + 8 * st, NT);
+      mbar_init(empty + 8 * st, NT);
+    }
+    fence_mbar_init();
+  }
+  __syncthreads();
+  const int nblk = (n_end + BK - 1) / BK;
+  auto issue = [&](int j) {
+    const int st = j % S, f = j / S;
+    if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
+    const int n0 = j * BK;
     const int valid = min(BK, t.k_count - n0);
     auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-    gather_swz<D, BK, NT>(s_k0 + buf * L::kKV, gk, p.src.row_stride, valid, krow, tid);
-    gather_swz<D, BK, NT>(s_v0 + buf * L::kKV, gv, p.src.row_stride, valid, krow, tid);
+    gather_swz<D, BK, NT>(s_k0 + st * L::kKV, gk, p.src.row_stride, valid, krow, tid);
+    gather_swz<D, BK, NT>(s_v0 + st * L::kKV, gv, p.src.row_stride, valid, krow, tid);
+    cp_async_mbar_arrive_noinc(full + 8 * st);
   };
-  load_keys(0, 0);
-  cp_async_commit();
+  issue(0);
+  if (nblk > 1) issue(1);
 
   float lse2[2], dlt[2];
 #pragma unroll
@@ -324,16 +366,10 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dq[i] = 0.f;
 
-  int buf = 0;
-  for (int n0 = 0; n0 < n_end; n0 += BK, buf ^= 1) {
-    if (n0 + BK < n_end) {
-      load_keys(n0 + BK, buf ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
+  for (int j = 0; j < nblk; ++j) {
+    if (j + 2 < nblk) issue(j + 2);
+    const int buf = j % S, n0 = j * BK;
+    mbar_wait(full + 8 * buf, (j / S) & 1);
     fence_proxy_async();
     const uint32_t s_k = s_k0 + buf * L::kKV, s_v = s_v0 + buf * L::kKV;
     float s[kSN * 4], dp[kSN * 4];
@@ -367,7 +403,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
     gemm_mnmajor<Elem, D, BK>(dq, dsf, s_k);
     wgmma_commit();
     wgmma_wait<0>();
-    __syncthreads();
+    mbar_arrive(empty + 8 * buf);
   }
 
   float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D;
