@@ -7,8 +7,10 @@ OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT"
 export PATH="/usr/local/cuda/bin:$PATH"
 K=build/gpu/bench/ringattn_kernel_fwd
 { [ -d build/gpu ] || cmake --preset gpu > "$OUT/configure.log" 2>&1; } && cmake --build --preset gpu -j 16 --target ringattn_kernel_fwd > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
-  echo "== $cfg"; $K $cfg --heads 16 --head-dim 128 --bwd --iters 10 | tail -2
+for dq in pass atomic; do
+  for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
+    echo "== $cfg (dQ $dq)"; $K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq --iters 10 | tail -2
+  done
 done
 if command -v ncu >/dev/null; then
   ncu --kernel-name regex:bwd_ --launch-count 2 --section SpeedOfLight --section Occupancy --section WarpStateStats \

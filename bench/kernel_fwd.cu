@@ -4,7 +4,7 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20] [--bwd]
+//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic]]
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false;
+  bool bwd = false, dq_atomic = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -110,6 +110,11 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
     else if (a == "--iters") iters = std::max(1, std::atoi(value().c_str()));
     else if (a == "--bwd") bwd = true;
+    else if (a == "--bwd-dq") {
+      const std::string v = value();
+      if (v != "pass" && v != "atomic") usage("--bwd-dq " + v + " (allowed: pass, atomic)");
+      dq_atomic = v == "atomic";
+    }
     else usage("unknown option " + a);
   }
   check(branches.empty() ? named_branches(config, s.seq, &c.branches) : parse_branches(branches, &c.branches));
@@ -208,6 +213,7 @@ int main(int argc, char** argv) {
     bp.dq_acc = accs;
     bp.dk_acc = accs + elems;
     bp.dv_acc = accs + 2 * elems;
+    bp.dq_atomic = dq_atomic;
     auto passes = [&](int parts) {
       bp.parts = parts;
       for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
@@ -245,9 +251,9 @@ int main(int argc, char** argv) {
       for (int g = 0; g < 3; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, nullptr));
     });
     const double total = t_delta + t_dkdv + t_dq + t_conv;
-    std::printf("backward: delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
+    std::printf("backward (dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));

@@ -69,6 +69,12 @@ struct BwdParams {
   float* dq_acc = nullptr;
   float* dk_acc = nullptr;
   float* dv_acc = nullptr;
+  // dQ from the dK/dV kernel with float32 atomics (dS^T staged in shared
+  // memory, dQ = dS K on the tensor cores, added to dq_acc), instead of the
+  // query-major bwd_dq pass: 3 GEMMs per pair block less, but the order of
+  // the float additions into dq_acc depends on timing, so reruns are not
+  // bit-identical in dQ (dK and dV still are).
+  bool dq_atomic = false;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.
   int32_t parts = 3;

@@ -121,7 +121,10 @@ struct DkdvSmem {
   // K | V | Q[S] | dO[S] | lse2[S][BQ] | delta[S][BQ] | full[S] | empty[S], + alignment to the swizzle atom
   static constexpr int kFloatsOff = 2 * kKV + 2 * S * kQ;
   static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
-  static constexpr int kBytes = kBarOff + 2 * S * 8 + 1024;
+  // dq_atomic: two dS^T tiles [BN keys][BQ queries] after the barriers (1024-aligned).
+  static constexpr int kDsOff = (kBarOff + 2 * S * 8 + 1023) / 1024 * 1024;
+  static constexpr int kDs = BN * BQ * 2;
+  static constexpr int kBytes = kDsOff + 2 * kDs + 1024;
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
@@ -138,6 +141,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [S][BQ], log2 units
   float* s_delta = s_lse + S * BQ;
   const uint32_t full = s_k + L::kBarOff, empty = full + 8 * S;
+  const uint32_t s_ds0 = s_k + L::kDsOff;  // dq_atomic only
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
@@ -247,10 +251,52 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
     pack_probs<Elem, kSN>(st, pf);
     pack_probs<Elem, kSN>(dpt, dsf);
+    const uint32_t s_ds = s_ds0 + (j & 1) * L::kDs;
+    if (p.dq_atomic) {
+      // dS^T (this warpgroup's 64 keys) into the swizzled [BN][BQ] tile: row
+      // = key, 16-byte chunk nb = queries 8nb..8nb+7; pairs from dsf.
+#pragma unroll
+      for (int nb = 0; nb < kSN; ++nb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int kr = 64 * wg + r_lo + 8 * h;
+          const uint32_t v = dsf[nb >> 1][(nb & 1) * 2 + h];
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_ds + swz(kr, nb, BN) + qc * 2), "r"(v) : "memory");
+        }
+      fence_proxy_async();  // generic-proxy stores, read by wgmma below
+    }
     wgmma_fence();
     gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
     gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
     wgmma_commit();
+    if (p.dq_atomic) {
+      // Both warpgroups' dS^T rows are in place (and the other tile, read
+      // two blocks ago, is free: this barrier follows that block's wait).
+      named_sync(1);
+      // dQ (64 queries x 64 head-dim columns 64wg.., D = 128; all 64 by
+      // warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k = the BN keys.
+      if (D == 128 || wg == 0) {
+        float dq[32];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+          wgmma_ss_tt64<Elem>(dq, gmma_desc(s_ds + kk * 16 * 128, BN * 128, 1024),
+                              gmma_desc(s_k + wg * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
+        const int valid = min(BQ, t.q_count - m0);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = r_lo + 8 * h;
+          if (r >= valid) continue;
+          float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + qc;
+#pragma unroll
+          for (int nb = 0; nb < 8; ++nb)
+            atomicAdd(reinterpret_cast<float2*>(row + nb * 8),
+                      make_float2(p.scale * dq[nb * 4 + 2 * h], p.scale * dq[nb * 4 + 2 * h + 1]));
+        }
+      }
+    }
     wgmma_wait<0>();
     mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
   }
@@ -439,7 +485,7 @@ cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
     cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes, p.k_items, p.batch, 256, p, stream);
     if (e != cudaSuccess) return e;
   }
-  if (!(p.parts & 2)) return cudaSuccess;
+  if (!(p.parts & 2) || p.dq_atomic) return cudaSuccess;
   return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal>, DqSmem<D>::kBytes, p.q_items, p.batch, 256, p, stream);
 }
 

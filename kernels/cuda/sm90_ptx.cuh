@@ -127,6 +127,12 @@ __device__ __forceinline__ void wgmma_wait() {
                "wgmma.mma_async.sync.aligned." SHAPE ".f32." TY "." TY " " LIST ", %" #A \
                ", %" #B ", p, 1, 1, 0, 0;\n}\n"                                            \
                : ACC : "l"(da), "l"(db), "r"(scale_d))
+// The same with both operands MN-major (transposed: imm-trans-a = imm-trans-b = 1).
+#define RA_WGMMA_SS_TT(SHAPE, TY, LIST, ACC, A, B, SC)                                     \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #SC ", 0;\n"                           \
+               "wgmma.mma_async.sync.aligned." SHAPE ".f32." TY "." TY " " LIST ", %" #A \
+               ", %" #B ", p, 1, 1, 1, 1;\n}\n"                                            \
+               : ACC : "l"(da), "l"(db), "r"(scale_d))
 // One wgmma, A from registers (4 x 32-bit, operands A..A+3), B from shared memory.
 #define RA_WGMMA_RS(SHAPE, TY, LIST, ACC, A0, A1, A2, A3, B)                                       \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                          \
@@ -148,6 +154,15 @@ __device__ __forceinline__ void wgmma_ss(float* d, uint64_t da, uint64_t db, int
   }
 }
 
+// D[64 x 64] (+)= A[64 x 16] (smem, MN-major) * B[16 x 64] (smem, MN-major):
+// both operands stored k-row by k-row (the backward's dQ = dS K from dS^T).
+template <typename Elem>
+__device__ __forceinline__ void wgmma_ss_tt64(float* d, uint64_t da, uint64_t db, int scale_d) {
+  constexpr bool kBf16 = std::is_same_v<Elem, __nv_bfloat16>;
+  if constexpr (kBf16) RA_WGMMA_SS_TT("m64n64k16", "bf16", RA_L32, RA_D32, 32, 33, 34);
+  else RA_WGMMA_SS_TT("m64n64k16", "f16", RA_L32, RA_D32, 32, 33, 34);
+}
+
 // D[64 x N] += A[64 x 16] (registers) * B[16 x N] (smem, MN-major: transposed).
 template <typename Elem, int N>
 __device__ __forceinline__ void wgmma_rs(float* d, const uint32_t* a, uint64_t db) {
@@ -163,6 +178,7 @@ __device__ __forceinline__ void wgmma_rs(float* d, const uint32_t* a, uint64_t d
 }
 
 #undef RA_WGMMA_SS
+#undef RA_WGMMA_SS_TT
 #undef RA_WGMMA_RS
 #undef RA_L64
 #undef RA_L32

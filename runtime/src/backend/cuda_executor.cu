@@ -175,6 +175,14 @@ class CudaExecutor final : public Executor {
       else if (std::string(e) != "dynamic")
         return InvalidArgument(std::string("RINGATTN_TILE_SCHEDULE='") + e + "' (allowed: dynamic, static)");
     }
+    // RINGATTN_BWD_DQ=pass (default) | atomic: dQ of the backward from its own
+    // query-major pass (reruns bit-identical) or from the dK/dV kernel with
+    // float32 atomics (attention_bwd.hpp, BwdParams::dq_atomic).
+    if (const char* e = std::getenv("RINGATTN_BWD_DQ"); e != nullptr && *e != '\0') {
+      if (std::string(e) == "atomic") dq_atomic_ = true;
+      else if (std::string(e) != "pass")
+        return InvalidArgument(std::string("RINGATTN_BWD_DQ='") + e + "' (allowed: pass, atomic)");
+    }
     // With one rank there is nothing to exchange: no communicator is made.
     if (world == 1) transport_ = make_no_transport();
     else if (cfg_.transport == Transport::mpi)
@@ -305,6 +313,7 @@ class CudaExecutor final : public Executor {
       bp_.causal = c.causal;
       bp_.dtype = ex->elem();
       bp_.dq_acc = ex->dq_acc_;
+      bp_.dq_atomic = ex->dq_atomic_;
       n_ = a.shape->batch * L * H * D;
     }
 
@@ -401,6 +410,7 @@ class CudaExecutor final : public Executor {
   int comm_sms_ = 0;        // SMs kept for the exchange (RINGATTN_COMM_SMS)
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   bool dynamic_tiles_ = true;
+  bool dq_atomic_ = false;
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
