@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <string>
 
 #include "report.hpp"
 #include "ringattn/device.hpp"
@@ -63,6 +64,17 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
   dev::peak_reset(c.backend);
   const Timing t = time_op(op, ctx, p, in, *out, o.warmup, o.iters, true);
   const Summary r = summarize(op, ctx, p, t);
+  // A training step's attention (--op backward): the forward alone too, on
+  // the same inputs and outputs (its tensors lead both tables), so the
+  // backward's own time is the difference.
+  double fwd_ms = 0, fwd_flops = 0;
+  const bool split = std::string(op.name) == "backward";
+  if (split) {
+    const Op* f = nullptr;
+    CLI_AGREE(p.group, find_op("forward", &f));
+    fwd_ms = time_op(*f, ctx, p, in, *out, o.warmup, o.iters, false).median_ms;
+    fwd_flops = f->flops(c, p.shape);
+  }
   const std::string ranks = rank_table(ctx, p, t.own_last_ms);
   const std::string tl = o.timeline ? timeline_table(ctx, p) : "";
   const std::string cs = o.cache_stats ? cache_table(ctx, p) : "";
@@ -79,6 +91,12 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
                 (long long)o.iters, (long long)o.warmup, human(double(r.bytes_sent_max), "B").c_str(),
                 human(double(r.bytes_ideal_max), "B").c_str(),
                 r.bytes_sent_total == r.bytes_ideal_total ? ", equal to the ideal" : ", ABOVE the ideal");
+    if (split) {
+      const double bwd_ms = r.ms - fwd_ms, bwd_flops = r.flops - fwd_flops;
+      std::printf("# forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s useful, SPEC: 2.5x the forward's FLOPs), "
+                  "forward+backward %.3f ms (%.1f TFLOP/s); bytes above: the backward's ring, K/V out and float32 dK/dV back\n",
+                  fwd_ms, fwd_flops / (fwd_ms * 1e-3) / 1e12, bwd_ms, bwd_flops / (bwd_ms * 1e-3) / 1e12, r.ms, r.tflops());
+    }
     if (c.backend == Backend::cuda) std::printf("# peak device memory %s (rank max)\n", human(double(peak_max), "B").c_str());
     std::fflush(stdout);
     Json j = json_common(o, p);
@@ -86,6 +104,7 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
     j.num("tflops", r.tflops()).integer("bytes_sent_per_rank_max", r.bytes_sent_max);
     j.integer("bytes_ideal_per_rank_max", r.bytes_ideal_max).num("exposed_ms_max", r.exposed_ms_max);
     j.integer("peak_device_bytes", peak_max).nums("times_ms", t.slowest_ms);
+    if (split) j.num("forward_ms", fwd_ms).num("backward_ms", r.ms - fwd_ms);
     st = write_json(o.json, j);
   }
   return agree(p.group, st);
