@@ -101,7 +101,11 @@ class Context {
   // with the number of branches. dK/dV of keys a peer used travel back to
   // this rank in float32 and are added in ring-step order (the same bits for
   // any timing). dq, dk, dv are overwritten. Same validation and agreement
-  // as forward. Backends: cpu (the cuda backend returns kUnsupported so far).
+  // as forward. Both backends; on cuda it is stream-ordered like forward and,
+  // with nccl (or one rank), returns with its work in flight (the next call,
+  // synchronize() and the destructor wait for it). It keeps float32 dQ, dK,
+  // dV accumulators (3 x the shard's elements x 4 bytes) and, with several
+  // ranks on nccl, one float32 return slot per ring step.
   Status backward(const Shape& shape, const void* q, const void* k, const void* v, const void* o,
                   const float* lse, const void* dout, void* dq, void* dk, void* dv, void* stream = nullptr);
 
