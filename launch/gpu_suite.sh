@@ -4,6 +4,7 @@
 #   multi: every GPU of the machine (verify over NCCL, scaling, the PyTorch ring, a fault)
 #   ab:    every GPU: the comm lane's stream priority, high against normal
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
+#   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -177,6 +178,32 @@ if want multi && [ "$G" -ge 2 ]; then
   t0=$(date +%s)
   timeout 120 $MPI -np $G $RA run --backend cuda --transport nccl --config geometric --seq $((G * 64))k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 3 --warmup 0 > "$OUT/fault_nccl_multi.log" 2>&1
   note "fault (rank 1 exits at step 1, nccl, $G GPUs): rc=$? after $(( $(date +%s) - t0 )) s"
+fi
+
+# The backward on every GPU of the machine: verify --op backward over NCCL,
+# forward+backward strong (dense 128k) and weak (geometric 1M tokens per GPU)
+# scaling, and the forward ring beside the PyTorch ring.
+if want multibwd && [ "$G" -ge 2 ]; then
+  note "multibwd: $G GPUs"
+  for c in "geometric --causal" "longnet4 --dtype f16" "dense" "longnet-paper --head-offsets blocked"; do
+    set -- $c; cfg=$1; shift
+    log="$OUT/verify_bwd_${cfg}_np$G.log"
+    timeout 300 $MPI -np $G $RA verify --backend cuda --transport nccl --op backward --config $cfg --seq 32k --heads 4 --head-dim 128 "$@" > "$log" 2>&1
+    note "verify --op backward nccl np$G $cfg $*: rc=$? $(tail -1 "$log" | cut -c1-200)"
+  done
+  fb_bench() {  # name, np, args...
+    local name="$1" np="$2"; shift 2
+    timeout 400 $MPI -np "$np" $RA bench --backend cuda --transport nccl --timeline --json "$OUT/$name.json" "$@" > "$OUT/$name.log" 2>&1
+    note "$name: rc=$? $(grep -A1 '# config' "$OUT/$name.log" | tail -1)"
+    grep -h "^# forward .* backward" "$OUT/$name.log" | head -1 | cut -c1-170 | sed "s/^/   /"
+  }
+  for np in 1 $G; do
+    fb_bench fb_dense_128k_np$np $np --op backward --config dense --seq 128k --heads 16 --head-dim 128 --iters 5 --warmup 1
+    fb_bench fb_geometric_weak_1M_per_gpu_np$np $np --op backward --config geometric --seq $((np * 1024))k --heads 16 --head-dim 128 --iters 5 --warmup 1
+    fb_bench dense_128k_np$np $np --config dense --seq 128k --heads 16 --head-dim 128 --iters 10 --warmup 2
+  done
+  timeout 300 $MPI -np $G python3 bench/torch_ring.py --seq 128k --heads 16 --head-dim 128 > "$OUT/torch_ring_128k_np$G.log" 2>&1
+  note "torch ring dense 128k np$G: rc=$? $(grep -A1 '# config' "$OUT/torch_ring_128k_np$G.log" | tail -1)"
 fi
 
 # A/B of one runtime setting on all GPUs, interleaved, on the cases where the
