@@ -191,32 +191,44 @@ class _DilatedAttentionFunction(_torch.autograd.Function):
         return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, None)
 
 
+_NO_CONFIG = ([], False, 0.0, 0, 0, 0, 0, 0, 0, 1.0)  # what a rank whose checks failed sends along
+
+
 def _prepare(opts, q, k, v):
-    """Checks (local, then agreed by all ranks) and the context of this call."""
+    """Checks (local, then agreed by all ranks with the config and shape) and the context of this call."""
     comm_key, comm = _runtime.get_comm(opts.comm)
     bad = _check_tensors(opts, q, k, v)
-    agreed = comm.all_ranks(_INVALID if bad else 0, bad[1] if bad else "")
+    create_args, batch, seq = _NO_CONFIG, 0, 0
+    if bad is None:
+        batch, shard, heads, head_dim = q.shape
+        seq = shard * comm.size
+        backend = opts.backend or ("cuda" if q.device.type == "cuda" else "cpu")
+        branches = opts.branches
+        if isinstance(branches, str):
+            named = _runtime._C.named_branches(branches, seq)
+            if isinstance(named, tuple):
+                bad = (RingattnValueError, named[1])
+            branches = () if bad else tuple(tuple(b) for b in named)
+        transport = opts.transport or ("nccl" if backend == "cuda" else "mpi")
+        if bad is None:
+            create_args = (branches, opts.causal, opts.scale or 0.0, _HEAD_OFFSETS[opts.head_offsets],
+                           _DTYPE_CODES[q.dtype], _BACKENDS[backend], _TRANSPORTS[transport], heads, head_dim,
+                           opts.timeout)
+    if bad is not None:
+        create_args, batch, seq = _NO_CONFIG, 0, 0
+    agreed = comm.agree(_INVALID if bad else 0, bad[1] if bad else "", *create_args, batch, seq)
     if agreed is not None:
-        # This rank's own exception class when the error is its own, else a ValueError.
+        # This rank's own exception class when it failed, else a ValueError.
         cls = bad[0] if bad else RingattnValueError
-        raise cls(agreed[1], agreed[0], "kInvalidArgument")
-    batch, shard, heads, head_dim = q.shape
-    seq = shard * comm.size
-    backend = opts.backend or ("cuda" if q.device.type == "cuda" else "cpu")
-    branches = opts.branches
-    if isinstance(branches, str):
-        branches = tuple(_runtime.named_branches(branches, seq))
-    transport = opts.transport or ("nccl" if backend == "cuda" else "mpi")
-    device = q.device.index if backend == "cuda" else -1
-    create_args = (list(branches), opts.causal, opts.scale or 0.0, _HEAD_OFFSETS[opts.head_offsets],
-                   _DTYPE_CODES[q.dtype], _BACKENDS[backend], _TRANSPORTS[transport], heads, head_dim, opts.timeout)
-    key = (tuple(branches),) + create_args[1:] + (device,)
-    if backend == "cuda":
+        raise cls(agreed[1], agreed[0], _runtime._C.status_code_name(agreed[0]))
+    cuda = create_args[5] == _BACKENDS["cuda"]
+    key = create_args + ((q.device.index if cuda else -1),)  # one device per rank: the index is not agreed
+    if cuda:
         with _torch.cuda.device(q.device):  # the runtime's streams and buffers live on the current device
             ctx = _runtime.get_context(comm_key, comm, key, create_args)
     else:
         ctx = _runtime.get_context(comm_key, comm, key, create_args)
-    return _Call(ctx, batch, seq, backend == "cuda")
+    return _Call(ctx, batch, seq, cuda)
 
 
 def _attention(opts, q, k, v, return_lse):

@@ -14,6 +14,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -120,15 +121,49 @@ Status closed(const char* what) {
   return Status(StatusCode::kInvalidArgument, std::string(what) + ": the communicator or context was closed (at exit or by clear_cache())");
 }
 
-// Collective: every rank passes its own check (code 0 = fine); all get the
-// lowest failing rank's error ("rank R: ..." with several ranks).
-py::object all_ranks(const std::shared_ptr<Comm>& comm, int code, const std::string& message) {
-  if (comm->handle() == MPI_COMM_NULL) return result(closed("all_ranks"));
+using Branches = std::vector<std::pair<int64_t, int64_t>>;
+
+ringattn::Config make_config(const Branches& branches, bool causal, double scale, int head_offsets, int dtype,
+                             int backend, int transport, int64_t heads, int64_t head_dim, double timeout_seconds) {
+  ringattn::Config cfg;
+  for (const auto& [w, r] : branches) cfg.branches.push_back({w, r});
+  cfg.causal = causal;
+  cfg.scale = scale;
+  cfg.head_offsets = ringattn::HeadOffsets(head_offsets);
+  cfg.dtype = ringattn::DType(dtype);
+  cfg.backend = ringattn::Backend(backend);
+  cfg.transport = ringattn::Transport(transport);
+  cfg.heads = heads;
+  cfg.head_dim = head_dim;
+  cfg.timeout_seconds = timeout_seconds;
+  return cfg;
+}
+
+// Collective, once per call before the context is looked up: every rank
+// passes its own check of the tensors (code 0 = fine) and the config and
+// shape of the call, and all get the lowest failing rank's error ("rank R:
+// ..." with several ranks), or kMismatch if they disagree on config (the
+// runtime's config_hash, plus the timeout, which only the cache key holds)
+// or shape. So every rank's cache of contexts takes the same path: a rank
+// that found its context could otherwise run a forward while another is
+// creating one.
+py::object agree(const std::shared_ptr<Comm>& comm, int code, const std::string& message, const Branches& branches,
+                 bool causal, double scale, int head_offsets, int dtype, int backend, int transport, int64_t heads,
+                 int64_t head_dim, double timeout_seconds, int64_t batch, int64_t seq) {
+  if (comm->handle() == MPI_COMM_NULL) return result(closed("agree"));
   Status local = code == 0 ? Status::Ok() : Status(StatusCode(code), message);
+  uint64_t key = 0, timeout_bits = 0;
+  if (local.ok()) {
+    key = ringattn::config_hash(make_config(branches, causal, scale, head_offsets, dtype, backend, transport, heads,
+                                            head_dim, timeout_seconds));
+    static_assert(sizeof(double) == sizeof(uint64_t), "");
+    std::memcpy(&timeout_bits, &timeout_seconds, sizeof(double));
+    key ^= timeout_bits * 0x9e3779b97f4a7c15ull;
+  }
   Status agreed;
   {
     py::gil_scoped_release nogil;
-    agreed = ringattn::all_ranks(comm->handle(), local);
+    agreed = ringattn::all_ranks(comm->handle(), local, key, ringattn::Shape{batch, seq});
   }
   return result(agreed);
 }
@@ -150,21 +185,12 @@ class RingContext {
   }
 
   // Collective over comm.
-  static py::object create(const std::shared_ptr<Comm>& comm, const std::vector<std::pair<int64_t, int64_t>>& branches,
+  static py::object create(const std::shared_ptr<Comm>& comm, const Branches& branches,
                            bool causal, double scale, int head_offsets, int dtype, int backend, int transport,
                            int64_t heads, int64_t head_dim, double timeout_seconds, std::shared_ptr<RingContext>* out) {
     if (comm->handle() == MPI_COMM_NULL) return result(closed("Context.create"));
-    ringattn::Config cfg;
-    for (const auto& [w, r] : branches) cfg.branches.push_back({w, r});
-    cfg.causal = causal;
-    cfg.scale = scale;
-    cfg.head_offsets = ringattn::HeadOffsets(head_offsets);
-    cfg.dtype = ringattn::DType(dtype);
-    cfg.backend = ringattn::Backend(backend);
-    cfg.transport = ringattn::Transport(transport);
-    cfg.heads = heads;
-    cfg.head_dim = head_dim;
-    cfg.timeout_seconds = timeout_seconds;
+    const ringattn::Config cfg = make_config(branches, causal, scale, head_offsets, dtype, backend, transport, heads,
+                                             head_dim, timeout_seconds);
     auto c = std::make_shared<RingContext>();
     Status st;
     {
@@ -273,10 +299,11 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("rank", &Comm::rank)
       .def_property_readonly("size", &Comm::size)
       .def("close", &Comm::close)
-      .def("all_ranks", &all_ranks, py::arg("code"), py::arg("message"));
+      .def("agree", &agree, "Collective: (code, message) of this rank's checks, the call's config and batch, seq; "
+           "returns None or the agreed (code, message)");
 
   py::class_<RingContext, std::shared_ptr<RingContext>>(m, "Context")
-      .def_static("create", [](const std::shared_ptr<Comm>& comm, const std::vector<std::pair<int64_t, int64_t>>& branches,
+      .def_static("create", [](const std::shared_ptr<Comm>& comm, const Branches& branches,
                                bool causal, double scale, int head_offsets, int dtype, int backend, int transport,
                                int64_t heads, int64_t head_dim, double timeout_seconds) -> py::object {
         std::shared_ptr<RingContext> c;
