@@ -9,6 +9,16 @@ every rank); at exit they are closed before MPI is finalized.
 import atexit
 import os
 
+# torch first, when it is installed: its wheel brings its own CUDA runtime and
+# NCCL under the same sonames (libcudart.so.13, libnccl.so.2) as the system's
+# that a CUDA build of this extension links. Whichever loads first serves both;
+# torch needs its own (an older system NCCL lacks symbols torch uses, and torch
+# then fails to import), while the runtime's calls are served by torch's newer ones.
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
+
 try:
     from . import _C
 except ImportError as e:  # pragma: no cover - a message for a missing build

@@ -24,7 +24,7 @@ grep -q "^ringattn_DIR:PATH=$prefix/" "$build/python-ext/CMakeCache.txt" ||
   { tail -60 "$log"; fail "the extension was not built against $prefix (ringattn_DIR in $build/python-ext/CMakeCache.txt)"; }
 echo "== import from outside the tree"
 (cd / && "$python" -c "
-import ringattn, ringattn.torch, torch
+import ringattn, ringattn.torch, torch  # ringattn first: it must load torch's CUDA libraries before its own
 print('ringattn', ringattn.version(), 'at', ringattn.__file__, '| torch', torch.__version__)
 assert '$src/python' not in ringattn.__file__, 'imported the source tree, not the installed package'
 ") || fail "import ringattn.torch"
