@@ -258,5 +258,39 @@ TEST_F(BadConfig, CudaBackendWithoutCudaOrF32) {
   EXPECT_EQ(st.message(), bcast_string(st.message(), 0));
 }
 
+// ---- all_ranks with a key and a shape (front ends' per-rank state) ------------
+
+class AllRanksKey : public MpiTest {};
+
+TEST_F(AllRanksKey, SameKeyAndShapeAgree) {
+  Shape s{2, 64};
+  Status st = all_ranks(MPI_COMM_WORLD, Status::Ok(), 0x1234abcd5678ef90ull, s);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+}
+
+TEST_F(AllRanksKey, DisagreementIsAMismatchOnEveryRank) {
+  if (mpi_size() == 1) GTEST_SKIP() << "needs two ranks to disagree";
+  const bool last = mpi_rank() == mpi_size() - 1;
+  // Keys that differ in the high half only, then in the shape.
+  Status st = all_ranks(MPI_COMM_WORLD, Status::Ok(), last ? (uint64_t(1) << 40) | 7 : 7, Shape{1, 64});
+  EXPECT_EQ(st.code(), StatusCode::kMismatch) << st.to_string();
+  EXPECT_EQ(st.message(), bcast_string(st.message(), 0));
+  st = all_ranks(MPI_COMM_WORLD, Status::Ok(), 7, Shape{1, last ? 128 : 64});
+  EXPECT_EQ(st.code(), StatusCode::kMismatch) << st.to_string();
+  EXPECT_NE(st.message().find("seq"), std::string::npos) << st.message();
+  st = all_ranks(MPI_COMM_WORLD, Status::Ok(), 7, Shape{last ? 2 : 1, 64});
+  EXPECT_NE(st.message().find("batch"), std::string::npos) << st.message();
+}
+
+TEST_F(AllRanksKey, AnErrorWinsOverADisagreement) {
+  // A rank whose own check failed sends a meaningless key: its error is what every rank returns.
+  const int last = mpi_size() - 1;
+  Status local = mpi_rank() == last ? InvalidArgument("q has dtype float64") : Status::Ok();
+  Status st = all_ranks(MPI_COMM_WORLD, local, uint64_t(mpi_rank()), Shape{1, 64});
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+  EXPECT_NE(st.message().find("q has dtype float64"), std::string::npos) << st.message();
+  EXPECT_EQ(st.message(), bcast_string(st.message(), 0));
+}
+
 }  // namespace
 }  // namespace ringattn::test

@@ -136,4 +136,10 @@ namespace ringattn {
 // error of the lowest failing rank (its message prefixed "rank R: ").
 // Front ends use it to fail file and argument errors on all ranks at once.
 Status all_ranks(MPI_Comm comm, const Status& local);
+// Collective: as above, then kMismatch on every rank unless all passed the
+// same `key` (a digest of what must be equal everywhere, e.g. config_hash()),
+// shape.seq and shape.batch: the check Context calls make, for front ends
+// whose per-rank state (the Python binding's cache of contexts) must take
+// the same path on every rank.
+Status all_ranks(MPI_Comm comm, const Status& local, uint64_t key, const Shape& shape);
 }  // namespace ringattn

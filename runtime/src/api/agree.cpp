@@ -4,6 +4,7 @@
 #include <string>
 
 #include "device/check.hpp"
+#include "ringattn/ringattn.hpp"
 
 namespace ringattn {
 
@@ -48,4 +49,7 @@ Status agree(MPI_Comm comm, const Status& local, uint64_t hash, int64_t seq, int
 
 namespace ringattn {
 Status all_ranks(MPI_Comm comm, const Status& local) { return agree(comm, local, 0, 0, 0); }
+Status all_ranks(MPI_Comm comm, const Status& local, uint64_t key, const Shape& shape) {
+  return agree(comm, local, key, shape.seq, shape.batch);
+}
 }  // namespace ringattn
