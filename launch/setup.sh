@@ -45,8 +45,9 @@ ringattn_pick_preset() {
 # build/pyenv: a virtual environment that also sees the system's packages
 # (--system-site-packages), so a machine that has torch, mpi4py, pybind11 and
 # scikit-build-core already (the GPU machine, offline) uses its own; what is
-# missing comes from PyPI (torch's PyPI wheel for Linux is the CUDA build,
-# ~5 GB installed, ~70 s here; it runs on the CPU). RINGATTN_TORCH_PIP_ARGS
+# missing comes from PyPI; torch from PyTorch's CPU wheel index when it
+# answers, else from PyPI (whose Linux wheel is the CUDA build, ~5 GB
+# installed, ~70 s here; it runs on the CPU). RINGATTN_TORCH_PIP_ARGS
 # replaces "torch" in that pip command (e.g. another index's CPU wheel);
 # RINGATTN_PYTHON_TESTS=off leaves the Python tests out. Sets RINGATTN_PYTHON to
 # the environment's interpreter, or to "" (tests not registered) after saying why.
@@ -91,6 +92,13 @@ for m in sys.argv[1:]:
 print(" ".join(bad))
 PY
 ) || missing="torch mpi4py pybind11 scikit_build_core"
+  # torch: PyTorch's CPU wheel (~200 MB) where its index answers, before PyPI's CUDA build.
+  if [[ " $missing " == *" torch "* ]] && [ -z "${RINGATTN_TORCH_PIP_ARGS:-}" ] &&
+     "$venv/bin/python" -m pip install --disable-pip-version-check -q --timeout 15 --retries 1 \
+       --index-url https://download.pytorch.org/whl/cpu torch >>"$log" 2>&1; then
+    ringattn_log "python: torch installed from PyTorch's CPU wheel index"
+    missing=$(echo " $missing " | sed 's/ torch / /; s/^ *//; s/ *$//')
+  fi
   if [ -n "$missing" ]; then
     for m in $missing; do
       case "$m" in
