@@ -1,0 +1,173 @@
+"""ringattn's PyTorch op on the GPU (run under mpirun -np 1 on a CUDA machine with the
+package installed: pip install --no-build-isolation ./python).
+
+1. Correctness: O and dQ/dK/dV of the op (bf16 and f16, causal and not) against
+   tests/python/spec_reference.py (SPEC.md in float64 PyTorch, autograd gradients)
+   at a small size, relative L2 within SPEC's bounds (gradients: twice O's).
+2. Speed, longnet4 64k (H=16, D=128, bf16), forward+backward, CUDA events,
+   warm-up, median:
+   - the op from PyTorch (allocation of O/LSE/dQ/dK/dV included, as a model pays it);
+   - the PyTorch recipe written here from LongNet's description: per branch, gather the
+     dilated rows of every segment (heads with the same offset share them), one
+     flash SDPA call that also returns LSE, scatter back, merge the branches by
+     their LSE. Its merge weights are detached, as torchscale's are, so its
+     gradient is NOT exact (ringattn's is); it is a speed anchor only.
+   The C++ timing of the same op (ringattn bench --op backward) comes from the
+   caller, run in the same call, for the overhead of the Python layer.
+Prints useful FLOPs (SPEC: forward + 2.5 x forward) and TFLOP/s.
+"""
+import argparse
+import math
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+import spec_reference as ref  # noqa: E402
+import ringattn.torch as rt  # noqa: E402
+
+LONGNET4 = [(2048, 1), (4096, 2), (8192, 4), (16384, 8)]
+
+
+def useful_flops(n, heads, d, branches, batch=1):
+    """SPEC "Counting work", non-causal: 4 D |I|^2 per (branch, head, segment)."""
+    total = 0
+    for w, r in branches:
+        for h in range(heads):
+            o = h % r
+            for s0 in range(0, n, w):
+                cnt = len(range(s0 + o, min(s0 + w, n), r))
+                total += 4 * d * cnt * cnt
+    return total * batch
+
+
+def timed(fn, iters, warmup):
+    times = []
+    for i in range(warmup + iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        if i >= warmup:
+            times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def flash(q, k, v, causal, scale):
+    """(B, H, L, D) -> O (B, H, L, D), LSE (B, H, L) float32 (natural log)."""
+    out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+    return out[0], out[1]
+
+
+def recipe(q, k, v, branches, causal=False):
+    """LongNet's dilated attention in plain PyTorch: gather, flash SDPA per branch, LSE merge (detached weights)."""
+    b, n, heads, d = q.shape
+    scale = 1.0 / math.sqrt(d)
+    outs, lses = [], []
+    for w, r in branches:
+        assert n % w == 0 and heads % r == 0, "the recipe takes N divisible by w and H by r"
+        s = n // w
+
+        def gather(x):  # (B, N, H, D) -> (B*S, H, w/r, D): offset o takes rows o::r of heads o::r
+            x5 = x.view(b, s, w, heads, d)
+            g = torch.stack([x5[:, :, o::r, o::r] for o in range(r)], dim=3)  # (B, S, w/r, r, H/r, D)
+            return g.reshape(b * s, w // r, heads, d).transpose(1, 2)
+
+        o_g, l_g = flash(gather(q), gather(k), gather(v), causal, scale)  # (B*S, H, w/r, D), (B*S, H, w/r)
+        o6 = o_g.transpose(1, 2).reshape(b, s, w // r, r, heads // r, d)
+        l6 = l_g.transpose(1, 2).reshape(b, s, w // r, r, heads // r)
+        o_full = q.new_zeros(b, s, w, heads, d)
+        l_full = torch.full((b, s, w, heads), -math.inf, device=q.device, dtype=torch.float32)
+        for o in range(r):
+            o_full[:, :, o::r, o::r] = o6[:, :, :, o]
+            l_full[:, :, o::r, o::r] = l6[:, :, :, o]
+        outs.append(o_full.view(b, n, heads, d))
+        lses.append(l_full.view(b, n, heads))
+    lse = torch.stack(lses).logsumexp(0)
+    wts = torch.exp(torch.stack(lses) - lse).detach()  # torchscale's no_grad merge weights
+    wts = torch.nan_to_num(wts, nan=0.0)
+    return sum(wt[..., None].to(ob.dtype) * ob for wt, ob in zip(wts, outs))
+
+
+def check_correctness():
+    torch.manual_seed(0)
+    ok = True
+    for dtype in (torch.bfloat16, torch.float16):
+        for causal in (False, True):
+            b, n, heads, d = 1, 2048, 4, 128
+            branches = [(256, 1), (512, 2), (1024, 4)]
+            q, k, v, dout = (torch.randn(b, n, heads, d, device="cuda", dtype=dtype) for _ in range(4))
+            for x in (q, k, v):
+                x.requires_grad_(True)
+            o = rt.dilated_attention(q, k, v, branches, causal=causal, backend="cuda", transport="nccl")
+            o.backward(dout)
+            qd, kd, vd = (x.detach().double().cpu().requires_grad_(True) for x in (q, k, v))
+            ro, _ = ref.attention(qd, kd, vd, branches, causal=causal)
+            ro.backward(dout.double().cpu())
+            bound = ref.TOLERANCES[dtype][0]
+            errs = {"O": ref.rel_l2(o.detach().double().cpu(), ro.detach())}
+            for name, x, xr in (("dQ", q, qd), ("dK", k, kd), ("dV", v, vd)):
+                errs[name] = ref.rel_l2(x.grad.double().cpu(), xr.grad)
+            good = all(math.isfinite(e) for e in errs.values()) and errs["O"] <= bound and \
+                all(errs[t] <= 2 * bound for t in ("dQ", "dK", "dV"))
+            ok = ok and good
+            print("correctness %-9s causal=%-5s %s  %s" % (str(dtype).split(".")[-1], causal,
+                  " ".join("%s %.2e" % kv for kv in errs.items()), "ok" if good else "WRONG"))
+    return ok
+
+
+def speed(args):
+    torch.manual_seed(1)
+    b, n, heads, d = 1, args.seq, 16, 128
+    dtype = torch.bfloat16
+    q, k, v, dout = (torch.randn(b, n, heads, d, device="cuda", dtype=dtype) for _ in range(4))
+    for x in (q, k, v):
+        x.requires_grad_(True)
+    fwd = useful_flops(n, heads, d, LONGNET4, b)
+    total = 3.5 * fwd
+
+    def op_step():
+        o = rt.dilated_attention(q, k, v, LONGNET4, backend="cuda", transport="nccl")
+        o.backward(dout)
+
+    def op_forward():
+        with torch.no_grad():
+            rt.dilated_attention(q, k, v, LONGNET4, backend="cuda", transport="nccl")
+
+    def recipe_step():
+        o = recipe(q, k, v, LONGNET4)
+        o.backward(dout)
+
+    with torch.no_grad():
+        o1 = rt.dilated_attention(q, k, v, LONGNET4, backend="cuda", transport="nccl")
+        o2 = recipe(q, k, v, LONGNET4)
+        agree = ref.rel_l2(o1.double(), o2.double())
+    t_op = timed(op_step, args.iters, args.warmup)
+    t_op_f = timed(op_forward, args.iters, args.warmup)
+    t_rec = timed(recipe_step, args.iters, args.warmup)
+    print("# longnet4 %d tokens, H=16, D=128, bf16, 1 GPU (%s); recipe O vs ringattn O: rel L2 %.2e" %
+          (n, torch.cuda.get_device_name(), agree))
+    print("# %-34s %10s %12s %9s" % ("case", "median_ms", "useful_FLOP", "TFLOP/s"))
+    for name, t, f in (("ringattn op forward (no_grad)", t_op_f, fwd), ("ringattn op forward+backward", t_op, total),
+                       ("PyTorch recipe forward+backward", t_rec, total)):
+        print("  %-34s %10.3f %12.4g %9.1f" % (name, t, f, f / (t * 1e-3) / 1e12))
+    print("speedup of the op over the recipe (forward+backward): %.2fx" % (t_rec / t_op))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seq", type=int, default=65536)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    ok = check_correctness()
+    speed(args)
+    print("torch_op: %s" % ("OK" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
