@@ -424,7 +424,10 @@ int main(int argc, char** argv) {
     return 3;
   }
   // Errors of MPI calls come back as return codes, each checked (mpi_check).
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  if (MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN) != MPI_SUCCESS) {
+    std::fprintf(stderr, "ringattn: error: MPI_Comm_set_errhandler failed\n");
+    MPI_Abort(MPI_COMM_WORLD, 3);
+  }
   int rc = train::run(argc, argv);
   // One exit code for the job: the worst rank's.
   int worst = rc;

@@ -93,7 +93,7 @@ Model::Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t 
     a.rstd1.resize(r);
     a.rstd2.resize(r);
   }
-  for (auto* b : {&x_, &dx_, &dh_, &dtmp_, &dq_, &dk_, &dv_, &dout_}) b->resize(rd);
+  for (auto* b : {&x_, &dx_, &dh_, &dq_, &dk_, &dv_, &dout_}) b->resize(rd);
   da_.resize(rf);
   du_.resize(rf);
 }

@@ -88,7 +88,7 @@ class Model {
   ringattn::Shape shape_;
   int64_t rows_ = 0, pos0_ = 0;
   std::vector<Layer> acts_;
-  std::vector<float> x_, hf_, rstdf_, zsel_, dz_, hsel_, dx_, dh_, dtmp_, dq_, dk_, dv_, dout_, da_, du_;
+  std::vector<float> x_, hf_, rstdf_, zsel_, dz_, hsel_, dx_, dh_, dq_, dk_, dv_, dout_, da_, du_;
 };
 
 }  // namespace train
