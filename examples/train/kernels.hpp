@@ -1,0 +1,77 @@
+// The math of the training example other than attention, behind one small
+// interface, so that a CUDA implementation (cuBLAS GEMMs, small kernels) can
+// be added beside the CPU one without touching the model: the model calls
+// only these, on buffers of the backend's memory. All tensors are float32,
+// row-major; "rows" are tokens.
+//
+// Determinism: every implementation must give the same bits for the same
+// inputs on the same machine (fixed reduction order, no atomics in sums), so
+// a resumed run repeats the loss trajectory bit for bit.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+namespace train {
+
+class Kernels {
+ public:
+  virtual ~Kernels() = default;
+  virtual const char* name() const = 0;
+
+  // C[M,N] = alpha * op(A) op(B) + beta * C. op(A) is M x K: A itself
+  // (M x K, row stride lda) or, with ta, the transpose of A (K x M, stride
+  // lda); likewise op(B) is K x N. beta is 0 or 1.
+  virtual void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                    const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+
+  // y[t,:] = x[t,:] * g / rms(x[t,:]), rstd[t] = 1 / sqrt(mean(x^2) + eps).
+  virtual void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y,
+                           float* rstd) = 0;
+  // dx += d(y)/d(x)^T dy; dg += sum over rows of dy * x * rstd.
+  virtual void rmsnorm_bwd(int64_t rows, int64_t d, const float* x, const float* g, const float* rstd,
+                           const float* dy, float* dx, float* dg) = 0;
+
+  // Rotary position embedding on the first `rot` dims of every head (pairs
+  // (2i, 2i+1), angle pos * base^(-2i/rot)), in place on x: rows x heads x D,
+  // rows = batch x local tokens, token t of a batch entry at position pos0 + t.
+  // The backward applies the inverse rotation (the map is orthogonal).
+  virtual void rope(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
+                    bool inverse, float* x) = 0;
+
+  // a = gelu(u) (tanh form); du = da * gelu'(u).
+  virtual void gelu_fwd(int64_t n, const float* u, float* a) = 0;
+  virtual void gelu_bwd(int64_t n, const float* u, const float* da, float* du) = 0;
+
+  // x[t,:] = E[tok[t],:];  dE[tok[t],:] += dx[t,:] (in row order).
+  virtual void embed_fwd(int64_t rows, int64_t d, const int32_t* tok, const float* E, float* x) = 0;
+  virtual void embed_bwd(int64_t rows, int64_t d, const int32_t* tok, const float* dx, float* dE) = 0;
+
+  // Token shift: x[t,:] += s * E[prev[t],:] (nothing where prev[t] < 0);
+  // its backward: dE[prev[t],:] += s * dx[t,:], ds += dx[t,:] * E[prev[t],:] (in row order).
+  virtual void shift_fwd(int64_t rows, int64_t d, const int32_t* prev, const float* E, const float* s, float* x) = 0;
+  virtual void shift_bwd(int64_t rows, int64_t d, const int32_t* prev, const float* E, const float* s, const float* dx,
+                         float* dE, float* ds) = 0;
+
+  // y += x (n elements).
+  virtual void add(int64_t n, const float* x, float* y) = 0;
+
+  // Cross-entropy over the rows of z (rows x V logits), each with its target:
+  // dz = (softmax(z) - onehot) * scale; returns the summed loss (double) and
+  // the number of rows whose argmax equals the target in *correct.
+  virtual double xent(int64_t rows, int64_t V, const float* z, const int32_t* target, float scale, float* dz,
+                      int64_t* correct) = 0;
+
+  // sum of squares (double accumulation, fixed order).
+  virtual double sumsq(int64_t n, const float* x) = 0;
+  virtual void scale(int64_t n, float s, float* x) = 0;
+
+  // One AdamW step on n parameters (decoupled weight decay wd * lr, applied
+  // only where decay is set); bc1/bc2 are the bias corrections 1 - beta^t.
+  virtual void adamw(int64_t n, float lr, float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                     const float* grad, float* w, float* m, float* v) = 0;
+};
+
+// Plain loops, cache-blocked GEMM, one thread per rank (ranks share the cores).
+std::unique_ptr<Kernels> make_cpu_kernels();
+
+}  // namespace train

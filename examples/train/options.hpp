@@ -1,0 +1,47 @@
+// Options of the training example: strict parsing (launch/src/parse.hpp:
+// whole-string values, ranges, k/M suffixes, a flag given twice is an
+// error) and every check that needs no communication, so each rank finds
+// the same error before anything moves.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model.hpp"
+#include "ringattn/config.hpp"
+#include "ringattn/status.hpp"
+#include "task.hpp"
+
+namespace train {
+
+struct TrainOptions {
+  TaskSpec task;
+  ModelDims dims;
+  std::string branches_text, config_name;   // --branches / --config; neither: the default below
+  std::vector<ringattn::Branch> branches;   // resolved
+  int64_t steps = 1500, batch = 1, warmup = 50, log_every = 50;
+  double lr = 3e-3, min_lr = 0.1, wd = 0.01, clip = 1.0, beta1 = 0.9, beta2 = 0.98, eps = 1e-8;
+  int64_t seed = 1;
+  std::string json, save, resume;
+  int64_t save_every = 0, stop_after = 0;   // 0: at the end / no stop
+  bool eval = false;
+  int64_t eval_seqs = 8, eval_every = 0;
+  bool check_grad = false;
+  double timeout = 60;
+  bool help = false;
+};
+
+extern const char* kUsage;
+
+// Parses argv (every rank parses the same arguments).
+ringattn::Status parse_options(int argc, char** argv, TrainOptions* o);
+// Resolves the branches against N and checks the sizes against each other and the world size.
+ringattn::Status validate_options(TrainOptions* o, int world);
+// The default attention: a local branch, a middle one and one spanning the whole sequence.
+std::string default_branches(int64_t seq);
+// What a checkpoint must match to be resumed (name, value): everything that
+// changes the trajectory; not the logging, file or evaluation options.
+std::vector<std::pair<std::string, std::string>> fingerprint(const TrainOptions& o);
+
+}  // namespace train

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# cases.sh CASE TRAIN_BIN WORKDIR: the training example's cases that need
+# more than one command (./launch/train, as a user runs it). Exits non-zero
+# with a message on the first check that fails.
+set -uo pipefail
+case_name="$1"; BIN="$2"; work="$3/$case_name"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+
+fail() { echo "train cases.sh $case_name: FAILED: $*"; exit 1; }
+# run NP ARGS...: sets $out and $rc.
+run() {
+  local np="$1"; shift
+  out=$(RINGATTN_TRAIN_BIN="$BIN" timeout -k 5 280 "$root/launch/train" -np "$np" "$@" 2>&1)
+  rc=$?
+  printf '$ ./launch/train -np %s %s\n%s\n(exit %s)\n' "$np" "$*" "$out" "$rc"
+  [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "hung: $*"
+}
+expect_rc() { [ "$rc" = "$1" ] || fail "exit code $rc, expected $1"; }
+expect_out() { grep -Eq -- "$1" <<<"$out" || fail "output does not match: $1"; }
+expect_no_out() { ! grep -Eq -- "$1" <<<"$out" || fail "output matches, but must not: $1"; }
+# The held-out accuracy of the last eval line.
+accuracy() { sed -n 's/^eval .*held-out accuracy \([0-9.]*\) .*/\1/p' <<<"$out" | tail -1; }
+# The "step/loss/accuracy/grad_norm" part of each step of a JSON log (exact decimal of every bit).
+losses() { grep -o '"step": [0-9]*, "loss": [^,]*, "accuracy": [^,]*, "grad_norm": [^,]*' "$1"; }
+
+# A small recall problem that trains in about a minute on 2 cores (README has the larger default).
+small=(--seq 1024 --gap 128 --pairs 24 --keys 32 --values 32 --d-model 32 --heads 2 --mlp 64 --rope-dims 4)
+tiny_n=(--pairs 8 --gap 64 --keys 16 --values 16 --d-model 32 --heads 4 --mlp 32 --branches 32:1,128:4,512:16)
+tiny=(--seq 512 "${tiny_n[@]}")
+
+case "$case_name" in
+  recall)  # the proof: the dilated config solves recall across the sequence, the local branch alone does not
+    run 2 "${small[@]}" --branches 32:1,256:8,1024:16 --steps 1500 --log-every 250 --eval --eval-seqs 32
+    expect_rc 0
+    dilated=$(accuracy); [ -n "$dilated" ] || fail "no eval line"
+    run 2 "${small[@]}" --branches 32:1 --steps 1500 --log-every 250 --eval --eval-seqs 32
+    expect_rc 0
+    local_only=$(accuracy); [ -n "$local_only" ] || fail "no eval line"
+    echo "held-out accuracy: dilated $dilated, local-only $local_only (chance 1/32 = 0.031)"
+    awk -v a="$dilated" 'BEGIN { exit !(a >= 0.95) }' || fail "dilated accuracy $dilated < 0.95"
+    awk -v a="$local_only" 'BEGIN { exit !(a <= 0.15) }' || fail "local-only accuracy $local_only > 0.15 (chance 0.031)"
+    ;;
+  resume)  # a run split by --stop-after/--resume repeats the uninterrupted one bit for bit
+    common=("${small[@]}" --steps 24 --log-every 8 --branches 32:1,256:8,1024:16)
+    run 2 "${common[@]}" --save whole --json whole.json
+    expect_rc 0
+    run 2 "${common[@]}" --save split --json part1.json --stop-after 10
+    expect_rc 0; expect_out "saved split/checkpoint.bin at step 10"
+    cp split/checkpoint.bin step10.bin
+    run 2 "${common[@]}" --resume split --save split --json part2.json --save-every 5
+    expect_rc 0; expect_out "resumed from split/checkpoint.bin at step 10"; expect_out "saved split/checkpoint.bin at step 15"
+    [ "$(losses whole.json | head -10)" = "$(losses part1.json)" ] || fail "steps 1-10 differ from the uninterrupted run"
+    [ "$(losses whole.json | tail -14)" = "$(losses part2.json)" ] || fail "steps 11-24 after --resume differ from the uninterrupted run"
+    [ "$(losses part2.json | wc -l)" = 14 ] || fail "the resumed run did not log steps 11-24"
+    cmp whole/checkpoint.bin split/checkpoint.bin || fail "the final weights and optimizer state differ"
+    # A failed save keeps the last good checkpoint: a directory where the temporary file goes.
+    cp step10.bin split/checkpoint.bin && mkdir split/checkpoint.bin.tmp
+    run 2 "${common[@]}" --resume split --save split
+    expect_rc 1; expect_out "ringattn: error: .*checkpoint.bin.tmp"; expect_no_out "^step "
+    cmp step10.bin split/checkpoint.bin || fail "the last good checkpoint changed"
+    ;;
+  gradient)  # the whole model's gradient: central differences at 2 ranks, and 1 rank = 2 ranks
+    run 2 "${tiny[@]}" --check-grad
+    expect_rc 0; expect_out "^check-grad: OK"
+    two=$(grep -E '^check-grad: (loss|[a-z0-9.]+ +\|g\|)' <<<"$out")
+    run 1 "${tiny[@]}" --check-grad
+    expect_rc 0; expect_out "^check-grad: OK"
+    one=$(grep -E '^check-grad: (loss|[a-z0-9.]+ +\|g\|)' <<<"$out")
+    [ "$(wc -l <<<"$two")" -ge 20 ] || fail "expected the loss and 19+ tensors"
+    # The same model on 1 and 2 ranks (ring attention across the shards, gradient all-reduce):
+    # loss and every tensor's gradient norm equal to float32 rounding.
+    paste -d'\n' <(awk '{print $2, $4}' <<<"$one") <(awk '{print $2, $4}' <<<"$two") | paste - - |
+      awk '{ d = $2 - $4; if (d < 0) d = -d; s = $2 < 0 ? -$2 : $2;
+             if ($1 != $3 || d > 1e-5 * s + 1e-9) { print "differs: " $0; bad = 1 } } END { exit bad }' ||
+      fail "1 rank and 2 ranks disagree"
+    ;;
+  checkpoint_errors)  # another config, a truncated or missing checkpoint: one error on every rank, before any step
+    run 2 "${tiny[@]}" --steps 2 --save ok
+    expect_rc 0
+    run 2 "${tiny[@]}" --steps 2 --resume ok --layers 3
+    expect_rc 2; expect_out "ringattn: error: --resume ok: ok/checkpoint.bin was written by another configuration: --layers 2 there, 3 here"
+    expect_no_out "^step "
+    mkdir -p cut && head -c 1000 ok/checkpoint.bin > cut/checkpoint.bin
+    run 2 "${tiny[@]}" --steps 2 --resume cut
+    expect_rc 2; expect_out "ringattn: error: --resume cut: cut/checkpoint.bin is truncated \\(1000 bytes, expected [0-9]+\\)"
+    expect_no_out "^step "
+    mkdir -p bent && cp ok/checkpoint.bin bent/ && printf '\x01' | dd of=bent/checkpoint.bin bs=1 seek=2000 conv=notrunc 2>/dev/null
+    run 2 "${tiny[@]}" --steps 2 --resume bent
+    expect_rc 2; expect_out "ringattn: error: .*is damaged \\(checksum mismatch\\)"
+    run 2 "${tiny[@]}" --steps 2 --resume nowhere
+    expect_rc 1; expect_out "ringattn: error: --resume nowhere: cannot open nowhere/checkpoint.bin"
+    # Other ranks, another length: still one line, printed once.
+    run 3 --seq 768 "${tiny_n[@]}" --steps 2 --resume ok
+    expect_rc 2; expect_out "ringattn: error: --resume ok: .*another configuration: --seq 512 there, 768 here"
+    [ "$(grep -c "error" <<<"$out")" = 1 ] || fail "one error line expected"
+    ;;
+  *) fail "unknown case" ;;
+esac
+echo "train cases.sh $case_name: OK"
