@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One GPU call: the PyTorch op on the GPU. Builds (gpu preset), installs the
+# runtime into a prefix and the package into a venv that sees the machine's
+# torch (no network), runs bench/torch_op.py (correctness + speed against the
+# PyTorch recipe) and the C++ bench of the same case, for the Python layer's overhead.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
+MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
+{ [ -d build/gpu ] || cmake --preset gpu > "$OUT/configure.log" 2>&1; } && cmake --build --preset gpu -j 16 > "$OUT/build.log" 2>&1 ||
+  { tail -30 "$OUT/build.log"; exit 1; }
+prefix=/tmp/ringattn-prefix venv=/tmp/ringattn-venv
+cmake --install build/gpu --prefix $prefix > "$OUT/install.log" 2>&1 || { tail "$OUT/install.log"; exit 1; }
+python3 -m venv --system-site-packages $venv >> "$OUT/install.log" 2>&1 || exit 1
+$venv/bin/python -c "import torch, mpi4py, pybind11, scikit_build_core; print('torch', torch.__version__, torch.version.cuda)" 2>&1 | tee -a "$OUT/install.log"
+CMAKE_BUILD_PARALLEL_LEVEL=16 $venv/bin/python -m pip install -v --no-build-isolation --no-deps --disable-pip-version-check ./python \
+  -C cmake.define.ringattn_ROOT=$prefix -C build-dir=build/python-ext-gpu >> "$OUT/install.log" 2>&1 ||
+  { tail -40 "$OUT/install.log"; exit 1; }
+(cd / && timeout 300 $MPI -np 1 $venv/bin/python "$ROOT/bench/torch_op.py" "$@") 2>&1 | tee "$OUT/torch_op.log"
+timeout 120 $MPI -np 1 build/gpu/launch/ringattn bench --backend cuda --op backward --config longnet4 --seq 64k --heads 16 \
+  --head-dim 128 --iters 10 --warmup 3 > "$OUT/cxx_fb_longnet4_64k.log" 2>&1
+grep -A1 "# config" "$OUT/cxx_fb_longnet4_64k.log" | tail -1; grep "^# forward" "$OUT/cxx_fb_longnet4_64k.log"
