@@ -72,11 +72,12 @@ Status shape_from_files(Options* o) {
   npy::Header hq, h;
   int64_t dims[4], other[4];
   RINGATTN_RETURN_IF_ERROR(file_dims(o->q_file, &hq, dims));
-  for (const std::string* f : {&o->k_file, &o->v_file}) {
+  for (const std::string* f : {&o->k_file, &o->v_file, &o->dout_file}) {
+    if (f->empty()) continue;  // --dout is optional
     RINGATTN_RETURN_IF_ERROR(file_dims(*f, &h, other));
     if (!std::equal(dims, dims + 4, other))
       return InvalidArgument("'" + *f + "' has shape " + h.shape_text() + " but --q '" + o->q_file + "' has shape " +
-                             hq.shape_text() + " (q, k and v must have one shape)");
+                             hq.shape_text() + " (q, k, v and dout must have one shape)");
   }
   const char* flag[4] = {"--batch", "--seq", "--heads", "--head-dim"};
   const char* name[4] = {"B", "N", "H", "D"};
@@ -95,7 +96,7 @@ Source source_of(const Options& o, uint64_t seed) {
   Source s;
   s.seed = seed;
   s.amplitude = o.amplitude;
-  if (!o.q_file.empty()) s.files = {o.q_file, o.k_file, o.v_file};
+  if (!o.q_file.empty()) s.files = {o.q_file, o.k_file, o.v_file, o.dout_file};  // "": made from the seed
   s.allow_nonfinite = o.allow_nonfinite;
   return s;
 }
@@ -137,14 +138,16 @@ Status make_outputs(const Op& op, const Problem& p, DeviceTensors* out) {
 }
 
 Status make_inputs_plain(const Op& op, const Problem& p, const Source& src, HostTensors* in) {
-  const std::vector<std::string> flags = {"--q", "--k", "--v"};
-  if (!src.files.empty() && src.files.size() != op.inputs.size())
-    return InvalidArgument(std::to_string(src.files.size()) + " input files for --op " + op.name + ", which takes " +
-                           std::to_string(op.inputs.size()) + " inputs");
+  const std::vector<std::string> flags = {"--q", "--k", "--v", "--dout"};
+  // Files, in table order (q, k, v, dout); an empty or absent one is made from the seed.
+  for (size_t i = op.inputs.size(); i < src.files.size(); ++i)
+    if (!src.files[i].empty())
+      return InvalidArgument("'" + src.files[i] + "' (" + flags[std::min(i, flags.size() - 1)] + ") is not an input of --op " +
+                             op.name);
   in->assign(op.inputs.size(), {});
   for (size_t i = 0; i < op.inputs.size(); ++i) {
     std::vector<float>& x = (*in)[i];
-    if (src.files.empty()) {
+    if (i >= src.files.size() || src.files[i].empty()) {
       x.resize(elements(p, op.inputs[i]));
       synth_rows(p, src, op.inputs[i].synth, p.group.rank * p.rows(), (p.group.rank + 1) * p.rows(), x.data());
       continue;

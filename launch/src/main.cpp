@@ -26,9 +26,15 @@ namespace {
 // every output path (on rank 0, which writes them). Collective.
 Status set_up(Options* o, const Group& world, const Op** op, Problem* p) {
   Status st = find_op(o->op, op);
-  if (st.ok() && !o->q_file.empty() && (*op)->inputs.size() != 3)
-    st = InvalidArgument("--op " + o->op + " takes synthetic inputs (--seed, --amplitude): its inputs are " +
-                         std::to_string((*op)->inputs.size()) + " tensors, and --q/--k/--v give three (--op forward)");
+  if (st.ok() && o->has("--op") && o->has("--backward") && o->op != "backward")
+    st = InvalidArgument("--backward and --op " + o->op + " name two operations (allowed: one of them)");
+  // The backward's own files: dO in, dQ/dK/dV out.
+  const bool backward = st.ok() && std::string((*op)->name) == "backward";
+  for (const char* f : {"--dout", "--dq", "--dk", "--dv"})
+    if (st.ok() && o->has(f) && !backward)
+      st = InvalidArgument(std::string(f) + " is a file of the backward (allowed with --op backward, not --op " + o->op + ")");
+  if (st.ok() && o->has("--dout") && o->q_file.empty())
+    st = InvalidArgument("--dout needs --q/--k/--v (the files define the shape; without them dO comes from --seed)");
   if (st.ok()) st = shape_from_files(o);
   if (st.ok()) st = make_config(*o, &p->cfg);
   p->group = world;
@@ -37,7 +43,9 @@ Status set_up(Options* o, const Group& world, const Op** op, Problem* p) {
   if (st.ok()) st = check_world(*o, world.size);
   RINGATTN_RETURN_IF_ERROR(agree(world, st));
   // Rank 0 writes every output: its view of the paths is the one that counts.
-  if (world.rank == 0) st = check_output_paths({{"--out", o->out_file}, {"--lse", o->lse_file}, {"--json", o->json}});
+  if (world.rank == 0)
+    st = check_output_paths({{"--out", o->out_file}, {"--lse", o->lse_file}, {"--dq", o->dq_file}, {"--dk", o->dk_file},
+                             {"--dv", o->dv_file}, {"--json", o->json}});
   return agree(world, st, false);
 }
 

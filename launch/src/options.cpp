@@ -112,7 +112,15 @@ const std::vector<Flag>& flags() {
   static const char* C = "Cache";
   static const char* O = "Output";
   static const std::vector<Flag> table = {
-      {"--op", "NAME", kAll, P, "operation: forward (default; the only one so far)", text(&Options::op)},
+      {"--op", "NAME", kAll, P, "operation: forward (default) | backward (the forward, then the exact gradient)",
+       text(&Options::op)},
+      {"--backward", "", kAll, P, "the same as --op backward",
+       [](Options& o, const std::string& f, const std::string& v) {
+         bool on = true;
+         if (!v.empty()) RINGATTN_RETURN_IF_ERROR(parse_bool(f, v, &on));
+         if (on) o.op = "backward";
+         return Status::Ok();
+       }},
       {"--config", "NAME", kAll, P, "longnet4 | longnet-paper | geometric | dense (default longnet4)", text(&Options::config_name)},
       {"--branches", "W:R,...", kAll, P, "explicit branches instead of --config, e.g. 2048:1,4096:2 or 2k:1,4k:2",
        [](Options& o, const std::string&, const std::string& v) {
@@ -137,6 +145,7 @@ const std::vector<Flag>& flags() {
                                    "The files define N, B, H and D; a flag that differs is an error", text(&Options::q_file)},
       {"--k", "FILE.npy", kRun, I, "keys, same shape as --q", text(&Options::k_file)},
       {"--v", "FILE.npy", kRun, I, "values, same shape as --q", text(&Options::v_file)},
+      {"--dout", "FILE.npy", kRun, I, "dL/dO for --op backward, same shape as --q (default: from --seed)", text(&Options::dout_file)},
       {"--allow-nonfinite", "", kRun, I, "accept NaN/Inf in --q/--k/--v (default: an error naming the first one)",
        on_off(&Options::allow_nonfinite)},
       {"--seed", "S", kAll, I, "seed of the synthetic inputs (default 1; verify: from the clock, printed)",
@@ -167,6 +176,9 @@ const std::vector<Flag>& flags() {
       {"--cache-stats", "", kRun | kBench, C, "print cache counters", on_off(&Options::cache_stats)},
       {"--out", "FILE.npy", kRun, O, "gather O to rank 0 and write it (float32)", text(&Options::out_file)},
       {"--lse", "FILE.npy", kRun, O, "gather LSE to rank 0 and write it (float32, (B,N,H))", text(&Options::lse_file)},
+      {"--dq", "FILE.npy", kRun, O, "--op backward: gather dQ to rank 0 and write it (float32)", text(&Options::dq_file)},
+      {"--dk", "FILE.npy", kRun, O, "--op backward: gather dK to rank 0 and write it (float32)", text(&Options::dk_file)},
+      {"--dv", "FILE.npy", kRun, O, "--op backward: gather dV to rank 0 and write it (float32)", text(&Options::dv_file)},
       {"--json", "FILE", kAll, O, "write the results as JSON (rank 0; non-finite numbers as null)", text(&Options::json)},
       {"--inject-fault", "SPEC", kRun, O, "test only: rank=R,step=S[,mode=exit|error][,forward=F]: rank R\n"
                                           "exits (or fails) at ring step S (of its F-th forward; default every one)",

@@ -50,6 +50,7 @@ struct Options {
   double progress = 3;          // verify: seconds between progress lines of the reference; 0: none
   std::string json;
   std::string q_file, k_file, v_file, out_file, lse_file;
+  std::string dout_file, dq_file, dk_file, dv_file;  // --op backward
   bool allow_nonfinite = false;
   bool timeline = false;
   bool cache_stats = false;

@@ -2,6 +2,8 @@
 // --out/--lse gathering the outputs to rank 0.
 #include <mpi.h>
 
+#include <algorithm>
+
 #include "commands.hpp"
 #include "inputs.hpp"
 #include "measure.hpp"
@@ -10,12 +12,13 @@
 namespace ringattn::cli {
 namespace {
 
-// Gathers each output named by a file (op.outputs order: --out, --lse) to
+// Gathers each output named by a file (op.outputs order: --out, --lse, and
+// for the backward --dq, --dk, --dv) to
 // rank 0, where rank p's rows land at [p*L, (p+1)*L) of every batch element,
 // and writes it. Collective.
 Status write_outputs(const Options& o, const Op& op, const Problem& p, const DeviceTensors& out) {
-  const std::vector<std::string> paths = {o.out_file, o.lse_file};
-  if (o.out_file.empty() && o.lse_file.empty()) return Status::Ok();
+  const std::vector<std::string> paths = {o.out_file, o.lse_file, o.dq_file, o.dk_file, o.dv_file};
+  if (std::all_of(paths.begin(), paths.end(), [](const std::string& s) { return s.empty(); })) return Status::Ok();
   HostTensors host;
   CLI_AGREE(p.group, out.download(p, op.outputs, &host));
   Status st;

@@ -98,6 +98,35 @@ case "$case_name" in
     run 2 run --branches 64:1 --q q.npy --k k.npy --v v.npy --allow-nonfinite --iters 1 --warmup 0
     expect_rc 0
     ;;
+  backward_files)  # issue 14: run --backward with --q/--k/--v/--dout files, --dq/--dk/--dv gathered to rank 0
+    # Constant inputs (0.5 everywhere), dense, not causal: P = 1/N, O = 0.5, dP = <dO, V> =
+    # Delta = <dO, O>, so dS = 0 and dQ = dK = 0 exactly, and dV = 0.5 * sum_t P = 0.5.
+    npy q.npy "(1, 512, 2, 8)" $((512 * 16))
+    npy short.npy "(1, 256, 2, 8)" $((256 * 16))
+    expect_error 2 "'short.npy' has shape \(1, 256, 2, 8\) but --q 'q.npy' has shape \(1, 512, 2, 8\) \(q, k, v and dout must have one shape\)" -- \
+      "$RA" run --backward --q q.npy --k q.npy --v q.npy --dout short.npy --config dense
+    for np in 1 2; do
+      run $np run --backward --config dense --q q.npy --k q.npy --v q.npy --dout q.npy --iters 1 --warmup 0 \
+        --out o$np.npy --dq dq$np.npy --dk dk$np.npy --dv dv$np.npy
+      expect_rc 0
+      expect_out "# forward .* backward .* forward\+backward"
+      for f in o dq dk dv; do
+        [ -s $f$np.npy ] || fail "$f$np.npy not written"
+        want=0.5; [ $f = dq ] || [ $f = dk ] && want=0
+        # the data after the 128-byte header: 512 x 2 x 8 floats
+        bad=$(tail -c $((512 * 16 * 4)) $f$np.npy | od -A n -v -t f4 | tr -s ' ' '\n' | grep -v '^$' |
+              awk -v w=$want 'BEGIN{n=0; bad=0} {n++; d=$1-w; if (d<0) d=-d; if (d>1e-5 || $1!=$1) bad++} END{print n, bad}')
+        [ "$bad" = "8192 0" ] || fail "$f$np.npy: $bad (elements, wrong), expected every element $want"
+      done
+    done
+    # dO from the seed when --dout is not given: dV = sum_t P dO[t] then varies over the head dim
+    # (dQ and dK stay 0 for constant q, k, v whatever dO is).
+    run 2 run --backward --config dense --q q.npy --k q.npy --v q.npy --iters 1 --warmup 0 --dv dvs.npy
+    expect_rc 0
+    distinct=$(tail -c $((512 * 16 * 4)) dvs.npy | od -A n -v -t f4 | tr -s ' ' '\n' | grep -v '^$' | sort -u | wc -l)
+    [ "$distinct" -gt 1 ] || fail "dV from a seeded dO has $distinct distinct value(s); the seed's dO did not arrive"
+    true
+    ;;
   npy_huge_dimension)  # issue 12.4: a dimension beyond int64 in a .npy header is a clear error
     npy huge.npy "(99999999999999999999999,2,32)" 64
     expect_error 2 "'huge.npy': shape \\(99999999999999999999999,2,32\\) has a dimension above" -- \
