@@ -11,6 +11,7 @@
 #include <new>
 
 #include "commands.hpp"
+#include "measure.hpp"
 #include "files.hpp"
 #include "inputs.hpp"
 #include "job.hpp"
@@ -90,6 +91,7 @@ int main_checked(int argc, char** argv, const Group& world) {
 
 int main(int argc, char** argv) {
   using namespace ringattn;
+  (void)cli::seconds_since_start();  // the clock of "set-up before the first call" starts here
   int provided = 0;
   if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
     std::fprintf(stderr, "ringattn: error: MPI_Init failed\n");

@@ -11,9 +11,16 @@
 
 namespace ringattn::cli {
 
+double seconds_since_start() {
+  static const auto t0 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 Timing time_op(const Op& op, Context& ctx, const Problem& p, const InputSets& in, const DeviceTensors& out, int64_t warmup,
                int64_t iters, bool progress) {
   Timing t;
+  t.setup_s = seconds_since_start();
+  MPI_Allreduce(MPI_IN_PLACE, &t.setup_s, 1, MPI_DOUBLE, MPI_MAX, p.group.comm);
   dev::Timer timer(p.cfg.backend);
   const auto t_start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < warmup + iters; ++i) {
@@ -98,12 +105,13 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
                   fwd_ms, fwd_flops / (fwd_ms * 1e-3) / 1e12, bwd_ms, bwd_flops / (bwd_ms * 1e-3) / 1e12, r.ms, r.tflops());
     }
     if (c.backend == Backend::cuda) std::printf("# peak device memory %s (rank max)\n", human(double(peak_max), "B").c_str());
+    std::printf("# set-up before the first call: %.2f s (program start, MPI, context, plan, inputs; slowest rank)\n", t.setup_s);
     std::fflush(stdout);
     Json j = json_common(o, p);
     j.integer("iters", o.iters).integer("warmup", o.warmup).num("median_ms", r.ms).num("useful_flops", r.flops);
     j.num("tflops", r.tflops()).integer("bytes_sent_per_rank_max", r.bytes_sent_max);
     j.integer("bytes_ideal_per_rank_max", r.bytes_ideal_max).num("exposed_ms_max", r.exposed_ms_max);
-    j.integer("peak_device_bytes", peak_max).nums("times_ms", t.slowest_ms);
+    j.integer("peak_device_bytes", peak_max).nums("times_ms", t.slowest_ms).num("setup_s", t.setup_s);
     if (split) j.num("forward_ms", fwd_ms).num("backward_ms", r.ms - fwd_ms);
     st = write_json(o.json, j);
   }

@@ -11,7 +11,11 @@
 
 namespace ringattn::cli {
 
+// Seconds since the program started (the first call of this, at the top of main).
+double seconds_since_start();
+
 struct Timing {
+  double setup_s = 0;              // program start to the first call of the op (max over ranks)
   std::vector<double> slowest_ms;  // per timed iteration, max over ranks
   double own_last_ms = 0;          // this rank's last timed iteration
   double median_ms = 0;            // of slowest_ms
