@@ -26,9 +26,13 @@ namespace {
 // files' shapes, the config, the shape against the ranks, the fault spec and
 // every output path (on rank 0, which writes them). Collective.
 Status set_up(Options* o, const Group& world, const Op** op, Problem* p) {
-  Status st = find_op(o->op, op);
-  if (st.ok() && o->has("--op") && o->has("--backward") && o->op != "backward")
-    st = InvalidArgument("--backward and --op " + o->op + " name two operations (allowed: one of them)");
+  Status st = Status::Ok();
+  if (o->backward) {
+    if (o->has("--op") && o->op != "backward")
+      st = InvalidArgument("--backward and --op " + o->op + " name two operations (allowed: one of them)");
+    o->op = "backward";
+  }
+  if (st.ok()) st = find_op(o->op, op);
   // The backward's own files: dO in, dQ/dK/dV out.
   const bool backward = st.ok() && std::string((*op)->name) == "backward";
   for (const char* f : {"--dout", "--dq", "--dk", "--dv"})

@@ -2,6 +2,7 @@
 
 #include "ringattn/names.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -71,6 +72,10 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
   dev::peak_reset(c.backend);
   const Timing t = time_op(op, ctx, p, in, *out, o.warmup, o.iters, true);
   const Summary r = summarize(op, ctx, p, t);
+  // The tables describe the op's last run: made before anything else runs.
+  const std::string ranks = rank_table(ctx, p, t.own_last_ms);
+  const std::string tl = o.timeline ? timeline_table(ctx, p) : "";
+  const std::string cs = o.cache_stats ? cache_table(ctx, p) : "";
   // A training step's attention (--op backward): the forward alone too, on
   // the same inputs and outputs (its tensors lead both tables), so the
   // backward's own time is the difference.
@@ -82,9 +87,6 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
     fwd_ms = time_op(*f, ctx, p, in, *out, o.warmup, o.iters, false).median_ms;
     fwd_flops = f->flops(c, p.shape);
   }
-  const std::string ranks = rank_table(ctx, p, t.own_last_ms);
-  const std::string tl = o.timeline ? timeline_table(ctx, p) : "";
-  const std::string cs = o.cache_stats ? cache_table(ctx, p) : "";
   int64_t peak = dev::device_bytes_peak(c.backend), peak_max = 0;
   MPI_Allreduce(&peak, &peak_max, 1, MPI_INT64_T, MPI_MAX, p.group.comm);
   Status st;
@@ -99,7 +101,8 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
                 human(double(r.bytes_ideal_max), "B").c_str(),
                 r.bytes_sent_total == r.bytes_ideal_total ? ", equal to the ideal" : ", ABOVE the ideal");
     if (split) {
-      const double bwd_ms = r.ms - fwd_ms, bwd_flops = r.flops - fwd_flops;
+      // A difference of two medians: noise can make it small or negative on tiny problems.
+      const double bwd_ms = std::max(r.ms - fwd_ms, 1e-9), bwd_flops = r.flops - fwd_flops;
       std::printf("# forward %.3f ms (%.1f TFLOP/s), backward %.3f ms (%.1f TFLOP/s useful, SPEC: 2.5x the forward's FLOPs), "
                   "forward+backward %.3f ms (%.1f TFLOP/s); bytes above: the backward's ring, K/V out and float32 dK/dV back\n",
                   fwd_ms, fwd_flops / (fwd_ms * 1e-3) / 1e12, bwd_ms, bwd_flops / (bwd_ms * 1e-3) / 1e12, r.ms, r.tflops());

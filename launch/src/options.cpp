@@ -114,13 +114,7 @@ const std::vector<Flag>& flags() {
   static const std::vector<Flag> table = {
       {"--op", "NAME", kAll, P, "operation: forward (default) | backward (the forward, then the exact gradient)",
        text(&Options::op)},
-      {"--backward", "", kAll, P, "the same as --op backward",
-       [](Options& o, const std::string& f, const std::string& v) {
-         bool on = true;
-         if (!v.empty()) RINGATTN_RETURN_IF_ERROR(parse_bool(f, v, &on));
-         if (on) o.op = "backward";
-         return Status::Ok();
-       }},
+      {"--backward", "", kAll, P, "the same as --op backward", on_off(&Options::backward)},
       {"--config", "NAME", kAll, P, "longnet4 | longnet-paper | geometric | dense (default longnet4)", text(&Options::config_name)},
       {"--branches", "W:R,...", kAll, P, "explicit branches instead of --config, e.g. 2048:1,4096:2 or 2k:1,4k:2",
        [](Options& o, const std::string&, const std::string& v) {

@@ -28,6 +28,7 @@ struct Options {
   bool has(const char* flag) const { return given.count(flag) != 0; }
 
   std::string op = "forward";   // an entry of the operation table (ops.hpp)
+  bool backward = false;        // --backward: the same as --op backward (resolved in set_up)
   std::string config_name;      // longnet4 | longnet-paper | geometric | dense
   std::string branches_text;    // explicit "w:r,..."
   bool branches_given = false;  // --branches seen (even empty: an error)

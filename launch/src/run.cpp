@@ -3,6 +3,8 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <string>
 
 #include "commands.hpp"
 #include "inputs.hpp"
@@ -26,10 +28,16 @@ Status write_outputs(const Options& o, const Op& op, const Problem& p, const Dev
     if (paths[i].empty()) continue;
     const bool per_head = op.outputs[i].per_head;
     const int64_t B = p.shape.batch, N = p.shape.seq, row = p.cfg.heads * (per_head ? 1 : p.cfg.head_dim), chunk = p.rows() * row;
+    if (chunk > INT32_MAX) {  // MPI counts are int: a shard of 2^31 floats or more would wrap
+      st = InvalidArgument(std::string("gathering ") + paths[i] + ": " + std::to_string(chunk) +
+                           " floats per rank and batch element (allowed: below 2^31; use fewer tokens per rank)");
+      break;
+    }
     std::vector<float> all(p.group.rank == 0 ? size_t(B * N * row) : 0);
-    for (int64_t b = 0; b < B; ++b)
-      MPI_Gather(host[i].data() + b * chunk, int(chunk), MPI_FLOAT, p.group.rank == 0 ? all.data() + b * N * row : nullptr,
-                 int(chunk), MPI_FLOAT, 0, p.group.comm);
+    for (int64_t b = 0; b < B && st.ok(); ++b)
+      if (MPI_Gather(host[i].data() + b * chunk, int(chunk), MPI_FLOAT, p.group.rank == 0 ? all.data() + b * N * row : nullptr,
+                     int(chunk), MPI_FLOAT, 0, p.group.comm) != MPI_SUCCESS)
+        st = Status(StatusCode::kCommError, "MPI_Gather of " + paths[i] + " failed");
     std::vector<int64_t> shape = {B, N, p.cfg.heads};
     if (!per_head) shape.push_back(p.cfg.head_dim);
     if (p.group.rank == 0 && st.ok()) st = npy::write_f32(paths[i], shape, all.data());

@@ -63,6 +63,11 @@ class CudaLanes final : public Lanes {
         v->push_back(e);
       }
     }
+    // A run may still be in flight on another stream (the ring keeps one):
+    // the executors' buffers (accumulators, counters) and the ring's slots are
+    // shared between runs, so this stream waits for its end first. An end
+    // never recorded is complete, and on the same stream this costs nothing.
+    RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(stream_, sets_[1 - cur_].end, 0));
     RINGATTN_CUDA_CHECK(cudaEventRecord(s.in, stream_));
     RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(comm_, s.in, 0));
     return Status::Ok();

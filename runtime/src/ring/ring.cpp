@@ -288,6 +288,13 @@ Status Ring::wait_complete(int set, const Pending& p) {
           break;
         }
       }
+      // Every forward block came: a return (the backward's dK/dV) may be missing.
+      for (size_t i = 0; i < p.steps.size() && where == "the attention passes"; ++i) {
+        bool arrived = true;
+        const StepTiming& s = p.steps[i];
+        if (s.send_peer >= 0 && lanes_->reached(set, Mark::back, i, &arrived).ok() && !arrived)
+          where = "the return of ring step " + std::to_string(s.step) + " (dK/dV) from rank " + std::to_string(s.send_peer);
+      }
       transport_->abort();
       return Status(StatusCode::kTimeout, "no progress for " + std::to_string(int(opt_.timeout_s)) + " s at " + where +
                                               " (peer failed or hung; see its output)");
