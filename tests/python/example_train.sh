@@ -12,7 +12,8 @@ shift 3
 mpirun=("$@")  # ends with the -np flag
 fail() { echo "example_train: FAILED: $*" >&2; exit 1; }
 rm -rf "$work" && mkdir -p "$work"
-small=(--seq 128 --batch 4 --pairs 4 --keys 16 --dim 32 --heads 2 --log-every 10 --ckpt-every 10)
+small=(--seq 128 --batch 4 --pairs 4 --keys 16 --values 16 --cell 8 --gap 32 --branches 32:1,128:8 --dim 32 --heads 2
+       --eval-seqs 4 --log-every 10 --ckpt-every 10)
 for np in 1 2; do
   echo "== ${mpirun[*]} $np $python examples/torch_train.py ${small[*]} --steps 20"
   "${mpirun[@]}" "$np" "$python" "$src/examples/torch_train.py" "${small[@]}" --steps 20 --ckpt "$work/np$np.pt" \
