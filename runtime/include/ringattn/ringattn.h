@@ -55,7 +55,7 @@ int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const v
                      const void* v, void* o, float* lse, void* stream);
 /* Collective: the exact gradient of a forward on the same shapes (see Context::backward in
  * ringattn.hpp). q, k, v, o, dout, dq, dk, dv: batch x seq/P x heads x head_dim; lse: the
- * forward's LSE (float). dq, dk, dv are overwritten. cpu backend so far. */
+ * forward's LSE (float). dq, dk, dv are overwritten. Both backends (cuda: stream-ordered). */
 int ringattn_backward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
                       const void* v, const void* o, const float* lse, const void* dout, void* dq, void* dk,
                       void* dv, void* stream);
