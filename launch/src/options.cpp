@@ -175,7 +175,8 @@ const std::vector<Flag>& flags() {
       {"--dv", "FILE.npy", kRun, O, "--op backward: gather dV to rank 0 and write it (float32)", text(&Options::dv_file)},
       {"--json", "FILE", kAll, O, "write the results as JSON (rank 0; non-finite numbers as null)", text(&Options::json)},
       {"--inject-fault", "SPEC", kRun, O, "test only: rank=R,step=S[,mode=exit|error][,forward=F]: rank R\n"
-                                          "exits (or fails) at ring step S (of its F-th forward; default every one)",
+                                          "exits (or fails) at ring step S (of its F-th ring run, default every one;\n"
+                                          "with --backward an iteration is its forward, then its backward)",
        [](Options& o, const std::string& f, const std::string& v) { return parse_fault(f, v, &o.fault); }},
       {"--help", "", kAll, O, "this text", on_off(&Options::help)},
   };
@@ -281,9 +282,14 @@ Status parse_options(int argc, char** argv, Options* o) {
   if (files != 0 && files != 3) return InvalidArgument("--q, --k and --v must be given together");
   if (o->has("--allow-nonfinite") && files == 0) return InvalidArgument("--allow-nonfinite applies to --q/--k/--v files only");
   if (!o->config_name.empty() && o->branches_given) return InvalidArgument("give --config or --branches, not both");
-  if (o->has("--inject-fault") && o->fault.forward > o->warmup + o->iters)
+  // forward=F counts ring runs: a training step (--backward) is two (its forward, then its
+  // backward), and run/bench then time the forward alone too: 3 runs per iteration.
+  const bool bwd = o->backward || o->op == "backward";
+  const int64_t runs = (o->warmup + o->iters) * (bwd ? 3 : 1);
+  if (o->has("--inject-fault") && o->fault.forward > runs)
     return InvalidArgument("--inject-fault forward=" + std::to_string(o->fault.forward) + " but the run has " +
-                           std::to_string(o->warmup + o->iters) + " forwards (--warmup + --iters)");
+                           std::to_string(runs) + " ring runs (" +
+                           (bwd ? "3 x (--warmup + --iters): forward, backward, then the forward alone" : "--warmup + --iters") + ")");
   return Status::Ok();
 }
 

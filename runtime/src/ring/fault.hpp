@@ -1,6 +1,7 @@
 // Test-only fault injection: RINGATTN_INJECT_FAULT="rank=R,step=S[,mode=exit|error][,forward=F]"
 // makes rank R die (exit) or leave the ring with an error (error) just before
-// ring step S (of its F-th forward, counting from 1; default: every forward),
+// ring step S (of its F-th ring run, counting from 1; default: every run; a
+// backward is a run of its own, after its forward's),
 // so tests can prove that every other rank ends within --timeout. With F > 1
 // the NCCL connections already exist, so the peers' forwards return with their
 // work in flight and the failure surfaces in synchronize().
@@ -17,7 +18,7 @@ namespace ringattn {
 struct FaultPlan {
   int rank = -1, step = -1, forward = -1;
   bool exit_process = true;
-  int forwards_seen = 0;  // forwards started by this executor
+  int forwards_seen = 0;  // ring runs (forwards and backwards) started by this executor
   static FaultPlan from_env() {
     FaultPlan f;
     const char* e = std::getenv("RINGATTN_INJECT_FAULT");
@@ -40,7 +41,7 @@ struct FaultPlan {
     }
     return f;
   }
-  // Called at the start of every forward.
+  // Called at the start of every ring run.
   void next_forward() { ++forwards_seen; }
   // Called before each ring step's exchange.
   Status check(int rank_now, int step_now) const {
