@@ -200,5 +200,30 @@ TEST_F(MpiTest, BackwardNullBufferFailsEveryRank) {
   EXPECT_NE(s.message().find("'dv' is null"), std::string::npos) << s.message();
 }
 
+// Ranks that disagree on the sequence length of a backward (one rank passes
+// the shape of another forward): a clear error naming the values on every
+// rank, before any block moves; and a null dO on one rank.
+TEST_F(MpiTest, BackwardShapeMismatchAndNullDoutFailEveryRank) {
+  const int P = mpi_size(), p = mpi_rank();
+  const Config c = make_config({{256, 1}, {512, 2}}, 2, 8);
+  std::unique_ptr<Context> ctx;
+  ASSERT_TRUE(Context::create(c, MPI_COMM_WORLD, &ctx).ok());
+  const int64_t N = 96 * P, L = N / P;
+  std::vector<float> buf(size_t(2 * L * 2 * 8), 0.5f), lse(size_t(2 * L * 2), 0.f);
+  if (P > 1) {
+    const int64_t mine = p == P - 1 ? 2 * N : N;  // the last rank's shape differs
+    const Status s = ctx->backward(Shape{1, mine}, buf.data(), buf.data(), buf.data(), buf.data(), lse.data(), buf.data(),
+                                   buf.data(), buf.data(), buf.data());
+    EXPECT_EQ(s.code(), StatusCode::kMismatch) << s.to_string();
+    EXPECT_NE(s.message().find("ranks disagree on seq (N)"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(std::to_string(2 * N)), std::string::npos) << s.message();
+  }
+  const float* dout = p == 0 ? nullptr : buf.data();
+  const Status s = ctx->backward(Shape{1, N}, buf.data(), buf.data(), buf.data(), buf.data(), lse.data(), dout, buf.data(),
+                                 buf.data(), buf.data());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("'dout' is null"), std::string::npos) << s.message();
+}
+
 }  // namespace
 }  // namespace ringattn::test
