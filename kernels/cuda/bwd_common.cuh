@@ -1,0 +1,84 @@
+// What both backward kernels share (bwd_kernel.cuh): the stage count of the
+// streamed blocks, the item -> tile lookup, key rows, the dilated-row gather
+// into swizzled tiles, and the two GEMM forms on the forward's descriptors.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+#include "kernels/cuda/attention_bwd.hpp"
+#include "kernels/cuda/kernel_traits.cuh"
+#include "kernels/cuda/softmax.cuh"
+
+namespace ringattn::kern::cuda::detail {
+
+// Stages of the streamed blocks (Q/dO/LSE/Delta in bwd_dkdv, K/V in bwd_dq):
+// a block is refilled once every thread is done with the one S blocks
+// before it, two blocks ahead of its use.
+constexpr int kBwdStages = 3;
+
+// Tile of item `item` of a pass: the last t with prefix[t] <= item.
+__device__ __forceinline__ int find_tile(const int32_t* prefix, int num_tiles, int item) {
+  int lo = 0, hi = num_tiles - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (__ldg(prefix + mid) <= item) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ int clamp_diag(int64_t d) {
+  const int64_t lim = int64_t(1) << 30;
+  return int(d > lim ? lim : (d < -lim ? -lim : d));
+}
+
+// Row of key j of tile t in its KeySource (affine, or through the index list).
+__device__ __forceinline__ int64_t key_row(const Tile& t, const KeySource& src, int j) {
+  return t.k_stride != 0 ? t.k_row0 + int64_t(j) * t.k_stride : int64_t(__ldg(src.index + t.k_row0 + j));
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+
+// Gathers ROWS rows (rows >= valid zero-filled) of D elements into a
+// swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each
+// keeps one 16-byte chunk column (tid % CH) of rows tid / CH + k * NT / CH, a
+// multiple of 8 rows apart, so its swizzled offset only moves by whole rows.
+template <int D, int ROWS, int NT, typename Elem, typename RowOf>
+__device__ __forceinline__ void gather_swz(uint32_t s, const Elem* g, int64_t row_stride, int valid, RowOf row_of,
+                                           int tid) {
+  constexpr int CH = D / 8, RS = NT / CH, IT = ROWS / RS;
+  static_assert(NT % CH == 0 && RS % 8 == 0 && ROWS % RS == 0, "a thread keeps its chunk column and swizzle");
+  const int ch = tid % CH, r0 = tid / CH;
+  const uint32_t dst = s + swz(r0, ch, ROWS);
+#pragma unroll
+  for (int i = 0; i < IT; ++i) {
+    const int r = r0 + i * RS;
+    const bool ok = r < valid;
+    const Elem* src = ok ? g + row_of(r) * row_stride + ch * 8 : g;
+    cp_async16(dst + uint32_t(i * RS * 128), src, ok);
+  }
+}
+
+// D[64 x N] (+)= A rows [64 a_row0, +64) of an a_rows-row tile times B^T of a
+// b_rows-row tile (both K-major, k = the head dim).
+template <typename Elem, int D, int N, int kARows, int kBRows>
+__device__ __forceinline__ void gemm_kmajor(float* acc, uint32_t s_a, int a_row0, uint32_t s_b) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t a = s_a + (kk >> 2) * kARows * 128 + a_row0 * 128 + (kk & 3) * 32;
+    const uint32_t b = s_b + (kk >> 2) * kBRows * 128 + (kk & 3) * 32;
+    wgmma_ss<Elem, N>(acc, gmma_desc(a, 16, 1024), gmma_desc(b, 16, 1024), kk > 0);
+  }
+}
+
+// D[64 x D] += A (registers, k = kRows rows of the tile) times the tile read MN-major.
+template <typename Elem, int D, int kRows>
+__device__ __forceinline__ void gemm_mnmajor(float* acc, const uint32_t (*af)[4], uint32_t s_b) {
+#pragma unroll
+  for (int kk = 0; kk < kRows / 16; ++kk) wgmma_rs<Elem, D>(acc, af[kk], gmma_desc(s_b + kk * 16 * 128, kRows * 128, 1024));
+}
+
+__device__ __forceinline__ int clamp_lim(int64_t v) {
+  return int(v > (1 << 20) ? (1 << 20) : (v < -(1 << 20) ? -(1 << 20) : v));
+}
+
+}  // namespace ringattn::kern::cuda::detail

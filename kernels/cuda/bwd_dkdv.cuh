@@ -1,0 +1,221 @@
+// The backward's key-major kernel: dK and dV of kBwdBlockN keys of a tile per
+// CTA (bwd_kernel.cuh has the whole picture).
+#pragma once
+#include "kernels/cuda/bwd_common.cuh"
+
+namespace ringattn::kern::cuda::detail {
+
+// ---------------------------------------------------------------- dK / dV --
+
+template <int D>
+struct DkdvSmem {
+  static constexpr int BN = kBwdBlockN, BQ = 64;
+  static constexpr int kKV = BN * D * 2;  // a K or V tile
+  static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per stage)
+  static constexpr int S = kBwdStages;
+  // K | V | Q[S] | dO[S] | lse2[S][BQ] | delta[S][BQ] | full[S] | empty[S], + alignment to the swizzle atom
+  static constexpr int kFloatsOff = 2 * kKV + 2 * S * kQ;
+  static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
+  // dq_atomic: two dS^T tiles [BN keys][BQ queries] after the barriers (1024-aligned).
+  static constexpr int kDsOff = (kBarOff + 2 * S * 8 + 1023) / 1024 * 1024;
+  static constexpr int kDs = BN * BQ * 2;
+  static constexpr int kBytes = kDsOff + 2 * kDs + 1024;
+  static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
+};
+
+template <typename Elem, int D, bool kCausal>
+__global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
+  using L = DkdvSmem<D>;
+  constexpr int BN = L::BN, BQ = L::BQ, NT = 256;
+  constexpr int kSN = BQ / 8, kON = D / 8;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t raw = smem_u32(smem);
+  const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
+  constexpr int S = L::S;
+  const uint32_t s_k = raw + pad, s_v = s_k + L::kKV, s_q0 = s_v + L::kKV, s_do0 = s_q0 + S * L::kQ;
+  float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [S][BQ], log2 units
+  float* s_delta = s_lse + S * BQ;
+  const uint32_t full = s_k + L::kBarOff, empty = full + 8 * S;
+  const uint32_t s_ds0 = s_k + L::kDsOff;  // dq_atomic only
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
+  const int item = blockIdx.x, batch = blockIdx.y;
+  const int ti = find_tile(p.k_prefix, p.num_tiles, item);
+  const Tile t = p.tiles[ti];
+  const int n0 = (item - __ldg(p.k_prefix + ti)) * BN;
+  const int kn = min(BN, t.k_count - n0);
+  const int diag = clamp_diag(t.q_idx0 - t.k_idx0);
+  int m_lo = 0;
+  if (kCausal) {
+    const int64_t first = int64_t(n0) - diag;
+    m_lo = first <= 0 ? 0 : (first >= t.q_count ? t.q_count : int(first));
+    m_lo -= m_lo % BQ;
+  }
+  if (m_lo >= t.q_count) return;
+
+  const Elem* gq = static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gdo = static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gk = static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const Elem* gv = static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
+  const float* gdelta = p.delta + batch * p.lse_batch_stride + t.head;
+  auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
+  gather_swz<D, BN, NT>(s_k, gk, p.src.row_stride, kn, krow, tid);
+  gather_swz<D, BN, NT>(s_v, gv, p.src.row_stride, kn, krow, tid);
+  // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (cp.async,
+  // one noinc arrival per thread on full[st] when they land) and LSE, Delta
+  // (plain stores, then an arrival: its release makes them visible). A
+  // thread refills a stage once every thread has arrived on its empty
+  // barrier (done with the block S before), so the two warpgroups run up to
+  // a block apart instead of meeting at a CTA barrier on every block.
+  if (tid == 0) {
+    for (int st = 0; st < S; ++st) {
+      mbar_init(full + 8 * st, 2 * NT);
+      mbar_init(empty + 8 * st, NT);
+    }
+    fence_mbar_init();
+  }
+  __syncthreads();
+  const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
+  auto issue = [&](int j) {
+    const int st = j % S, f = j / S;
+    if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
+    const int m0 = m_lo + j * BQ;
+    const int valid = min(BQ, t.q_count - m0);
+    auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
+    gather_swz<D, BQ, NT>(s_q0 + st * L::kQ, gq, p.q_row_stride, valid, qrow, tid);
+    gather_swz<D, BQ, NT>(s_do0 + st * L::kQ, gdo, p.q_row_stride, valid, qrow, tid);
+    if (tid < BQ) {
+      float l = INFINITY, dl = 0.f;  // rows past the tile: P = exp2(x - inf) = 0
+      if (tid < valid) {
+        const int64_t off = qrow(tid) * p.lse_row_stride;
+        const float v = __ldg(glse + off);
+        if (v > -INFINITY) { l = v * kLog2e; dl = __ldg(gdelta + off); }
+      }
+      s_lse[st * BQ + tid] = l;
+      s_delta[st * BQ + tid] = dl;
+    }
+    mbar_arrive(full + 8 * st);
+    cp_async_mbar_arrive_noinc(full + 8 * st);
+  };
+  issue(0);  // K and V were gathered before: stage 0's arrivals cover them
+  if (nblk > 1) issue(1);
+
+  const float sl2 = p.scale * kLog2e;
+  float dk[kON * 4], dv[kON * 4];
+#pragma unroll
+  for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
+
+  for (int j = 0; j < nblk; ++j) {
+    if (j + 2 < nblk) issue(j + 2);
+    const int buf = j % S, m0 = m_lo + j * BQ;
+    mbar_wait(full + 8 * buf, (j / S) & 1);
+    fence_proxy_async();
+    const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
+    float st[kSN * 4], dpt[kSN * 4];
+#pragma unroll
+    for (int i = 0; i < kSN * 4; ++i) st[i] = dpt[i] = 0.f;
+    wgmma_fence();
+    gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
+    gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
+    wgmma_commit();
+    wgmma_wait<0>();
+    // P^T and dS^T: key kr of the block is visible to query col iff
+    // kr < kn and (causal) n0 + kr <= diag + m0 + col. A warpgroup whose 64
+    // keys are all present and (causal) all visible to every query of the
+    // block skips the mask (most blocks); LSE and Delta are read as pairs.
+    const int lim = clamp_lim(int64_t(diag) + m0 - n0);
+    const int k_hi = 64 * wg + 63;
+    const bool all = k_hi < kn && (!kCausal || k_hi <= lim);
+#pragma unroll
+    for (int nb = 0; nb < kSN; ++nb) {
+      const int col0 = nb * 8 + qc;
+      const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
+      const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + col0);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
+        const int col = col0 + (e & 1);
+        const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col));
+        const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
+        dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
+        st[nb * 4 + e] = pr;
+      }
+    }
+    uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
+    pack_probs<Elem, kSN>(st, pf);
+    pack_probs<Elem, kSN>(dpt, dsf);
+    const uint32_t s_ds = s_ds0 + (j & 1) * L::kDs;
+    if (p.dq_atomic) {
+      // dS^T (this warpgroup's 64 keys) into the swizzled [BN][BQ] tile: row
+      // = key, 16-byte chunk nb = queries 8nb..8nb+7; pairs from dsf.
+#pragma unroll
+      for (int nb = 0; nb < kSN; ++nb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int kr = 64 * wg + r_lo + 8 * h;
+          const uint32_t v = dsf[nb >> 1][(nb & 1) * 2 + h];
+          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_ds + swz(kr, nb, BN) + qc * 2), "r"(v) : "memory");
+        }
+      fence_proxy_async();  // generic-proxy stores, read by wgmma below
+    }
+    wgmma_fence();
+    gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
+    gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
+    wgmma_commit();
+    if (p.dq_atomic) {
+      // Both warpgroups' dS^T rows are in place (and the other tile, read
+      // two blocks ago, is free: this barrier follows that block's wait).
+      named_sync(1);
+      // dQ (64 queries x 64 head-dim columns 64wg.., D = 128; all 64 by
+      // warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k = the BN keys.
+      if (D == 128 || wg == 0) {
+        float dq[32];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk)
+          wgmma_ss_tt64<Elem>(dq, gmma_desc(s_ds + kk * 16 * 128, BN * 128, 1024),
+                              gmma_desc(s_k + wg * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
+        const int valid = min(BQ, t.q_count - m0);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = r_lo + 8 * h;
+          if (r >= valid) continue;
+          float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + qc;
+#pragma unroll
+          for (int nb = 0; nb < 8; ++nb)
+            atomicAdd(reinterpret_cast<float2*>(row + nb * 8),
+                      make_float2(p.scale * dq[nb * 4 + 2 * h], p.scale * dq[nb * 4 + 2 * h + 1]));
+        }
+      }
+    }
+    wgmma_wait<0>();
+    mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
+  }
+
+  float* dka = p.dk_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  float* dva = p.dv_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int kr = 64 * wg + r_lo + 8 * h;
+    if (kr >= kn) continue;
+    const int64_t base = key_row(t, p.src, n0 + kr) * p.src.row_stride;
+#pragma unroll
+    for (int ob = 0; ob < kON; ++ob) {
+      float2* a = reinterpret_cast<float2*>(dka + base + ob * 8 + qc);
+      float2* b = reinterpret_cast<float2*>(dva + base + ob * 8 + qc);
+      float2 x = *a, y = *b;
+      x.x += p.scale * dk[ob * 4 + 2 * h];
+      x.y += p.scale * dk[ob * 4 + 2 * h + 1];
+      y.x += dv[ob * 4 + 2 * h];
+      y.y += dv[ob * 4 + 2 * h + 1];
+      *a = x;
+      *b = y;
+    }
+  }
+}
+
+}  // namespace ringattn::kern::cuda::detail

@@ -1,0 +1,154 @@
+// The backward's query-major pass: dQ of kBwdBlockM queries of a tile per CTA
+// (bwd_kernel.cuh has the whole picture).
+#pragma once
+#include "kernels/cuda/bwd_common.cuh"
+
+namespace ringattn::kern::cuda::detail {
+
+// --------------------------------------------------------------------- dQ --
+
+template <int D>
+struct DqSmem {
+  static constexpr int BM = kBwdBlockM, BK = 64;
+  static constexpr int kQ = BM * D * 2;   // Q or dO
+  static constexpr int kKV = BK * D * 2;  // a K or V tile (per stage)
+  static constexpr int S = kBwdStages;
+  // Q | dO | K[S] | V[S] | full[S] | empty[S], + alignment
+  static constexpr int kBarOff = 2 * kQ + 2 * S * kKV;
+  static constexpr int kBytes = kBarOff + 2 * S * 8 + 1024;
+  static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
+};
+
+template <typename Elem, int D, bool kCausal>
+__global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
+  using L = DqSmem<D>;
+  constexpr int BM = L::BM, BK = L::BK, NT = 256;
+  constexpr int kSN = BK / 8, kON = D / 8;
+  extern __shared__ __align__(128) uint8_t smem[];
+  const uint32_t raw = smem_u32(smem);
+  const uint32_t pad = ((raw + 1023u) & ~1023u) - raw;
+  constexpr int S = L::S;
+  const uint32_t s_q = raw + pad, s_do = s_q + L::kQ, s_k0 = s_do + L::kQ, s_v0 = s_k0 + S * L::kKV;
+  const uint32_t full = s_q + L::kBarOff, empty = full + 8 * S;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
+  const int item = blockIdx.x, batch = blockIdx.y;
+  const int ti = find_tile(p.q_prefix, p.num_tiles, item);
+  const Tile t = p.tiles[ti];
+  const int m0 = (item - __ldg(p.q_prefix + ti)) * BM;
+  const int q_rows = min(BM, t.q_count - m0);
+  const int diag = clamp_diag(t.q_idx0 - t.k_idx0);
+  int n_end = t.k_count;
+  if (kCausal) {
+    const int64_t last = int64_t(diag) + m0 + q_rows;
+    n_end = int(last < 0 ? 0 : (last < t.k_count ? last : t.k_count));
+  }
+  if (n_end == 0) return;
+
+  const Elem* gq = static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gdo = static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const Elem* gk = static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const Elem* gv = static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
+  gather_swz<D, BM, NT>(s_q, gq, p.q_row_stride, q_rows, qrow, tid);
+  gather_swz<D, BM, NT>(s_do, gdo, p.q_row_stride, q_rows, qrow, tid);
+  // Stage st holds key block j = st, st + S, ... (K, V), as in bwd_dkdv;
+  // Q and dO were gathered before stage 0's arrivals, which cover them.
+  if (tid == 0) {
+    for (int st = 0; st < S; ++st) {
+      mbar_init(full + 8 * st, NT);
+      mbar_init(empty + 8 * st, NT);
+    }
+    fence_mbar_init();
+  }
+  __syncthreads();
+  const int nblk = (n_end + BK - 1) / BK;
+  auto issue = [&](int j) {
+    const int st = j % S, f = j / S;
+    if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
+    const int n0 = j * BK;
+    const int valid = min(BK, t.k_count - n0);
+    auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
+    gather_swz<D, BK, NT>(s_k0 + st * L::kKV, gk, p.src.row_stride, valid, krow, tid);
+    gather_swz<D, BK, NT>(s_v0 + st * L::kKV, gv, p.src.row_stride, valid, krow, tid);
+    cp_async_mbar_arrive_noinc(full + 8 * st);
+  };
+  issue(0);
+  if (nblk > 1) issue(1);
+
+  float lse2[2], dlt[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = 64 * wg + r_lo + 8 * h;
+    lse2[h] = INFINITY;
+    dlt[h] = 0.f;
+    if (r < q_rows) {
+      const int64_t off = batch * p.lse_batch_stride + qrow(r) * p.lse_row_stride + t.head;
+      const float v = __ldg(p.lse + off);
+      if (v > -INFINITY) { lse2[h] = v * kLog2e; dlt[h] = __ldg(p.delta + off); }
+    }
+  }
+  const float sl2 = p.scale * kLog2e;
+  float dq[kON * 4];
+#pragma unroll
+  for (int i = 0; i < kON * 4; ++i) dq[i] = 0.f;
+
+  for (int j = 0; j < nblk; ++j) {
+    if (j + 2 < nblk) issue(j + 2);
+    const int buf = j % S, n0 = j * BK;
+    mbar_wait(full + 8 * buf, (j / S) & 1);
+    fence_proxy_async();
+    const uint32_t s_k = s_k0 + buf * L::kKV, s_v = s_v0 + buf * L::kKV;
+    float s[kSN * 4], dp[kSN * 4];
+#pragma unroll
+    for (int i = 0; i < kSN * 4; ++i) s[i] = dp[i] = 0.f;
+    wgmma_fence();
+    gemm_kmajor<Elem, D, BK, BM, BK>(s, s_q, 64 * wg, s_k);
+    gemm_kmajor<Elem, D, BK, BM, BK>(dp, s_do, 64 * wg, s_v);
+    wgmma_commit();
+    wgmma_wait<0>();
+    // dS: key col visible to row r iff col < k_count - n0 and (causal)
+    // n0 + col <= diag + m0 + r; blocks with every key visible to every row of
+    // this warpgroup skip the mask.
+    const int kvalid = t.k_count - n0;
+    const int lim = clamp_lim(int64_t(diag) + m0 - n0);
+    const bool full = BK <= kvalid && (!kCausal || BK - 1 <= lim + 64 * wg);
+#pragma unroll
+    for (int nb = 0; nb < kSN; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1;
+        const int r = 64 * wg + r_lo + 8 * h;
+        const int col = nb * 8 + qc + (e & 1);
+        const bool ok = full || (col < kvalid && (!kCausal || col <= lim + r));
+        const float pr = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
+        dp[nb * 4 + e] = pr * (dp[nb * 4 + e] - dlt[h]);
+      }
+    uint32_t dsf[BK / 16][4];
+    pack_probs<Elem, kSN>(dp, dsf);
+    wgmma_fence();
+    gemm_mnmajor<Elem, D, BK>(dq, dsf, s_k);
+    wgmma_commit();
+    wgmma_wait<0>();
+    mbar_arrive(empty + 8 * buf);
+  }
+
+  float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = 64 * wg + r_lo + 8 * h;
+    if (r >= q_rows) continue;
+    const int64_t base = qrow(r) * p.q_row_stride;
+#pragma unroll
+    for (int ob = 0; ob < kON; ++ob) {
+      float2* a = reinterpret_cast<float2*>(dqa + base + ob * 8 + qc);
+      float2 x = *a;
+      x.x += p.scale * dq[ob * 4 + 2 * h];
+      x.y += p.scale * dq[ob * 4 + 2 * h + 1];
+      *a = x;
+    }
+  }
+}
+
+}  // namespace ringattn::kern::cuda::detail
