@@ -37,6 +37,32 @@ __device__ __forceinline__ int64_t key_row(const Tile& t, const KeySource& src, 
 
 constexpr float kLog2e = 1.4426950408889634f;
 
+// The rows of one (batch, head) of an item's tile: Q and dO of the local
+// shard, K and V of the pass's KeySource (rows are then offsets in elements).
+template <typename Elem, int D>
+struct TileRows {
+  const Elem *q, *dout, *k, *v;
+  __device__ __forceinline__ TileRows(const BwdParams& p, const Tile& t, int batch)
+      : q(static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D),
+        dout(static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D),
+        k(static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride),
+        v(static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride) {}
+};
+
+// The ring of S stages: full[st] expects full_count arrivals per fill,
+// empty[st] one per thread (nt) per use. Thread 0 initialises, every thread
+// passes the CTA barrier after it.
+__device__ __forceinline__ void init_stage_barriers(uint32_t full, uint32_t empty, int stages, int full_count, int nt) {
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < stages; ++st) {
+      mbar_init(full + 8 * st, full_count);
+      mbar_init(empty + 8 * st, nt);
+    }
+    fence_mbar_init();
+  }
+  __syncthreads();
+}
+
 
 // Gathers ROWS rows (rows >= valid zero-filled) of D elements into a
 // swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each

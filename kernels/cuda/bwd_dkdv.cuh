@@ -54,29 +54,19 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   }
   if (m_lo >= t.q_count) return;
 
-  const Elem* gq = static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D;
-  const Elem* gdo = static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D;
-  const Elem* gk = static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
-  const Elem* gv = static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const TileRows<Elem, D> g(p, t, batch);
   const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
   const float* gdelta = p.delta + batch * p.lse_batch_stride + t.head;
   auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-  gather_swz<D, BN, NT>(s_k, gk, p.src.row_stride, kn, krow, tid);
-  gather_swz<D, BN, NT>(s_v, gv, p.src.row_stride, kn, krow, tid);
+  gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
+  gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
   // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (cp.async,
   // one noinc arrival per thread on full[st] when they land) and LSE, Delta
   // (plain stores, then an arrival: its release makes them visible). A
   // thread refills a stage once every thread has arrived on its empty
   // barrier (done with the block S before), so the two warpgroups run up to
   // a block apart instead of meeting at a CTA barrier on every block.
-  if (tid == 0) {
-    for (int st = 0; st < S; ++st) {
-      mbar_init(full + 8 * st, 2 * NT);
-      mbar_init(empty + 8 * st, NT);
-    }
-    fence_mbar_init();
-  }
-  __syncthreads();
+  init_stage_barriers(full, empty, S, 2 * NT, NT);
   const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
@@ -84,8 +74,8 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
     auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
-    gather_swz<D, BQ, NT>(s_q0 + st * L::kQ, gq, p.q_row_stride, valid, qrow, tid);
-    gather_swz<D, BQ, NT>(s_do0 + st * L::kQ, gdo, p.q_row_stride, valid, qrow, tid);
+    gather_swz<D, BQ, NT>(s_q0 + st * L::kQ, g.q, p.q_row_stride, valid, qrow, tid);
+    gather_swz<D, BQ, NT>(s_do0 + st * L::kQ, g.dout, p.q_row_stride, valid, qrow, tid);
     if (tid < BQ) {
       float l = INFINITY, dl = 0.f;  // rows past the tile: P = exp2(x - inf) = 0
       if (tid < valid) {

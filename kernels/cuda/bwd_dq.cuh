@@ -46,23 +46,13 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
   }
   if (n_end == 0) return;
 
-  const Elem* gq = static_cast<const Elem*>(p.q) + batch * p.q_batch_stride + int64_t(t.head) * D;
-  const Elem* gdo = static_cast<const Elem*>(p.dout) + batch * p.q_batch_stride + int64_t(t.head) * D;
-  const Elem* gk = static_cast<const Elem*>(p.src.k) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
-  const Elem* gv = static_cast<const Elem*>(p.src.v) + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const TileRows<Elem, D> g(p, t, batch);
   auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
-  gather_swz<D, BM, NT>(s_q, gq, p.q_row_stride, q_rows, qrow, tid);
-  gather_swz<D, BM, NT>(s_do, gdo, p.q_row_stride, q_rows, qrow, tid);
+  gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
+  gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
   // Stage st holds key block j = st, st + S, ... (K, V), as in bwd_dkdv;
   // Q and dO were gathered before stage 0's arrivals, which cover them.
-  if (tid == 0) {
-    for (int st = 0; st < S; ++st) {
-      mbar_init(full + 8 * st, NT);
-      mbar_init(empty + 8 * st, NT);
-    }
-    fence_mbar_init();
-  }
-  __syncthreads();
+  init_stage_barriers(full, empty, S, NT, NT);
   const int nblk = (n_end + BK - 1) / BK;
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
@@ -70,8 +60,8 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
     const int n0 = j * BK;
     const int valid = min(BK, t.k_count - n0);
     auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-    gather_swz<D, BK, NT>(s_k0 + st * L::kKV, gk, p.src.row_stride, valid, krow, tid);
-    gather_swz<D, BK, NT>(s_v0 + st * L::kKV, gv, p.src.row_stride, valid, krow, tid);
+    gather_swz<D, BK, NT>(s_k0 + st * L::kKV, g.k, p.src.row_stride, valid, krow, tid);
+    gather_swz<D, BK, NT>(s_v0 + st * L::kKV, g.v, p.src.row_stride, valid, krow, tid);
     cp_async_mbar_arrive_noinc(full + 8 * st);
   };
   issue(0);

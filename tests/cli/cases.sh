@@ -10,18 +10,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
-fail() { echo "cases.sh $case_name: FAILED: $*"; exit 1; }
-# run NP ARGS...: the CLI on NP ranks; sets $out (stdout and stderr) and $rc.
-run() {
-  local np="$1"; shift
-  out=$(RINGATTN_BIN="$RA" timeout -k 5 120 "$root/launch/ringattn" -np "$np" "$@" 2>&1)
-  rc=$?
-  printf '$ ringattn -np %s %s\n%s\n(exit %s)\n' "$np" "$*" "$out" "$rc"
-  [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "hung: $*"
-}
-expect_rc() { [ "$rc" = "$1" ] || fail "exit code $rc, expected $1"; }
-expect_out() { grep -Eq -- "$1" <<<"$out" || fail "output does not match: $1"; }
-expect_no_out() { ! grep -Eq -- "$1" <<<"$out" || fail "output matches, but must not: $1"; }
+CASES_LAUNCH=launch/ringattn CASES_ENV="RINGATTN_BIN=$RA" CASES_TIMEOUT=120 CASES_LABEL=cases.sh
+source "$root/tests/common/cases_lib.sh"
 expect_error() { bash "$here/expect_error.sh" "$@" || fail "expect_error.sh $*"; }
 
 # npy PATH SHAPE N [INDEX VALUE]: a float32 .npy of header shape SHAPE

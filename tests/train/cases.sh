@@ -8,18 +8,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
-fail() { echo "train cases.sh $case_name: FAILED: $*"; exit 1; }
-# run NP ARGS...: sets $out and $rc.
-run() {
-  local np="$1"; shift
-  out=$(RINGATTN_TRAIN_BIN="$BIN" timeout -k 5 280 "$root/launch/train" -np "$np" "$@" 2>&1)
-  rc=$?
-  printf '$ ./launch/train -np %s %s\n%s\n(exit %s)\n' "$np" "$*" "$out" "$rc"
-  [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "hung: $*"
-}
-expect_rc() { [ "$rc" = "$1" ] || fail "exit code $rc, expected $1"; }
-expect_out() { grep -Eq -- "$1" <<<"$out" || fail "output does not match: $1"; }
-expect_no_out() { ! grep -Eq -- "$1" <<<"$out" || fail "output matches, but must not: $1"; }
+CASES_LAUNCH=launch/train CASES_ENV="RINGATTN_TRAIN_BIN=$BIN" CASES_TIMEOUT=280 CASES_LABEL="train cases.sh"
+source "$root/tests/common/cases_lib.sh"
 # The held-out accuracy of the last eval line.
 accuracy() { sed -n 's/^eval .*held-out accuracy \([0-9.]*\) .*/\1/p' <<<"$out" | tail -1; }
 # The "step/loss/accuracy/grad_norm" part of each step of a JSON log (exact decimal of every bit).

@@ -219,14 +219,10 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
     for (size_t i = 0; i < n && st.ok(); ++i)
       if (has_back(i)) st = finish_back(i);
   }
+  if (st.ok()) st = work->epilogue();
   if (!st.ok()) {
     // This rank leaves the ring mid-run: its peers will time out, and the
     // transport may hold posted exchanges: abandon them.
-    transport_->abort();
-    return st;
-  }
-  st = work->epilogue();
-  if (!st.ok()) {
     transport_->abort();
     return st;
   }
