@@ -46,23 +46,30 @@ class LoopbackTransport final : public RingTransport {
   const char* name() const override { return "loopback"; }
   bool host_driven() const override { return false; }
 
-  Status post(const Exchange& x) override {
+  Status post(const Exchange& x) override { return post_group({x}); }
+
+  // A group (ncclGroupStart/End): every send of the group is pushed first,
+  // then every receive is matched in order, then the sends must be taken.
+  Status post_group(const std::vector<Exchange>& xs) override {
     using namespace std::chrono_literals;
     std::unique_lock<std::mutex> lock(hub_->m);
-    std::shared_ptr<Msg> sent;
-    if (x.dst >= 0) {
-      sent = std::make_shared<Msg>(Msg{x.channel, x.step, rank_, {}});
+    groups += xs.size() > 1;
+    std::vector<std::shared_ptr<Msg>> sent;
+    for (const Exchange& x : xs) {
+      if (x.dst < 0) continue;
+      sent.push_back(std::make_shared<Msg>(Msg{x.channel, x.step, rank_, {}}));
       const size_t half = x.send_bytes / 2;
-      sent->bytes.resize(x.send_bytes);
-      std::memcpy(sent->bytes.data(), x.send, half);
-      std::memcpy(sent->bytes.data() + half, x.send_v, half);
-      hub_->q[{rank_, x.dst}].push_back(sent);
+      sent.back()->bytes.resize(x.send_bytes);
+      std::memcpy(sent.back()->bytes.data(), x.send, half);
+      std::memcpy(sent.back()->bytes.data() + half, x.send_v, half);
+      hub_->q[{rank_, x.dst}].push_back(sent.back());
       hub_->cv.notify_all();
       counters.bytes_sent += int64_t(x.send_bytes);
     }
-    const std::string where = "rank " + std::to_string(rank_) + " channel " + std::to_string(x.channel) + " step " +
-                              std::to_string(x.step);
-    if (x.src >= 0) {
+    for (const Exchange& x : xs) {
+      const std::string where = "rank " + std::to_string(rank_) + " channel " + std::to_string(x.channel) + " step " +
+                                std::to_string(x.step);
+      if (x.src < 0) continue;
       auto& fifo = hub_->q[{x.src, rank_}];
       if (!hub_->cv.wait_for(lock, 2s, [&] { return !fifo.empty(); }))
         return Status(StatusCode::kTimeout, where + ": nothing from rank " + std::to_string(x.src) + " (deadlock)");
@@ -77,10 +84,14 @@ class LoopbackTransport final : public RingTransport {
       hub_->cv.notify_all();
       counters.bytes_received += int64_t(x.recv_bytes);
     }
-    if (sent && !hub_->cv.wait_for(lock, 2s, [&] { return sent->taken; }))
-      return Status(StatusCode::kTimeout, where + ": rank " + std::to_string(x.dst) + " never took the block (deadlock)");
+    for (const std::shared_ptr<Msg>& m : sent)
+      if (!hub_->cv.wait_for(lock, 2s, [&] { return m->taken; }))
+        return Status(StatusCode::kTimeout, "rank " + std::to_string(rank_) + " step " + std::to_string(m->step) +
+                                                ": its block was never taken (deadlock)");
     return Status::Ok();
   }
+  int groups = 0;  // posts of more than one exchange
+
   Status complete(const Exchange&, double) override { return Status::Ok(); }
 
  private:
@@ -183,17 +194,20 @@ std::vector<RingStep> traffic_steps(int rank, int world, const Traffic& traffic)
   return steps;
 }
 
-void run_world(int world, int runs, const Traffic& traffic) {
+// slots: RingOptions::slots (0: auto, here every step's: one group before the local step).
+void run_world(int world, int runs, const Traffic& traffic, size_t slots = 0) {
   Hub hub;
   const size_t n = static_cast<size_t>(world);
   std::vector<std::string> errors(n);
-  std::vector<int> computed(n, 0), returns(n, 0);
+  std::vector<int> computed(n, 0), returns(n, 0), groups(n, 0);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r)
     threads.emplace_back([&, r] {
       LoopbackTransport t(&hub, r);
       std::unique_ptr<Lanes> lanes = make_host_lanes();
-      Ring ring(RingOptions{r, 10, WaitPolicy::sleep}, &t, lanes.get());
+      RingOptions ro{r, 10, WaitPolicy::sleep};
+      ro.slots = slots;
+      Ring ring(ro, &t, lanes.get());
       const std::vector<RingStep> steps = traffic_steps(r, world, traffic);
       for (int k = 0; k < runs; ++k) {
         StampWork w(r, steps);
@@ -206,6 +220,7 @@ void run_world(int world, int runs, const Traffic& traffic) {
         computed[size_t(r)] += w.computed;
         returns[size_t(r)] += w.returns;
       }
+      groups[size_t(r)] = t.groups;
     });
   for (std::thread& th : threads) th.join();
   for (int r = 0; r < world; ++r) {
@@ -217,21 +232,27 @@ void run_world(int world, int runs, const Traffic& traffic) {
     }
     EXPECT_EQ(computed[size_t(r)], runs * recv_steps) << "rank " << r;
     EXPECT_EQ(returns[size_t(r)], runs * send_steps) << "rank " << r;
+    // Auto slots post a run's steps in one group; 2 slots group the first two.
+    const size_t nsteps = traffic_steps(r, world, traffic).size();
+    if (nsteps >= 2) {
+      EXPECT_EQ(groups[size_t(r)], runs) << "rank " << r;
+    }
   }
 }
 
 TEST(RingOrder, LaneOrderedReturnsMatchEveryBlockOnEveryRank) {
-  for (int world : {2, 3, 4, 5, 8}) {
-    SCOPED_TRACE("causal, world " + std::to_string(world));
-    run_world(world, 2, causal_traffic(world));
-  }
+  for (int world : {2, 3, 4, 5, 8})
+    for (size_t slots : {size_t(0), size_t(2), size_t(3)}) {
+      SCOPED_TRACE("causal, world " + std::to_string(world) + ", slots " + std::to_string(slots));
+      run_world(world, 2, causal_traffic(world), slots);
+    }
   // Returns posted interleaved with the forward exchanges (after each compute,
   // before the next forward post) fail this on some of these patterns: a
   // pair's FIFO then matches a return against a forward block.
   for (int world : {3, 4, 5, 6})
     for (unsigned seed = 1; seed <= 40; ++seed) {
       SCOPED_TRACE("random traffic, world " + std::to_string(world) + ", seed " + std::to_string(seed));
-      run_world(world, 2, random_traffic(world, seed));
+      run_world(world, 2, random_traffic(world, seed), seed % 3 == 0 ? 2 : 0);
       if (::testing::Test::HasFailure()) return;
     }
 }

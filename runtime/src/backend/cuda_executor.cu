@@ -81,7 +81,10 @@ class CudaExecutor final : public Executor {
     if (!transport_)
       RINGATTN_RETURN_IF_ERROR(
           make_nccl_transport(comm_, cfg_.timeout_seconds, comm_sms_, lanes_->comm_stream(), &transport_));
-    ring_ = std::make_unique<Ring>(RingOptions{rank, cfg_.timeout_seconds, wait}, transport_.get(), lanes_.get());
+    RingOptions ro{rank, cfg_.timeout_seconds, wait};
+    ro.slots = ring_slots_;
+    ro.slot_budget = slot_budget_;
+    ring_ = std::make_unique<Ring>(ro, transport_.get(), lanes_.get());
     return Status::Ok();
   }
 
@@ -183,6 +186,13 @@ class CudaExecutor final : public Executor {
       else if (std::string(e) != "pass")
         return InvalidArgument(std::string("RINGATTN_BWD_DQ='") + e + "' (allowed: pass, atomic)");
     }
+    // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
+    // nccl (ring.hpp); auto takes every step's when they fit a budget of
+    // min(4 GiB, 1/16 of this GPU's memory).
+    RINGATTN_RETURN_IF_ERROR(ring_slots_from_env(&ring_slots_));
+    size_t free_b = 0, total_b = 0;
+    RINGATTN_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    slot_budget_ = std::min(size_t(4) << 30, total_b / 16);
     // With one rank there is nothing to exchange: no communicator is made.
     if (world == 1) transport_ = make_no_transport();
     else if (cfg_.transport == Transport::mpi)
@@ -408,6 +418,8 @@ class CudaExecutor final : public Executor {
   MPI_Comm comm_;
   int block_m_ = 128;
   int comm_sms_ = 0;        // SMs kept for the exchange (RINGATTN_COMM_SMS)
+  size_t ring_slots_ = 0;   // RINGATTN_RING_SLOTS (0: auto)
+  size_t slot_budget_ = size_t(4) << 30;
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   bool dynamic_tiles_ = true;
   bool dq_atomic_ = false;

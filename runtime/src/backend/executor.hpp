@@ -76,6 +76,7 @@ inline std::vector<RingStep> forward_ring_steps(const Plan& plan, int64_t row_by
     s.send_bytes = size_t(ps.send.total_rows() * row_bytes);
     s.recv_bytes = size_t(ps.recv.total_rows() * row_bytes);
     s.bytes_ideal = ps.send.total_rows() * row_bytes;
+    s.send_whole = ps.send.whole;
   }
   return steps;
 }

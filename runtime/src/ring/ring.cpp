@@ -1,22 +1,36 @@
 #include "ring/ring.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <tuple>
 
 namespace ringattn {
 
-// The receive slot of step i is free once compute(i-2), its last reader, is
-// done: mark c1 of step i-2. Steps 0 and 1 find their slots free.
+Status ring_slots_from_env(size_t* slots) {
+  *slots = 0;
+  const char* e = std::getenv("RINGATTN_RING_SLOTS");
+  if (e == nullptr || *e == '\0' || std::string(e) == "auto") return Status::Ok();
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  if (*end != '\0' || v < 2 || v > 1 << 20)
+    return InvalidArgument(std::string("RINGATTN_RING_SLOTS='") + e +
+                           "' (allowed: auto, or an integer >= 2: receive slots of the ring on nccl)");
+  *slots = size_t(v);
+  return Status::Ok();
+}
+
+// The receive slot of step i is free once compute(i-k), its last reader, is
+// done: mark c1 of step i-k. Steps 0..k-1 find their slots free.
 class Ring::Fence final : public SlotFence {
  public:
-  Fence(Lanes* l, size_t i) : lanes_(l), i_(i) {}
-  Status lane_wait() const override { return i_ < 2 ? Status::Ok() : lanes_->lane_wait(Lane::comm, Mark::c1, i_ - 2); }
-  Status host_wait() const override { return i_ < 2 ? Status::Ok() : lanes_->host_wait(Mark::c1, i_ - 2); }
+  Fence(Lanes* l, size_t i, size_t k) : lanes_(l), i_(i), k_(k) {}
+  Status lane_wait() const override { return i_ < k_ ? Status::Ok() : lanes_->lane_wait(Lane::comm, Mark::c1, i_ - k_); }
+  Status host_wait() const override { return i_ < k_ ? Status::Ok() : lanes_->host_wait(Mark::c1, i_ - k_); }
 
  private:
   Lanes* lanes_;
-  size_t i_;
+  size_t i_, k_;
 };
 
 // The return slots of step i are free once its compute, their writer, is
@@ -39,16 +53,16 @@ Ring::Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes)
 Ring::~Ring() {
   // The run still in flight reads the slots freed below.
   if (pending_.active) (void)finish();  // a timeout aborts the transport
-  for (void** slots : {send_, recv_})
-    for (int s = 0; s < 2; ++s)
-      if (slots[s]) lanes_->free(slots[s]);
+  for (std::vector<void*>* slots : {&send_, &recv_})
+    for (void* p : *slots)
+      if (p) lanes_->free(p);
   for (void* p : {back_send_, back_recv_})
     if (p) lanes_->free(p);
 }
 
 
-// Step i's exchange: channel 0 moves the block of send_[i % 2] (or what the
-// work pointed at) to the send peer and receives into recv_[i % 2]; channel 1
+// Step i's exchange: channel 0 moves the block of send_[i % k] (or what the
+// work pointed at) to the send peer and receives into recv_[i % k]; channel 1
 // (the return channel) goes the other way round: back_send_ to the receive
 // peer, back_recv_ from the send peer.
 Exchange Ring::exchange(size_t i, const RingStep& s, const SlotFence* fence, int channel) {
@@ -58,52 +72,64 @@ Exchange Ring::exchange(size_t i, const RingStep& s, const SlotFence* fence, int
   x.step = s.step;
   x.index = i;
   x.channel = channel;
-  x.send = back ? back_send_slot(i) : block_[i % 2][0];
-  x.send_v = back ? static_cast<const char*>(back_send_slot(i)) + sb / 2 : block_[i % 2][1];
+  x.send = back ? back_send_slot(i) : block_[2 * (i % k_)];
+  x.send_v = back ? static_cast<const char*>(back_send_slot(i)) + sb / 2 : block_[2 * (i % k_) + 1];
   x.send_bytes = sb;
   x.dst = sb > 0 ? (back ? s.recv_peer : s.send_peer) : -1;
-  x.recv = back ? back_recv_slot(i) : recv_[i % 2];
+  x.recv = back ? back_recv_slot(i) : recv_[i % k_];
   x.recv_bytes = rb;
   x.src = rb > 0 ? (back ? s.send_peer : s.recv_peer) : -1;
   x.recv_free = fence;
   return x;
 }
 
-// Slots for the largest block of any step (the return channel: two
-// alternating slots on host-driven transports, one per step on the others).
-// They grow rarely; the run still in flight may be using them, so it
+// Slots for the largest block of any step: k of each (send slots only for
+// blocks that are packed), k as in RingOptions::slots; the return channel's:
+// two alternating slots on host-driven transports, one per step on the
+// others. They grow rarely; the run still in flight may be using them, so it
 // completes first.
 Status Ring::reserve(const std::vector<RingStep>& steps) {
   size_t max_send = 0, max_recv = 0, max_bs = 0, max_br = 0;
   for (const RingStep& s : steps) {
-    max_send = std::max(max_send, s.send_bytes);
+    if (!s.send_whole) max_send = std::max(max_send, s.send_bytes);
     max_recv = std::max(max_recv, s.recv_bytes);
     max_bs = std::max(max_bs, s.back_send_bytes);
     max_br = std::max(max_br, s.back_recv_bytes);
   }
   auto up = [](size_t b) { return (b + 255) & ~size_t(255); };  // 256-byte aligned slots
   const bool per_step = !transport_->host_driven();
-  back_send_at_.assign(steps.size(), 0);
-  back_recv_at_.assign(steps.size(), 0);
+  const size_t n = steps.size();
+  size_t k = 2;
+  if (per_step && n > 2) {
+    const size_t block = up(max_send) + up(max_recv);
+    if (opt_.slots >= 2) k = opt_.slots;
+    else k = block == 0 ? n : std::max<size_t>(2, opt_.slot_budget / block);
+    k = std::min(k, n);
+  }
+  back_send_at_.assign(n, 0);
+  back_recv_at_.assign(n, 0);
   size_t need_bs = 0, need_br = 0;
-  for (size_t i = 0; i < steps.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     back_send_at_[i] = per_step ? need_bs : (i % 2) * up(max_bs);
     back_recv_at_[i] = per_step ? need_br : (i % 2) * up(max_br);
     need_bs = per_step ? need_bs + up(steps[i].back_send_bytes) : 2 * up(max_bs);
     need_br = per_step ? need_br + up(steps[i].back_recv_bytes) : 2 * up(max_br);
   }
-  if (max_send <= send_cap_ && max_recv <= recv_cap_ && need_bs <= back_send_cap_ && need_br <= back_recv_cap_)
-    return Status::Ok();
-  if (pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
-  for (auto [slots, cap, want] : {std::make_tuple(send_, &send_cap_, max_send), std::make_tuple(recv_, &recv_cap_, max_recv)}) {
-    if (want <= *cap) continue;
-    for (int s = 0; s < 2; ++s) {
-      if (slots[s]) lanes_->free(slots[s]);
-      slots[s] = nullptr;
-      RINGATTN_RETURN_IF_ERROR(lanes_->alloc(want, &slots[s]));
-    }
-    *cap = want;
+  const bool fits = k <= send_.size() && max_send <= send_cap_ && max_recv <= recv_cap_ && need_bs <= back_send_cap_ &&
+                    need_br <= back_recv_cap_;
+  if (!fits && pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
+  k_ = k;
+  if (fits) return Status::Ok();
+  for (auto [slots, cap, want] : {std::make_tuple(&send_, &send_cap_, max_send), std::make_tuple(&recv_, &recv_cap_, max_recv)}) {
+    if (want <= *cap && k <= slots->size()) continue;
+    for (void*& p : *slots)
+      if (p) lanes_->free(p);
+    slots->assign(std::max(k, slots->size()), nullptr);
+    *cap = std::max(want, *cap);
+    if (*cap > 0)
+      for (void*& p : *slots) RINGATTN_RETURN_IF_ERROR(lanes_->alloc(*cap, &p));
   }
+  block_.assign(2 * send_.size(), nullptr);
   for (auto [buf, cap, want] : {std::make_tuple(&back_send_, &back_send_cap_, need_bs), std::make_tuple(&back_recv_, &back_recv_cap_, need_br)}) {
     if (want <= *cap) continue;
     if (*buf) lanes_->free(*buf);
@@ -119,18 +145,33 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
 // for its receive slot; a host-driven one lets the transport decide (it may
 // copy into the slot later, or hand it to the network at once).
 Status Ring::start(size_t i, const std::vector<RingStep>& steps, RingWork* work) {
-  const RingStep& s = steps[i];
-  RINGATTN_RETURN_IF_ERROR(fault_.check(opt_.rank, s.step));
-  Fence fence(lanes_, i);
-  if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(fence.lane_wait());
-  RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::t0, i));
-  const void** block = block_[i % 2];
-  block[0] = send_[i % 2];
-  block[1] = static_cast<const char*>(send_[i % 2]) + s.send_bytes / 2;
-  if (s.send_bytes > 0) RINGATTN_RETURN_IF_ERROR(work->pack(i, send_[i % 2], block));
-  Status st = transport_->post(exchange(i, s, &fence));
+  return start_group(i, i + 1, steps, work);
+}
+
+// Packs steps [first, end) and posts their exchanges as one transport group
+// (their slots must be free for all but the first: the caller starts several
+// only while i < k).
+Status Ring::start_group(size_t first, size_t end, const std::vector<RingStep>& steps, RingWork* work) {
+  std::vector<Fence> fences;
+  fences.reserve(end - first);
+  std::vector<Exchange> xs;
+  for (size_t i = first; i < end; ++i) {
+    const RingStep& s = steps[i];
+    RINGATTN_RETURN_IF_ERROR(fault_.check(opt_.rank, s.step));
+    fences.emplace_back(lanes_, i, k_);
+    if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(fences.back().lane_wait());
+    RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::t0, i));
+    const void** block = &block_[2 * (i % k_)];
+    void* slot = send_[i % k_];
+    block[0] = slot;
+    block[1] = slot == nullptr ? nullptr : static_cast<const char*>(slot) + s.send_bytes / 2;
+    if (s.send_bytes > 0) RINGATTN_RETURN_IF_ERROR(work->pack(i, slot, block));
+  }
+  for (size_t i = first; i < end; ++i) xs.push_back(exchange(i, steps[i], &fences[i - first]));
+  Status st = xs.size() == 1 ? transport_->post(xs[0]) : transport_->post_group(xs);
   if (!st.ok()) return st;
-  if (!transport_->host_driven()) RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::recv, i));
+  if (!transport_->host_driven())
+    for (size_t i = first; i < end; ++i) RINGATTN_RETURN_IF_ERROR(lanes_->mark(Mark::recv, i));
   return Status::Ok();
 }
 
@@ -155,11 +196,11 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
   }
   const int64_t sent0 = transport_->counters.bytes_sent, recv0 = transport_->counters.bytes_received;
 
-  // Exchanges in flight before the local compute: two on the comm lane (both
-  // receive slots), one when host-driven (the host posts the next while the
-  // lanes compute).
+  // Exchanges in flight before the local compute: k on the comm lane (every
+  // receive slot, one group), one when host-driven (the host posts the next
+  // while the lanes compute).
   const bool host = transport_->host_driven();
-  const size_t ahead = host ? 1 : 2;
+  const size_t ahead = host ? 1 : k_;
   auto has_back = [&](size_t i) { return steps[i].back_send_bytes > 0 || steps[i].back_recv_bytes > 0; };
   // The return of step i, once its compute is enqueued: the comm lane waits
   // for that compute (the block's writer), then the exchange is posted.
@@ -187,14 +228,19 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
     return Status::Ok();
   };
   Status st = Status::Ok();
-  for (; started < std::min(ahead, n) && st.ok(); ++started) st = start(started, steps, work);
+  if (host) {
+    for (; started < std::min(ahead, n) && st.ok(); ++started) st = start(started, steps, work);
+  } else if (n > 0) {
+    started = std::min(ahead, n);
+    st = start_group(0, started, steps, work);
+  }
   if (st.ok()) st = lanes_->mark(Mark::c0, n);
   if (st.ok()) st = work->compute(RingWork::kLocal, nullptr, nullptr);
   if (st.ok()) st = lanes_->mark(Mark::c1, n);
   for (size_t i = 0; i < n && st.ok(); ++i) {
     if (host) {
       if (started < n) st = start(started++, steps, work);
-      Fence fence(lanes_, i);
+      Fence fence(lanes_, i, k_);
       if (st.ok()) st = transport_->complete(exchange(i, steps[i], &fence), opt_.timeout_s);
       if (st.ok()) st = lanes_->mark(Mark::recv, i);
       if (!st.ok()) break;
@@ -202,7 +248,7 @@ Status Ring::run(const std::vector<RingStep>& steps, RingWork* work, void* strea
     st = lanes_->lane_wait(Lane::compute, Mark::recv, i);
     if (st.ok()) st = lanes_->mark(Mark::c0, i);
     if (st.ok() && steps[i].recv_bytes > 0)
-      st = work->compute(i, recv_[i % 2], steps[i].back_send_bytes > 0 ? back_send_slot(i) : nullptr);
+      st = work->compute(i, recv_[i % k_], steps[i].back_send_bytes > 0 ? back_send_slot(i) : nullptr);
     if (st.ok()) st = lanes_->mark(Mark::c1, i);
     if (host) {
       if (st.ok() && has_back(i)) st = post_back(i);

@@ -2,18 +2,22 @@
 //
 // A run is a list of ring steps. At step i this rank packs a block for
 // `send_peer`, exchanges it over the transport while receiving one from
-// `recv_peer` into one of two receive slots (double buffer), and computes on
-// what arrived. The caller says what to pack and what to compute (RingWork);
-// the ring owns the schedule, the slots, the marks (events), the timeouts,
-// the timeline and fault injection.
+// `recv_peer` into one of k receive slots, and computes on what arrived. The
+// caller says what to pack and what to compute (RingWork); the ring owns the
+// schedule, the slots, the marks (events), the timeouts, the timeline and
+// fault injection.
 //
-//   comm lane:    pack(0) xchg(0) | pack(1) xchg(1) | wait c1(0) pack(2) xchg(2) ...
+//   comm lane:    pack(0..k-1) xchg(0..k-1) | wait c1(0) pack(k) xchg(k) ...
 //   compute lane: prologue, local | wait recv(0) compute(0) | wait recv(1) ...
 //
-// The exchange of step i+2 reuses slot i%2, so it waits for compute(i) (its
-// last reader). Exchanges enqueued on the comm lane (nccl) are posted two
-// ahead with no host wait; host-driven ones (mpi) one ahead, the host
-// completing each before its compute is enqueued.
+// The exchange of step i+k reuses slot i%k, so it waits for compute(i) (its
+// last reader). Every rank sends only its own rows (step d goes straight to
+// rank p+d), so no exchange waits for another's data: with k = n slots
+// (RingOptions::slots; `auto` when the blocks fit the slot budget) all of a
+// run's exchanges are posted before the local compute, in one transport
+// group (one NCCL kernel that holds its SMs before the persistent attention
+// grid takes them all). Host-driven transports (mpi) keep k = 2 and post one
+// ahead, the host completing each before its compute is enqueued.
 //
 // On asynchronous lanes a run whose transport is not host-driven returns with
 // its work in flight; at most one is: the next run (after enqueuing its own
@@ -52,6 +56,7 @@ struct RingStep {
   int send_peer = -1, recv_peer = -1;
   size_t send_bytes = 0, recv_bytes = 0;
   int64_t bytes_ideal = 0;  // bytes the peer's computation needs from this rank
+  bool send_whole = false;  // the block is the shard as it is: pack writes no slot
   // Return channel: bytes sent back to recv_peer (made by this step's
   // compute), bytes received from send_peer (returned for what it was sent).
   size_t back_send_bytes = 0, back_recv_bytes = 0;
@@ -89,7 +94,16 @@ struct RingOptions {
   int rank = 0;
   double timeout_s = 60;
   WaitPolicy wait = WaitPolicy::spin;  // how the host waits for the lanes
+  // Receive (and send) slots on lane-ordered transports: 0 = auto (every
+  // step's, when they fit slot_budget bytes; else as many as fit, at least
+  // 2); otherwise that many (at least 2, at most the steps of a run).
+  // Host-driven transports always use 2. RINGATTN_RING_SLOTS (cuda backend).
+  size_t slots = 0;
+  size_t slot_budget = size_t(4) << 30;
 };
+
+// Parses RINGATTN_RING_SLOTS ("auto" or an integer >= 2) into RingOptions::slots.
+Status ring_slots_from_env(size_t* slots);
 
 class Ring {
  public:
@@ -116,6 +130,7 @@ class Ring {
   class Fence;
   class BackFence;
   Status start(size_t i, const std::vector<RingStep>& steps, RingWork* work);
+  Status start_group(size_t first, size_t end, const std::vector<RingStep>& steps, RingWork* work);
   Status reserve(const std::vector<RingStep>& steps);
   Status wait_complete(int set, const Pending& p);
   void fill_timeline(int set, const Pending& p) const;
@@ -126,9 +141,9 @@ class Ring {
   Lanes* lanes_;
   FaultPlan fault_;
   Pending pending_;
-  void* send_[2] = {nullptr, nullptr};
-  const void* block_[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};  // per slot: the halves sent
-  void* recv_[2] = {nullptr, nullptr};
+  size_t k_ = 2;                      // slots in use this run (step i uses slot i % k_)
+  std::vector<void*> send_, recv_;    // allocated slots (at least k_ of each)
+  std::vector<const void*> block_;    // per slot: the halves sent (2 per slot)
   size_t send_cap_ = 0, recv_cap_ = 0;
   // Return slots: one buffer per direction; step i's slot at back_*_at_[i]
   // (two alternating slots on host-driven transports, one per step otherwise).

@@ -1,7 +1,7 @@
 // The nccl transport: rank 0's unique id is broadcast over MPI, the
 // communicator is created non-blocking (so init and a lost peer can be timed
 // out), and each ring step is one ncclGroupStart/End of its send and receive
-// on the comm stream. A communicator left with operations posted (a failed
+// on the comm stream (or several steps in one group: post_group). A communicator left with operations posted (a failed
 // ring, a peer that died) is aborted, never destroyed.
 #include <cuda_runtime.h>
 #include <mpi.h>
@@ -43,27 +43,37 @@ class NcclTransport final : public RingTransport {
   const char* name() const override { return "nccl"; }
   bool host_driven() const override { return false; }
 
-  Status post(const Exchange& x) override {
-    // Two halves each way: sends to one peer match its receives in order.
-    const size_t sh = x.send_bytes / 2, rh = x.recv_bytes / 2;
+  Status post(const Exchange& x) override { return post_group({x}); }
+
+  // One group: a single NCCL kernel moves every exchange of `xs`. Sends to
+  // one peer match its receives in order (steps in order, K then V).
+  Status post_group(const std::vector<Exchange>& xs) override {
     RINGATTN_NCCL_CHECK(ncclGroupStart());
-    if (x.dst >= 0) {
-      RINGATTN_NCCL_CHECK(ncclSend(x.send, sh, ncclUint8, x.dst, comm_, stream_));
-      RINGATTN_NCCL_CHECK(ncclSend(x.send_v, sh, ncclUint8, x.dst, comm_, stream_));
-    }
-    if (x.src >= 0) {
-      RINGATTN_NCCL_CHECK(ncclRecv(x.recv, rh, ncclUint8, x.src, comm_, stream_));
-      RINGATTN_NCCL_CHECK(ncclRecv(static_cast<char*>(x.recv) + rh, rh, ncclUint8, x.src, comm_, stream_));
+    for (const Exchange& x : xs) {
+      const size_t sh = x.send_bytes / 2, rh = x.recv_bytes / 2;
+      if (x.dst >= 0) {
+        RINGATTN_NCCL_CHECK(ncclSend(x.send, sh, ncclUint8, x.dst, comm_, stream_));
+        RINGATTN_NCCL_CHECK(ncclSend(x.send_v, sh, ncclUint8, x.dst, comm_, stream_));
+      }
+      if (x.src >= 0) {
+        RINGATTN_NCCL_CHECK(ncclRecv(x.recv, rh, ncclUint8, x.src, comm_, stream_));
+        RINGATTN_NCCL_CHECK(ncclRecv(static_cast<char*>(x.recv) + rh, rh, ncclUint8, x.src, comm_, stream_));
+      }
     }
     RINGATTN_NCCL_CHECK(ncclGroupEnd());
     Status r = ready();
-    if (!r.ok())  // e.g. the first exchange with a peer that never joins (connections are made lazily)
-      return Status(r.code(), "ring step " + std::to_string(x.step) +
-                                  (x.dst < 0 ? "" : " sending to rank " + std::to_string(x.dst)) +
-                                  (x.src < 0 ? "" : " receiving from rank " + std::to_string(x.src)) + ": " +
-                                  r.message() + " (peer failed or hung; see its output)");
-    if (x.dst >= 0) counters.bytes_sent += int64_t(x.send_bytes);
-    if (x.src >= 0) counters.bytes_received += int64_t(x.recv_bytes);
+    if (!r.ok()) {  // e.g. the first exchange with a peer that never joins (connections are made lazily)
+      std::string what;
+      for (const Exchange& x : xs)
+        what += (what.empty() ? "ring step " : "; ring step ") + std::to_string(x.step) +
+                (x.dst < 0 ? "" : " sending to rank " + std::to_string(x.dst)) +
+                (x.src < 0 ? "" : " receiving from rank " + std::to_string(x.src));
+      return Status(r.code(), what + ": " + r.message() + " (peer failed or hung; see its output)");
+    }
+    for (const Exchange& x : xs) {
+      if (x.dst >= 0) counters.bytes_sent += int64_t(x.send_bytes);
+      if (x.src >= 0) counters.bytes_received += int64_t(x.recv_bytes);
+    }
     return Status::Ok();
   }
 

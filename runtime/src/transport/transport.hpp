@@ -3,6 +3,8 @@
 // table of operations):
 //   post      the step's send and receive, once the send block is ready in
 //             the comm lane's order (lanes.hpp);
+//   post_group  several steps' exchanges at once, their slots all free (nccl:
+//             one group, one kernel; others: one post each);
 //   complete  the received block is ready in the comm lane's order when it
 //             returns; a host-driven transport waits here, under the timeout;
 //   poll_error  an asynchronous failure (a peer NCCL saw die), or Ok;
@@ -25,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "transport/host_wait.hpp"
 #include "ringattn/status.hpp"
@@ -78,6 +81,10 @@ class RingTransport {
     return Status::Ok();
   }
   virtual Status post(const Exchange& x) = 0;
+  virtual Status post_group(const std::vector<Exchange>& xs) {
+    for (const Exchange& x : xs) RINGATTN_RETURN_IF_ERROR(post(x));
+    return Status::Ok();
+  }
   virtual Status complete(const Exchange& x, double timeout_s) = 0;
   virtual Status poll_error() { return Status::Ok(); }
   virtual void abort() {}
