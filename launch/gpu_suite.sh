@@ -2,7 +2,8 @@
 # One call on the GPU machine: build (gpu preset), GPU tests, benchmarks.
 #   ./launch/gpu_suite.sh [build|test|bench|ring|cache|multi|all]...   (default: all)
 #   multi: every GPU of the machine (verify over NCCL, scaling, the PyTorch ring, a fault)
-#   ab:    every GPU: the comm lane's stream priority, high against normal
+#   ab:    every GPU: one setting A/B (AB_VAR, AB_VALUES; default the comm lane's stream
+#          priority), interleaved, beside the PyTorch ring; e.g. AB_VAR=RINGATTN_RING_SLOTS AB_VALUES="auto 2"
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
@@ -175,6 +176,9 @@ if want multi && [ "$G" -ge 2 ]; then
     run_bench geometric_weak_1M_per_gpu_np$np $np --config geometric --seq $((np * 1024))k --heads 16 --head-dim 128 --iters 5 --warmup 1
     run_bench geometric_strong_2M_np$np $np --config geometric --seq 2M --heads 16 --head-dim 128 --iters 5 --warmup 1
   done
+  # Host set-up before the first forward at 4M tokens (inputs made on the GPUs).
+  run_bench setup_4M_np$G $G --config longnet4 --seq 4M --heads 16 --head-dim 128 --iters 3 --warmup 1
+  grep -h "set-up before the first call" "$OUT/setup_4M_np$G.log" | head -1 | sed "s/^/   /"
   t0=$(date +%s)
   timeout 120 $MPI -np $G $RA run --backend cuda --transport nccl --config geometric --seq $((G * 64))k --heads 4 --head-dim 128 --timeout 10 --inject-fault rank=1,step=1 --iters 3 --warmup 0 > "$OUT/fault_nccl_multi.log" 2>&1
   note "fault (rank 1 exits at step 1, nccl, $G GPUs): rc=$? after $(( $(date +%s) - t0 )) s"
@@ -221,6 +225,8 @@ if want ab && [ "$G" -ge 2 ]; then
         note "ab $name np$G $ab_var=$val round $round: rc=$? $(grep -A1 '# config' "$log" | tail -1)"
       done
     done
+    timeout 300 $MPI -np $G python3 bench/torch_ring.py --seq 128k --heads 16 --head-dim 128 > "$OUT/ab_torch_ring_128k_np${G}_$round.log" 2>&1
+    note "ab torch ring dense 128k np$G round $round: rc=$? $(grep -A1 '# config' "$OUT/ab_torch_ring_128k_np${G}_$round.log" | tail -1)"
   done
 fi
 
