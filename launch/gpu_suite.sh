@@ -5,6 +5,7 @@
 #   ab:    every GPU: one setting A/B (AB_VAR, AB_VALUES; default the comm lane's stream
 #          priority), interleaved, beside the PyTorch ring; e.g. AB_VAR=RINGATTN_RING_SLOTS AB_VALUES="auto 2"
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
+#   gpuvar: each GPU alone (the spread between the machine's GPUs)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
@@ -168,11 +169,6 @@ if want multi && [ "$G" -ge 2 ]; then
     run_bench dense_128k_np$np $np --config dense --seq 128k --heads 16 --head-dim 128 --iters 10 --warmup 2
     [ "$np" -gt 1 ] && { timeout 300 $MPI -np $np python3 bench/torch_ring.py --seq 128k --heads 16 --head-dim 128 > "$OUT/torch_ring_128k_np$np.log" 2>&1
       note "torch ring dense 128k np$np: rc=$? $(grep -A1 '# config' "$OUT/torch_ring_128k_np$np.log" | tail -1)"; }
-    if [ "$np" -gt 1 ]; then  # SMs kept for NCCL beside the persistent attention grid (A/B)
-      MPI_SAVE="$MPI"; MPI="$MPI -x RINGATTN_COMM_SMS=8"
-      run_bench dense_128k_np${np}_commsms8 $np --config dense --seq 128k --heads 16 --head-dim 128 --iters 10 --warmup 2
-      MPI="$MPI_SAVE"
-    fi
     run_bench geometric_weak_1M_per_gpu_np$np $np --config geometric --seq $((np * 1024))k --heads 16 --head-dim 128 --iters 5 --warmup 1
     run_bench geometric_strong_2M_np$np $np --config geometric --seq 2M --heads 16 --head-dim 128 --iters 5 --warmup 1
   done
@@ -208,6 +204,19 @@ if want multibwd && [ "$G" -ge 2 ]; then
   done
   timeout 300 $MPI -np $G python3 bench/torch_ring.py --seq 128k --heads 16 --head-dim 128 > "$OUT/torch_ring_128k_np$G.log" 2>&1
   note "torch ring dense 128k np$G: rc=$? $(grep -A1 '# config' "$OUT/torch_ring_128k_np$G.log" | tail -1)"
+fi
+
+# Each GPU alone (one rank, CUDA_VISIBLE_DEVICES=i): the spread between the
+# machine's GPUs, which bounds any scaling efficiency measured against GPU 0.
+if want gpuvar && [ "$G" -ge 2 ]; then
+  for i in $(seq 0 $((G - 1))); do
+    for c in "geometric_1M --config geometric --seq 1M" "dense_32k --config dense --seq 32k"; do
+      set -- $c; name=$1; shift
+      log="$OUT/gpuvar_${name}_gpu$i.log"
+      CUDA_VISIBLE_DEVICES=$i timeout 120 $MPI -np 1 $RA bench --backend cuda "$@" --heads 16 --head-dim 128 --iters 10 --warmup 2 > "$log" 2>&1
+      note "gpuvar GPU $i $name: rc=$? $(grep -A1 '# config' "$log" | tail -1)"
+    done
+  done
 fi
 
 # A/B of one runtime setting on all GPUs, interleaved, on the cases where the

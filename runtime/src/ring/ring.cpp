@@ -89,9 +89,10 @@ Exchange Ring::exchange(size_t i, const RingStep& s, const SlotFence* fence, int
 // others. They grow rarely; the run still in flight may be using them, so it
 // completes first.
 Status Ring::reserve(const std::vector<RingStep>& steps) {
-  size_t max_send = 0, max_recv = 0, max_bs = 0, max_br = 0;
+  size_t max_send = 0, max_recv = 0, max_bs = 0, max_br = 0, max_sent = 0;
   for (const RingStep& s : steps) {
     if (!s.send_whole) max_send = std::max(max_send, s.send_bytes);
+    max_sent = std::max(max_sent, s.send_bytes);
     max_recv = std::max(max_recv, s.recv_bytes);
     max_bs = std::max(max_bs, s.back_send_bytes);
     max_br = std::max(max_br, s.back_recv_bytes);
@@ -116,7 +117,7 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
     need_br = per_step ? need_br + up(steps[i].back_recv_bytes) : 2 * up(max_br);
   }
   const bool fits = k <= send_.size() && max_send <= send_cap_ && max_recv <= recv_cap_ && need_bs <= back_send_cap_ &&
-                    need_br <= back_recv_cap_;
+                    need_br <= back_recv_cap_ && max_sent <= sent_cap_;
   if (!fits && pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
   k_ = k;
   if (fits) return Status::Ok();
@@ -137,7 +138,9 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
     RINGATTN_RETURN_IF_ERROR(lanes_->alloc(want, buf));
     *cap = want;
   }
-  RINGATTN_RETURN_IF_ERROR(transport_->reserve(send_cap_, recv_cap_, 0));
+  // The transport stages whole blocks too (mpi_device): the largest block sent.
+  sent_cap_ = std::max(sent_cap_, max_sent);
+  RINGATTN_RETURN_IF_ERROR(transport_->reserve(sent_cap_, recv_cap_, 0));
   return transport_->reserve(up(max_bs), up(max_br), 1);
 }
 

@@ -145,6 +145,7 @@ class Ring {
   std::vector<void*> send_, recv_;    // allocated slots (at least k_ of each)
   std::vector<const void*> block_;    // per slot: the halves sent (2 per slot)
   size_t send_cap_ = 0, recv_cap_ = 0;
+  size_t sent_cap_ = 0;               // the largest block sent (slot or not)
   // Return slots: one buffer per direction; step i's slot at back_*_at_[i]
   // (two alternating slots on host-driven transports, one per step otherwise).
   void* back_send_ = nullptr;
