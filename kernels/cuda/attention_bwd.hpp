@@ -23,9 +23,15 @@
 // over the pairs (7 GEMMs per pair block instead of 5 with float32 atomics);
 // that is the price of bit-identical reruns.
 //
-// Accumulators are float32 and only added to (+=): the caller zeroes them
-// once (bwd_zero) and runs any number of passes into them, then converts
-// (bwd_convert). dq_acc has the query shard's layout; dk_acc/dv_acc have the
+// Accumulators are only added to (+=): the caller zeroes them once and runs
+// any number of passes into them. Each is either float32 (`*_acc`; converted
+// at the end with bwd_convert; a received block's partial, which travels in
+// float32) or split (`*_lo` set): `*_hi` is the gradient itself in the input
+// dtype, rounded to nearest after every add, and `*_lo` (bf16) holds what the
+// rounding left, so hi + lo carries 16+ significant bits through the sum
+// (an add's error is at most 2^-17 of the value for bf16, 2^-20 for f16), the
+// result needs no conversion, and the accumulators cost 2 bytes per element
+// instead of 4. dq_acc has the query shard's layout; dk_acc/dv_acc have the
 // layout of `src`, element for element (a received block's partial has the
 // block's layout and goes back to its owner as it is: bwd_scatter_add).
 #pragma once
@@ -69,6 +75,13 @@ struct BwdParams {
   float* dq_acc = nullptr;
   float* dk_acc = nullptr;
   float* dv_acc = nullptr;
+  // Split accumulators (used where *_lo is set; hi has dq_acc's or dk_acc's layout).
+  void* dq_hi = nullptr;
+  void* dk_hi = nullptr;
+  void* dv_hi = nullptr;
+  uint16_t* dq_lo = nullptr;
+  uint16_t* dk_lo = nullptr;
+  uint16_t* dv_lo = nullptr;
   // dQ from the dK/dV kernel with float32 atomics (dS^T staged in shared
   // memory, dQ = dS K on the tensor cores, added to dq_acc), instead of the
   // query-major bwd_dq pass: 3 GEMMs per pair block less, but the order of
@@ -99,8 +112,13 @@ cudaError_t bwd_convert(const float* src, void* dst, int64_t n, ElemType dtype, 
 // pack_rows; (row, head) pairs of a block are distinct, so no atomics.
 struct ScatterAddParams {
   const float* part = nullptr;  // K part, then V part
-  float* dk = nullptr;
+  float* dk = nullptr;          // float32 accumulators, or
   float* dv = nullptr;
+  void* dk_hi = nullptr;        // split ones (dk_lo set; dtype: the gradient's)
+  void* dv_hi = nullptr;
+  uint16_t* dk_lo = nullptr;
+  uint16_t* dv_lo = nullptr;
+  ElemType dtype = ElemType::bf16;
   const int32_t* rows = nullptr;
   const int32_t* head_prefix = nullptr;
   int64_t total_rows = 0;  // packed rows per batch element

@@ -107,4 +107,29 @@ __device__ __forceinline__ int clamp_lim(int64_t v) {
   return int(v > (1 << 20) ? (1 << 20) : (v < -(1 << 20) ? -(1 << 20) : v));
 }
 
+// Adds (x, y) to elements idx and idx + 1 of a gradient accumulator:
+// float32 (lo == null), or split: hi in the gradient's dtype, rounded to
+// nearest, plus the bf16 remainder lo (attention_bwd.hpp). hi + lo is exact in
+// float32; a remainder of a value beyond the dtype's range is dropped, so an
+// overflow reads as inf, never NaN.
+template <typename Elem>
+__device__ __forceinline__ void grad_add2(float* f32, void* hi, uint16_t* lo, int64_t idx, float x, float y) {
+  if (lo != nullptr) {
+    uint32_t* h = reinterpret_cast<uint32_t*>(static_cast<Elem*>(hi) + idx);
+    uint32_t* l = reinterpret_cast<uint32_t*>(lo + idx);
+    const float2 a = unpack2<Elem>(*h), b = unpack2<__nv_bfloat16>(*l);
+    const float sx = (a.x + b.x) + x, sy = (a.y + b.y) + y;
+    const uint32_t nh = pack2<Elem>(sx, sy);
+    const float2 r = unpack2<Elem>(nh);
+    *h = nh;
+    *l = pack2<__nv_bfloat16>(isfinite(r.x) ? sx - r.x : 0.f, isfinite(r.y) ? sy - r.y : 0.f);
+  } else {
+    float2* a = reinterpret_cast<float2*>(f32 + idx);
+    float2 v = *a;
+    v.x += x;
+    v.y += y;
+    *a = v;
+  }
+}
+
 }  // namespace ringattn::kern::cuda::detail

@@ -186,24 +186,17 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
   }
 
-  float* dka = p.dk_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
-  float* dva = p.dv_acc + batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int kr = 64 * wg + r_lo + 8 * h;
     if (kr >= kn) continue;
-    const int64_t base = key_row(t, p.src, n0 + kr) * p.src.row_stride;
+    const int64_t base = kv0 + key_row(t, p.src, n0 + kr) * p.src.row_stride;
 #pragma unroll
     for (int ob = 0; ob < kON; ++ob) {
-      float2* a = reinterpret_cast<float2*>(dka + base + ob * 8 + qc);
-      float2* b = reinterpret_cast<float2*>(dva + base + ob * 8 + qc);
-      float2 x = *a, y = *b;
-      x.x += p.scale * dk[ob * 4 + 2 * h];
-      x.y += p.scale * dk[ob * 4 + 2 * h + 1];
-      y.x += dv[ob * 4 + 2 * h];
-      y.y += dv[ob * 4 + 2 * h + 1];
-      *a = x;
-      *b = y;
+      const int64_t at = base + ob * 8 + qc;
+      grad_add2<Elem>(p.dk_acc, p.dk_hi, p.dk_lo, at, p.scale * dk[ob * 4 + 2 * h], p.scale * dk[ob * 4 + 2 * h + 1]);
+      grad_add2<Elem>(p.dv_acc, p.dv_hi, p.dv_lo, at, dv[ob * 4 + 2 * h], dv[ob * 4 + 2 * h + 1]);
     }
   }
 }

@@ -124,20 +124,16 @@ __global__ void __launch_bounds__(256, 1) bwd_dq_kernel(const BwdParams p) {
     mbar_arrive(empty + 8 * buf);
   }
 
-  float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D;
+  const int64_t q0 = batch * p.q_batch_stride + int64_t(t.head) * D;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = 64 * wg + r_lo + 8 * h;
     if (r >= q_rows) continue;
-    const int64_t base = qrow(r) * p.q_row_stride;
+    const int64_t base = q0 + qrow(r) * p.q_row_stride;
 #pragma unroll
-    for (int ob = 0; ob < kON; ++ob) {
-      float2* a = reinterpret_cast<float2*>(dqa + base + ob * 8 + qc);
-      float2 x = *a;
-      x.x += p.scale * dq[ob * 4 + 2 * h];
-      x.y += p.scale * dq[ob * 4 + 2 * h + 1];
-      *a = x;
-    }
+    for (int ob = 0; ob < kON; ++ob)
+      grad_add2<Elem>(p.dq_acc, p.dq_hi, p.dq_lo, base + ob * 8 + qc, p.scale * dq[ob * 4 + 2 * h],
+                      p.scale * dq[ob * 4 + 2 * h + 1]);
   }
 }
 

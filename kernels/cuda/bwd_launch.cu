@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/attention_bwd.hpp"
+#include "kernels/cuda/bwd_common.cuh"
 #include "kernels/cuda/sm90_ptx.cuh"
 
 namespace ringattn::kern::cuda {
@@ -23,9 +24,11 @@ cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream) {
   if (p.dtype != ElemType::bf16 && p.dtype != ElemType::f16) return cudaErrorInvalidValue;
   if (p.num_tiles < 0 || p.q_items < 0 || p.k_items < 0 || p.batch < 1 || p.batch > 65535) return cudaErrorInvalidValue;
   if (p.num_tiles == 0 || (p.q_items == 0 && p.k_items == 0)) return cudaSuccess;  // empty pass
+  auto acc_ok = [](const float* f32, const void* hi, const uint16_t* lo) { return lo ? hi != nullptr : f32 != nullptr; };
   if (!p.q || !p.dout || !p.lse || !p.delta || !p.src.k || !p.src.v || !p.tiles || !p.q_prefix || !p.k_prefix ||
-      !p.dq_acc || !p.dk_acc || !p.dv_acc)
+      !acc_ok(p.dq_acc, p.dq_hi, p.dq_lo) || !acc_ok(p.dk_acc, p.dk_hi, p.dk_lo) || !acc_ok(p.dv_acc, p.dv_hi, p.dv_lo))
     return cudaErrorInvalidValue;
+  if (p.dq_atomic && (p.dq_lo || !p.dq_acc)) return cudaErrorInvalidValue;  // float atomics need float32
   if (p.dtype == ElemType::bf16)
     return p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream) : detail::run_bwd<__nv_bfloat16, 64>(p, stream);
   return p.head_dim == 128 ? detail::run_bwd<__half, 128>(p, stream) : detail::run_bwd<__half, 64>(p, stream);
@@ -67,7 +70,8 @@ __global__ void convert_kernel(const float2* __restrict__ src, uint32_t* __restr
   }
 }
 
-// One thread per float4 of a row (head_dim / 4 per row).
+// One thread per 4 elements of a row (head_dim / 4 per row).
+template <typename Elem>
 __global__ void scatter_add_kernel(ScatterAddParams p, int64_t total) {
   const int q = p.head_dim / 4;
   const int64_t half = p.rows ? int64_t(p.batch) * p.total_rows * p.head_dim
@@ -84,15 +88,12 @@ __global__ void scatter_add_kernel(ScatterAddParams p, int64_t total) {
       }
       to = ((b * p.local_rows + p.rows[i]) * p.heads + lo) * p.head_dim + chunk * 4;
     }
-    float4* dk = reinterpret_cast<float4*>(p.dk + to);
-    float4* dv = reinterpret_cast<float4*>(p.dv + to);
     const float4 a = *reinterpret_cast<const float4*>(p.part + from);
     const float4 b = *reinterpret_cast<const float4*>(p.part + half + from);
-    float4 x = *dk, y = *dv;
-    x.x += a.x; x.y += a.y; x.z += a.z; x.w += a.w;
-    y.x += b.x; y.y += b.y; y.z += b.z; y.w += b.w;
-    *dk = x;
-    *dv = y;
+    detail::grad_add2<Elem>(p.dk, p.dk_hi, p.dk_lo, to, a.x, a.y);
+    detail::grad_add2<Elem>(p.dk, p.dk_hi, p.dk_lo, to + 2, a.z, a.w);
+    detail::grad_add2<Elem>(p.dv, p.dv_hi, p.dv_lo, to, b.x, b.y);
+    detail::grad_add2<Elem>(p.dv, p.dv_hi, p.dv_lo, to + 2, b.z, b.w);
   }
 }
 
@@ -126,11 +127,15 @@ cudaError_t bwd_convert(const float* src, void* dst, int64_t n, ElemType dtype, 
 }
 
 cudaError_t bwd_scatter_add(const ScatterAddParams& p, cudaStream_t stream) {
-  if (!p.part || !p.dk || !p.dv || p.head_dim % 4 != 0 || (p.rows && !p.head_prefix)) return cudaErrorInvalidValue;
+  const bool split = p.dk_lo != nullptr;
+  if (!p.part || p.head_dim % 4 != 0 || (p.rows && !p.head_prefix) || (split != (p.dv_lo != nullptr)) ||
+      (split ? !p.dk_hi || !p.dv_hi : !p.dk || !p.dv))
+    return cudaErrorInvalidValue;
   const int64_t rows = p.rows ? int64_t(p.batch) * p.total_rows : int64_t(p.batch) * p.local_rows * p.heads;
   const int64_t total = rows * (p.head_dim / 4);
   if (total == 0) return cudaSuccess;
-  scatter_add_kernel<<<grid_for(total, 256), 256, 0, stream>>>(p, total);
+  if (p.dtype == ElemType::f16) scatter_add_kernel<__half><<<grid_for(total, 256), 256, 0, stream>>>(p, total);
+  else scatter_add_kernel<__nv_bfloat16><<<grid_for(total, 256), 256, 0, stream>>>(p, total);
   return cudaGetLastError();
 }
 

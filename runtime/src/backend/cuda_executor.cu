@@ -299,8 +299,10 @@ class CudaExecutor final : public Executor {
   };
 
   // One backward on the ring: Delta, then per step the passes' dK/dV and dQ
-  // kernels into float32 accumulators (the local ones, or the step's return
-  // slot), the owner's adds of returned partials, and the conversion.
+  // kernels into split accumulators (the gradients themselves plus bf16
+  // remainders, attention_bwd.hpp) or, for a received block, the step's
+  // float32 return slot; the owner's adds of returned partials. With atomic
+  // dQ, dQ accumulates in float32 and is converted at the end.
   class BackwardWork final : public RingWork {
    public:
     BackwardWork(CudaExecutor* ex, const Plan& plan, const BackwardArgs& a, const DevicePlan& dp)
@@ -322,21 +324,28 @@ class CudaExecutor final : public Executor {
       bp_.scale = ex->scale();
       bp_.causal = c.causal;
       bp_.dtype = ex->elem();
-      bp_.dq_acc = ex->dq_acc_;
       bp_.dq_atomic = ex->dq_atomic_;
+      if (bp_.dq_atomic) {
+        bp_.dq_acc = ex->dq_acc_;
+      } else {
+        bp_.dq_hi = a.dq;
+        bp_.dq_lo = ex->lo_[0];
+      }
       n_ = a.shape->batch * L * H * D;
     }
 
     Status prologue() override {
-      for (float* acc : {ex_->dq_acc_, ex_->dk_acc_, ex_->dv_acc_})
-        RINGATTN_CUDA_CHECK(cudaMemsetAsync(acc, 0, size_t(n_) * sizeof(float), cs_));
+      const size_t es = dtype_size(ex_->cfg_.dtype);
+      for (void* g : {a_.dq, a_.dk, a_.dv}) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
+      for (uint16_t* lo : ex_->lo_) RINGATTN_CUDA_CHECK(cudaMemsetAsync(lo, 0, size_t(n_) * sizeof(uint16_t), cs_));
+      if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->dq_acc_, 0, size_t(n_) * sizeof(float), cs_));
       RINGATTN_CUDA_CHECK(kc::bwd_delta(a_.o, a_.dout, ex_->delta_, bp_.batch, plan_.local_rows, bp_.heads, bp_.head_dim,
                                         bp_.dtype, cs_));
       return Status::Ok();
     }
     Status pack(size_t i, void* slot, const void* block[2]) override { return sv_.pack(i, slot, block, ex_->comm_stream()); }
     Status compute(size_t i, const void* recv, void* back) override {
-      if (i == kLocal) return run_passes(0, sv_.local(), ex_->dk_acc_, ex_->dv_acc_);
+      if (i == kLocal) return run_passes(0, sv_.local(), nullptr, nullptr);
       const int64_t half = sv_.recv_half(i);
       float* part = static_cast<float*>(back);
       RINGATTN_CUDA_CHECK(cudaMemsetAsync(part, 0, size_t(2 * half) * sizeof(float), cs_));
@@ -347,8 +356,11 @@ class CudaExecutor final : public Executor {
       const RowList& rl = plan_.steps[i].send;
       kc::ScatterAddParams sp;
       sp.part = static_cast<const float*>(block);
-      sp.dk = ex_->dk_acc_;
-      sp.dv = ex_->dv_acc_;
+      sp.dk_hi = a_.dk;
+      sp.dv_hi = a_.dv;
+      sp.dk_lo = ex_->lo_[1];
+      sp.dv_lo = ex_->lo_[2];
+      sp.dtype = bp_.dtype;
       sp.rows = rl.whole ? nullptr : dp_.send_rows[i];
       sp.head_prefix = rl.whole ? nullptr : dp_.send_prefix[i];
       sp.total_rows = rl.total_rows();
@@ -360,17 +372,20 @@ class CudaExecutor final : public Executor {
       return Status::Ok();
     }
     Status epilogue() override {
-      RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dq_acc_, a_.dq, n_, bp_.dtype, cs_));
-      RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dk_acc_, a_.dk, n_, bp_.dtype, cs_));
-      RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dv_acc_, a_.dv, n_, bp_.dtype, cs_));
+      if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(kc::bwd_convert(ex_->dq_acc_, a_.dq, n_, bp_.dtype, cs_));
       return Status::Ok();
     }
 
    private:
+    // dk/dv: a received block's float32 partial; null: this rank's keys (split).
     Status run_passes(int step, const kern::KeySource& src, float* dk, float* dv) {
       bp_.src = src;
       bp_.dk_acc = dk;
       bp_.dv_acc = dv;
+      bp_.dk_hi = dk ? nullptr : a_.dk;
+      bp_.dv_hi = dv ? nullptr : a_.dv;
+      bp_.dk_lo = dk ? nullptr : ex_->lo_[1];
+      bp_.dv_lo = dv ? nullptr : ex_->lo_[2];
       for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
         const Pass& ps = plan_.passes[pi];
         if (ps.step != step) continue;
@@ -394,22 +409,29 @@ class CudaExecutor final : public Executor {
     int64_t n_ = 0;
   };
 
-  // The backward's float32 buffers (n elements each, Delta n / head_dim);
-  // they grow rarely, after the run in flight (which may read them) is done.
+  // The backward's buffers: the bf16 remainders of dQ, dK, dV (n elements
+  // each), Delta (n / head_dim floats) and, for atomic dQ, a float32 dQ; they
+  // grow rarely, after the run in flight (which may read them) is done.
   Status reserve_backward(int64_t n, int64_t nh) {
-    if (n <= acc_cap_ && nh <= delta_cap_) return Status::Ok();
+    const bool f32 = dq_atomic_;
+    if (n <= acc_cap_ && nh <= delta_cap_ && (!f32 || dq_acc_)) return Status::Ok();
     RINGATTN_RETURN_IF_ERROR(ring_->finish());
     free_backward();
-    for (float** p : {&dq_acc_, &dk_acc_, &dv_acc_}) RINGATTN_CUDA_CHECK(cudaMalloc(p, size_t(n) * sizeof(float)));
+    for (uint16_t*& lo : lo_) RINGATTN_CUDA_CHECK(cudaMalloc(&lo, size_t(n) * sizeof(uint16_t)));
+    if (f32) RINGATTN_CUDA_CHECK(cudaMalloc(&dq_acc_, size_t(n) * sizeof(float)));
     RINGATTN_CUDA_CHECK(cudaMalloc(&delta_, size_t(nh) * sizeof(float)));
     acc_cap_ = n;
     delta_cap_ = nh;
     return Status::Ok();
   }
   void free_backward() {
-    for (float** p : {&dq_acc_, &dk_acc_, &dv_acc_, &delta_}) {
+    for (float** p : {&dq_acc_, &delta_}) {
       if (*p) cudaFree(*p);
       *p = nullptr;
+    }
+    for (uint16_t*& lo : lo_) {
+      if (lo) cudaFree(lo);
+      lo = nullptr;
     }
     acc_cap_ = delta_cap_ = 0;
   }
@@ -426,7 +448,8 @@ class CudaExecutor final : public Executor {
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
-  float *dq_acc_ = nullptr, *dk_acc_ = nullptr, *dv_acc_ = nullptr, *delta_ = nullptr;  // the backward's
+  float *dq_acc_ = nullptr, *delta_ = nullptr;  // the backward's (dq_acc_: atomic dQ only)
+  uint16_t* lo_[3] = {nullptr, nullptr, nullptr};  // bf16 remainders of dQ, dK, dV
   int64_t acc_cap_ = 0, delta_cap_ = 0;
   std::unique_ptr<Lanes> lanes_;
   std::unique_ptr<RingTransport> transport_;
