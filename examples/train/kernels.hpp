@@ -1,15 +1,24 @@
 // The math of the training example other than attention, behind one small
-// interface, so that a CUDA implementation (cuBLAS GEMMs, small kernels) can
-// be added beside the CPU one without touching the model: the model calls
-// only these, on buffers of the backend's memory. All tensors are float32,
-// row-major; "rows" are tokens.
+// interface with a CPU implementation (kernels_cpu.cpp) and a CUDA one
+// (kernels_cuda.cu: cuBLAS GEMMs, small kernels of its own): the model calls
+// only these, on buffers of the backend's memory (buffer.hpp). All tensors
+// are float32, row-major; "rows" are tokens. Index arrays (tokens, rows,
+// targets) live in the backend's memory too.
 //
 // Determinism: every implementation must give the same bits for the same
 // inputs on the same machine (fixed reduction order, no atomics in sums), so
-// a resumed run repeats the loss trajectory bit for bit.
+// a resumed run repeats the loss trajectory bit for bit. The two backends
+// need not agree bit for bit with each other (their sums run in other
+// orders): they agree to float32 rounding.
+//
+// Errors: a failed device call or launch throws std::runtime_error naming
+// the call and its file:line (a failure mid-step cannot be agreed on across
+// ranks; main() turns it into the job's abort).
 #pragma once
 #include <cstdint>
 #include <memory>
+
+#include "ringattn/config.hpp"
 
 namespace train {
 
@@ -17,6 +26,22 @@ class Kernels {
  public:
   virtual ~Kernels() = default;
   virtual const char* name() const = 0;
+  // Where the buffers these kernels take live.
+  virtual ringattn::Backend backend() const = 0;
+  // Waits for the work queued so far (cuda: the default stream; cpu: nothing).
+  virtual void synchronize() = 0;
+
+  // y = x (n floats); x = 0.
+  virtual void copy(int64_t n, const float* x, float* y) = 0;
+  virtual void zero(int64_t n, float* x) = 0;
+  // out[i,:] = x[rows[i],:] (i < n; d columns).
+  virtual void gather_rows(int64_t n, int64_t d, const int64_t* rows, const float* x, float* out) = 0;
+  // x[rows[i],:] += g[i,:], i in order (a row given twice adds twice).
+  virtual void scatter_add_rows(int64_t n, int64_t d, const int64_t* rows, const float* g, float* x) = 0;
+  // float32 <-> the 16-bit attention dtype (bf16 or f16, round to nearest
+  // even): the Context's inputs and outputs under mixed precision.
+  virtual void to_half(ringattn::DType t, int64_t n, const float* x, void* y) = 0;
+  virtual void from_half(ringattn::DType t, int64_t n, const void* x, float* y) = 0;
 
   // C[M,N] = alpha * op(A) op(B) + beta * C. op(A) is M x K: A itself
   // (M x K, row stride lda) or, with ta, the transpose of A (K x M, stride
@@ -42,15 +67,17 @@ class Kernels {
   virtual void gelu_fwd(int64_t n, const float* u, float* a) = 0;
   virtual void gelu_bwd(int64_t n, const float* u, const float* da, float* du) = 0;
 
-  // x[t,:] = E[tok[t],:];  dE[tok[t],:] += dx[t,:] (in row order).
+  // E, dE: vocab x d.
+  // x[t,:] = E[tok[t],:];  dE[tok[t],:] += dx[t,:] (in a fixed order: cpu row
+  // order; cuda per chunk of rows in row order, then the chunks in order).
   virtual void embed_fwd(int64_t rows, int64_t d, const int32_t* tok, const float* E, float* x) = 0;
-  virtual void embed_bwd(int64_t rows, int64_t d, const int32_t* tok, const float* dx, float* dE) = 0;
+  virtual void embed_bwd(int64_t rows, int64_t d, int64_t vocab, const int32_t* tok, const float* dx, float* dE) = 0;
 
   // Token shift: x[t,:] += s * E[prev[t],:] (nothing where prev[t] < 0);
-  // its backward: dE[prev[t],:] += s * dx[t,:], ds += dx[t,:] * E[prev[t],:] (in row order).
+  // its backward: dE[prev[t],:] += s * dx[t,:], ds += dx[t,:] * E[prev[t],:] (fixed order, as embed_bwd).
   virtual void shift_fwd(int64_t rows, int64_t d, const int32_t* prev, const float* E, const float* s, float* x) = 0;
-  virtual void shift_bwd(int64_t rows, int64_t d, const int32_t* prev, const float* E, const float* s, const float* dx,
-                         float* dE, float* ds) = 0;
+  virtual void shift_bwd(int64_t rows, int64_t d, int64_t vocab, const int32_t* prev, const float* E, const float* s,
+                         const float* dx, float* dE, float* ds) = 0;
 
   // y += x (n elements).
   virtual void add(int64_t n, const float* x, float* y) = 0;
@@ -73,5 +100,9 @@ class Kernels {
 
 // Plain loops, cache-blocked GEMM, one thread per rank (ranks share the cores).
 std::unique_ptr<Kernels> make_cpu_kernels();
+// cuBLAS and small kernels on the current device (select it first), all on
+// the default stream, the stream the model passes to ringattn::Context.
+// Defined when the project builds CUDA (RINGATTN_WITH_CUDA).
+std::unique_ptr<Kernels> make_cuda_kernels();
 
 }  // namespace train

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "kernels/common/convert.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TRAIN_CLONES __attribute__((target_clones("arch=haswell", "default")))
@@ -84,6 +85,23 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t ld, float* 
 class CpuKernels final : public Kernels {
  public:
   const char* name() const override { return "cpu"; }
+  ringattn::Backend backend() const override { return ringattn::Backend::cpu; }
+  void synchronize() override {}
+
+  void copy(int64_t n, const float* x, float* y) override { std::memcpy(y, x, size_t(n) * sizeof(float)); }
+  void zero(int64_t n, float* x) override { std::fill(x, x + n, 0.0f); }
+  void gather_rows(int64_t n, int64_t d, const int64_t* rows, const float* x, float* out) override {
+    for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * d, x + rows[i] * d, size_t(d) * sizeof(float));
+  }
+  void scatter_add_rows(int64_t n, int64_t d, const int64_t* rows, const float* g, float* x) override {
+    for (int64_t i = 0; i < n; ++i) add(d, g + i * d, x + rows[i] * d);
+  }
+  void to_half(ringattn::DType t, int64_t n, const float* x, void* y) override {
+    ringattn::kern::from_float(ringattn::kern::ElemKind(int(t)), x, size_t(n), y);
+  }
+  void from_half(ringattn::DType t, int64_t n, const void* x, float* y) override {
+    ringattn::kern::to_float(ringattn::kern::ElemKind(int(t)), x, size_t(n), y);
+  }
 
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
@@ -177,7 +195,7 @@ class CpuKernels final : public Kernels {
   void embed_fwd(int64_t rows, int64_t d, const int32_t* tok, const float* E, float* x) override {
     for (int64_t t = 0; t < rows; ++t) std::memcpy(x + t * d, E + int64_t(tok[t]) * d, size_t(d) * sizeof(float));
   }
-  void embed_bwd(int64_t rows, int64_t d, const int32_t* tok, const float* dx, float* dE) override {
+  void embed_bwd(int64_t rows, int64_t d, int64_t, const int32_t* tok, const float* dx, float* dE) override {
     for (int64_t t = 0; t < rows; ++t) {
       float* e = dE + int64_t(tok[t]) * d;
       for (int64_t i = 0; i < d; ++i) e[i] += dx[t * d + i];
@@ -191,8 +209,8 @@ class CpuKernels final : public Kernels {
       for (int64_t i = 0; i < d; ++i) x[t * d + i] += s[i] * e[i];
     }
   }
-  void shift_bwd(int64_t rows, int64_t d, const int32_t* prev, const float* E, const float* s, const float* dx,
-                 float* dE, float* ds) override {
+  void shift_bwd(int64_t rows, int64_t d, int64_t, const int32_t* prev, const float* E, const float* s,
+                 const float* dx, float* dE, float* ds) override {
     for (int64_t t = 0; t < rows; ++t) {
       if (prev[t] < 0) continue;
       const float* e = E + int64_t(prev[t]) * d;

@@ -5,6 +5,12 @@
 // backward go through ringattn::Context (causal, dilated); every other op
 // through train::Kernels (kernels.hpp). Run it with ./launch/train.
 //
+// Backends (--backend): cpu (host buffers, float32 throughout) and cuda
+// (device buffers, cuBLAS, bf16 attention; each rank takes the GPU the CLI
+// would give it, and the CLI's default transport). The state lives in the
+// backend's memory; checkpoints and the gradient all-reduce go through the
+// host.
+//
 // How the job ends: every error found before the first step (options, sizes
 // the config cannot take, files, a checkpoint of another config) is agreed
 // on by all ranks, printed once by rank 0 and ends the job with exit code 2
@@ -21,11 +27,15 @@
 #include <string>
 #include <vector>
 
+#include <exception>
+
+#include "buffer.hpp"
 #include "checkpoint.hpp"
 #include "kernels.hpp"
 #include "launch/src/job.hpp"
 #include "model.hpp"
 #include "options.hpp"
+#include "ringattn/device.hpp"
 #include "ringattn/names.hpp"
 #include "ringattn/ringattn.hpp"
 #include "task.hpp"
@@ -54,6 +64,30 @@ Status mpi_status(int rc, const char* what) {
 
 void mpi_check(const Group& g, int rc, const char* what) {
   if (rc != MPI_SUCCESS) ringattn::cli::abort_job(g, mpi_status(rc, what));
+}
+
+#ifdef RINGATTN_WITH_CUDA
+constexpr bool kCudaBuilt = true;
+#else
+constexpr bool kCudaBuilt = false;
+#endif
+
+// The backend's Kernels (cuda: after select_local_device; a cuBLAS handle that cannot be made is an error value here).
+Status make_kernels(ringattn::Backend b, std::unique_ptr<Kernels>* out) {
+  if (b == ringattn::Backend::cpu) {
+    *out = make_cpu_kernels();
+    return Status::Ok();
+  }
+#ifdef RINGATTN_WITH_CUDA
+  try {
+    *out = make_cuda_kernels();
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    return Status(StatusCode::kDeviceError, e.what());
+  }
+#else
+  return ringattn::Unsupported("--backend cuda: this build has no CUDA");
+#endif
 }
 
 double now_ms() {
@@ -117,11 +151,40 @@ class Trainer {
   Trainer(TrainOptions o, const Group& g, ringattn::Context* ctx, Kernels* k)
       : o_(std::move(o)), g_(g), k_(k), model_(o_.dims, k, ctx, o_.batch, o_.task.seq) {
     n_ = param_count(model_.layout());
-    grad_.resize(size_t(n_));
   }
 
   int64_t params() const { return n_; }
+  // The host copy of the state: checkpoints read and write it; push_state()
+  // and pull_state() move it to and from the backend's buffers.
   TrainState& state() { return s_; }
+
+  // Every buffer of the run on the backend: activations, weights, gradient,
+  // AdamW moments, the step's tokens (before any step: an allocation that
+  // fails is agreed on and ends the job cleanly).
+  Status allocate() {
+    const ringattn::Backend b = k_->backend();
+    RINGATTN_RETURN_IF_ERROR(model_.allocate());
+    for (auto* x : {&w_, &m_, &v_, &grad_}) {
+      RINGATTN_RETURN_IF_ERROR(x->resize(b, size_t(n_)));
+      k_->zero(n_, x->data());
+    }
+    RINGATTN_RETURN_IF_ERROR(tokens_.resize(b, size_t(model_.rows())));
+    RINGATTN_RETURN_IF_ERROR(prev_.resize(b, size_t(model_.rows())));
+    if (b != ringattn::Backend::cpu) host_grad_.resize(size_t(n_));
+    k_->synchronize();
+    return Status::Ok();
+  }
+  Status push_state() {
+    RINGATTN_RETURN_IF_ERROR(w_.upload(s_.w.data(), size_t(n_)));
+    RINGATTN_RETURN_IF_ERROR(m_.upload(s_.m.data(), size_t(n_)));
+    return v_.upload(s_.v.data(), size_t(n_));
+  }
+  Status pull_state() {
+    for (auto* t : {&s_.w, &s_.m, &s_.v}) t->resize(size_t(n_));
+    RINGATTN_RETURN_IF_ERROR(w_.download(s_.w.data(), size_t(n_)));
+    RINGATTN_RETURN_IF_ERROR(m_.download(s_.m.data(), size_t(n_)));
+    return v_.download(s_.v.data(), size_t(n_));
+  }
 
   // The mean cross-entropy over all answers of the job: each rank scales its
   // own answers by 1/(all answers), so the sum over ranks of the gradients
@@ -130,12 +193,27 @@ class Trainer {
   Totals forward_backward(const Batch& b, bool backward, double* attn_ms) {
     const float scale = float(1.0 / double(o_.batch * o_.task.pairs));
     StepResult r;
-    if (backward) std::fill(grad_.begin(), grad_.end(), 0.0f);
-    OR_ABORT(g_, model_.run(s_.w.data(), b.tokens.data(), b.prev.data(), b.rows, b.targets, scale, backward ? grad_.data() : nullptr, &r));
-    if (backward)
-      mpi_check(g_, MPI_Allreduce(MPI_IN_PLACE, grad_.data(), int(n_), MPI_FLOAT, MPI_SUM, g_.comm), "MPI_Allreduce (gradients)");
+    OR_ABORT(g_, tokens_.upload(b.tokens.data(), b.tokens.size()));
+    OR_ABORT(g_, prev_.upload(b.prev.data(), b.prev.size()));
+    if (backward) k_->zero(n_, grad_.data());
+    OR_ABORT(g_, model_.run(w_.data(), tokens_.data(), prev_.data(), b.rows, b.targets, scale,
+                            backward ? grad_.data() : nullptr, &r));
+    if (backward) allreduce_grad();
     if (attn_ms) *attn_ms = r.attn_ms;
     return reduce_totals(g_, r);
+  }
+
+  // The sum of the ranks' gradients, in place: on the host buffer itself
+  // (cpu), or staged through the host (cuda; the gradient is small next to
+  // the activations, and no CUDA-aware MPI is assumed).
+  void allreduce_grad() {
+    float* g = grad_.data();
+    if (k_->backend() != ringattn::Backend::cpu) {
+      OR_ABORT(g_, grad_.download(host_grad_.data(), size_t(n_)));
+      g = host_grad_.data();
+    }
+    mpi_check(g_, MPI_Allreduce(MPI_IN_PLACE, g, int(n_), MPI_FLOAT, MPI_SUM, g_.comm), "MPI_Allreduce (gradients)");
+    if (k_->backend() != ringattn::Backend::cpu) OR_ABORT(g_, grad_.upload(host_grad_.data(), size_t(n_)));
   }
 
   double lr_at(int64_t step) const {  // linear warm-up, then cosine down to min_lr * lr at the last step
@@ -154,7 +232,8 @@ class Trainer {
     const float bc2 = float(1.0 - std::pow(o_.beta2, double(step + 1)));
     for (const TensorInfo& t : model_.layout())
       k_->adamw(t.size, lr, float(o_.beta1), float(o_.beta2), float(o_.eps), t.decay ? float(o_.wd) : 0.0f, bc1, bc2,
-                &grad_[size_t(t.offset)], &s_.w[size_t(t.offset)], &s_.m[size_t(t.offset)], &s_.v[size_t(t.offset)]);
+                grad_.data() + t.offset, w_.data() + t.offset, m_.data() + t.offset, v_.data() + t.offset);
+    k_->synchronize();  // the step's time includes its update
     return norm;
   }
 
@@ -177,7 +256,10 @@ class Trainer {
   bool check_grad() {
     const Batch b = make_batch(o_, g_.rank, g_.size, 0, 0);
     const Totals t0 = forward_backward(b, true, nullptr);
-    const std::vector<float> g = grad_, w0 = s_.w;
+    std::vector<float> g(static_cast<size_t>(n_));
+    OR_ABORT(g_, grad_.download(g.data(), size_t(n_)));
+    OR_ABORT(g_, pull_state());
+    const std::vector<float> w0 = s_.w;
     const double scale = 1.0 / double(o_.batch * o_.task.pairs);
     if (g_.rank == 0) std::printf("check-grad: loss %.9e over %.0f answers\n", t0.loss * scale, t0.answers);
     bool ok = true;
@@ -208,9 +290,11 @@ class Trainer {
       for (int sgn = 0; sgn < 2; ++sgn) {
         s_.w = w0;
         for (int64_t i = 0; i < t.size; ++i) s_.w[size_t(t.offset + i)] += float((sgn ? -eps : eps) * u[size_t(i)]);
+        OR_ABORT(g_, w_.upload(s_.w.data(), size_t(n_)));
         lpm[sgn] = forward_backward(b, false, nullptr).loss * scale;
       }
       s_.w = w0;
+      OR_ABORT(g_, w_.upload(s_.w.data(), size_t(n_)));
       const double num = (lpm[0] - lpm[1]) / (2 * eps);
       // float32 forward: the loss carries ~1e-7 relative noise, i.e. ~1e-5
       // in the difference quotient at eps 1e-2 (seen: <= 4e-4 of |a| and
@@ -226,6 +310,27 @@ class Trainer {
     return ok;
   }
 
+  // Step 0's gradient (the first training batch, summed over the ranks,
+  // before clipping) as text, written by rank 0: "loss L answers A", then
+  // one line "tensor value" per parameter in layout order (%.9e: every
+  // float32 bit). Collective; the write's outcome is agreed on.
+  // f: the file, open on rank 0 (nullptr elsewhere).
+  Status grad_dump(const std::string& path, std::FILE* f) {
+    const Totals t = forward_backward(make_batch(o_, g_.rank, g_.size, 0, 0), true, nullptr);
+    std::vector<float> g(static_cast<size_t>(n_));
+    OR_ABORT(g_, grad_.download(g.data(), size_t(n_)));
+    Status st;
+    if (g_.rank == 0) {
+      bool ok = std::fprintf(f, "loss %.9e answers %.0f\n", t.loss / std::max(1.0, t.answers), t.answers) > 0;
+      for (const TensorInfo& ti : model_.layout())
+        for (int64_t i = 0; i < ti.size && ok; ++i) ok = std::fprintf(f, "%s %.9e\n", ti.name.c_str(), g[size_t(ti.offset + i)]) > 0;
+      if (std::fclose(f) != 0 || !ok) st = Status(StatusCode::kIoError, "--grad-dump " + path + ": write failed");
+      if (st.ok()) std::printf("grad-dump: %s: loss %.9e over %.0f answers, %lld parameters\n", path.c_str(),
+                               t.loss / std::max(1.0, t.answers), t.answers, static_cast<long long>(n_));
+    }
+    return ringattn::cli::agree(g_, st, false);
+  }
+
  private:
   TrainOptions o_;
   Group g_;
@@ -233,7 +338,9 @@ class Trainer {
   Model model_;
   int64_t n_ = 0;
   TrainState s_;
-  std::vector<float> grad_;
+  Buf<float> w_, m_, v_, grad_;   // the backend's copy of the state, and the gradient
+  Buf<int32_t> tokens_, prev_;    // this step's tokens on the backend
+  std::vector<float> host_grad_;  // cuda: the gradient's stop on the host for the all-reduce
 };
 
 std::string json_escape(const std::string& s) {
@@ -246,8 +353,11 @@ std::string json_escape(const std::string& s) {
   return r;
 }
 
-// Collective: rank 0 writes; the outcome is agreed on (a failed save ends the job on every rank).
-void save(const TrainOptions& o, const Group& g, const TrainState& s) {
+// Collective: the state comes to the host, rank 0 writes; the outcome is
+// agreed on (a failed save ends the job on every rank).
+void save(const TrainOptions& o, const Group& g, Trainer& tr) {
+  OR_ABORT(g, tr.pull_state());
+  const TrainState& s = tr.state();
   // The ranks must hold the same state (the update is replicated): prove it before writing one copy.
   uint64_t h = hash_state(s), lo = 0, hi = 0;
   mpi_check(g, MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, g.comm), "MPI_Allreduce (state hash)");
@@ -270,8 +380,19 @@ int run(int argc, char** argv) {
     if (g.rank == 0) std::fputs(kUsage, stdout);
     return 0;
   }
+  // The backend: --backend, else cuda when this build has CUDA and every rank sees a GPU.
+  {
+    int gpu = kCudaBuilt && ringattn::dev::device_count() > 0 ? 1 : 0, all = 0;
+    mpi_check(g, MPI_Allreduce(&gpu, &all, 1, MPI_INT, MPI_MIN, g.comm), "MPI_Allreduce (GPUs visible)");
+    st = ringattn::cli::agree(g, resolve_backend(&o, all == 1), false);
+    if (!st.ok()) ringattn::cli::exit_job(st);
+  }
   st = ringattn::cli::agree(g, validate_options(&o, g.size), false);
   if (!st.ok()) ringattn::cli::exit_job(st);
+  const bool cuda = o.backend == ringattn::Backend::cuda;
+  if (cuda && !kCudaBuilt)  // after the options' checks: their messages read the same in every build
+    ringattn::cli::exit_job(ringattn::Unsupported("--backend cuda: this build has no CUDA (configure with the 'gpu' or 'ci' "
+                                                  "preset on a machine with the CUDA toolkit; allowed here: --backend cpu)"));
 
   // Files before anything is computed: the log, the checkpoint directory.
   std::FILE* json = nullptr;
@@ -279,26 +400,48 @@ int run(int argc, char** argv) {
     json = std::fopen(o.json.c_str(), "w");
     if (!json) st = Status(StatusCode::kIoError, "--json " + o.json + ": cannot open for writing: " + std::strerror(errno));
   }
+  std::FILE* grad_file = nullptr;
+  if (st.ok() && g.rank == 0 && !o.grad_dump.empty()) {
+    grad_file = std::fopen(o.grad_dump.c_str(), "w");
+    if (!grad_file)
+      st = Status(StatusCode::kIoError, "--grad-dump " + o.grad_dump + ": cannot open for writing: " + std::strerror(errno));
+  }
   if (st.ok() && g.rank == 0 && !o.save.empty()) st = check_save_dir(o.save);
   st = ringattn::cli::agree(g, st, false);  // files are rank 0's
   if (!st.ok()) ringattn::cli::exit_job(st);
 
+  // cuda: this rank's GPU (the CLI's rule), before any CUDA work of the rank.
+  if (cuda) {
+    st = ringattn::cli::agree(g, ringattn::cli::select_local_device());
+    if (!st.ok()) ringattn::cli::exit_job(st);
+  }
   ringattn::Config cfg;
   cfg.branches = o.branches;
   cfg.causal = true;
   cfg.heads = o.dims.heads;
   cfg.head_dim = o.dims.head_dim();
-  cfg.dtype = ringattn::DType::f32;
-  cfg.backend = ringattn::Backend::cpu;
+  cfg.dtype = o.attn_dtype;
+  cfg.backend = o.backend;
+  cfg.transport = ringattn::cli::default_transport(o.backend);  // the CLI's default
+  if (!o.transport_text.empty()) st = ringattn::parse_transport(o.transport_text, &cfg.transport);
   cfg.timeout_seconds = o.timeout;
   std::unique_ptr<ringattn::Context> ctx;
-  st = ringattn::cli::agree(g, ringattn::Context::create(cfg, MPI_COMM_WORLD, &ctx));
+  if (st.ok()) st = ringattn::Context::create(cfg, MPI_COMM_WORLD, &ctx);
+  st = ringattn::cli::agree(g, st);
   if (!st.ok()) ringattn::cli::exit_job(st);
   st = ringattn::cli::agree(g, ringattn::validate_shape(cfg, ringattn::Shape{o.batch, o.task.seq}, g.size));
   if (!st.ok()) ringattn::cli::exit_job(st);
 
-  std::unique_ptr<Kernels> kernels = make_cpu_kernels();
-  Trainer tr(o, g, ctx.get(), kernels.get());
+  std::unique_ptr<Kernels> kernels;
+  st = make_kernels(o.backend, &kernels);
+  std::unique_ptr<Trainer> trainer;
+  if (st.ok()) {
+    trainer = std::make_unique<Trainer>(o, g, ctx.get(), kernels.get());
+    st = trainer->allocate();
+  }
+  st = ringattn::cli::agree(g, st);
+  if (!st.ok()) ringattn::cli::exit_job(st);
+  Trainer& tr = *trainer;
   TrainState& s = tr.state();
   const int64_t n = tr.params();
   s.w.assign(size_t(n), 0.0f);
@@ -319,9 +462,16 @@ int run(int argc, char** argv) {
     }
   }
 
+  OR_ABORT(g, tr.push_state());
+
   if (o.check_grad) {
     const bool ok = tr.check_grad();
     return ok ? 0 : 1;
+  }
+  if (!o.grad_dump.empty()) {
+    st = tr.grad_dump(o.grad_dump, grad_file);
+    if (!st.ok()) ringattn::cli::exit_job(st);
+    return 0;
   }
 
   const int64_t L = o.task.seq / g.size;
@@ -329,12 +479,14 @@ int run(int argc, char** argv) {
   if (g.rank == 0) {
     std::printf("train: %lld tokens per sequence (%d ranks x %lld), batch %lld | model d=%lld heads=%lld layers=%lld mlp=%lld, "
                 "%lld params | attention %s causal | recall: %lld pairs, %lld keys, %lld values (chance %.3f), cell %lld, "
-                "gap %lld | %lld steps, lr %g | backend cpu\n",
+                "gap %lld | %lld steps, lr %g | backend %s (%s), attention %s, transport %s\n",
                 static_cast<long long>(o.task.seq), g.size, static_cast<long long>(L), static_cast<long long>(o.batch),
                 static_cast<long long>(o.dims.d), static_cast<long long>(o.dims.heads), static_cast<long long>(o.dims.layers),
                 static_cast<long long>(o.dims.mlp), static_cast<long long>(n), ringattn::format_branches(o.branches).c_str(),
                 static_cast<long long>(o.task.pairs), static_cast<long long>(o.task.keys), static_cast<long long>(o.task.values),
-                chance, static_cast<long long>(o.task.cell), static_cast<long long>(o.task.gap), static_cast<long long>(o.steps), o.lr);
+                chance, static_cast<long long>(o.task.cell), static_cast<long long>(o.task.gap), static_cast<long long>(o.steps), o.lr,
+                ringattn::to_string(o.backend), ringattn::dev::device_name(o.backend), ringattn::to_string(cfg.dtype),
+                ringattn::to_string(cfg.transport));
     if (s.step > 0) std::printf("resumed from %s at step %lld\n", checkpoint_path(o.resume).c_str(), static_cast<long long>(s.step));
     std::fflush(stdout);
   }
@@ -387,9 +539,9 @@ int run(int argc, char** argv) {
       }
     }
     if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 != end) do_eval(step + 1);
-    if (!o.save.empty() && o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 != end) save(o, g, s);
+    if (!o.save.empty() && o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 != end) save(o, g, tr);
   }
-  if (!o.save.empty()) save(o, g, s);
+  if (!o.save.empty()) save(o, g, tr);
   if (o.eval) do_eval(s.step);
   const double wall = (now_ms() - run_t0) / 1000;
   if (g.rank == 0) std::printf("done: step %lld, %.1f s\n", static_cast<long long>(s.step), wall);
@@ -402,7 +554,10 @@ int run(int argc, char** argv) {
     for (const auto& kv : fingerprint(o))
       opts += std::string(opts.empty() ? "" : ", ") + "\"" + kv.first + "\": \"" + json_escape(kv.second) + "\"";
     const std::string text = "{\n  \"tool\": \"ringattn_train\",\n  \"args\": [" + args + "],\n  \"ranks\": " +
-                             std::to_string(g.size) + ",\n  \"backend\": \"cpu\",\n  \"params\": " + std::to_string(n) +
+                             std::to_string(g.size) + ",\n  \"backend\": \"" + ringattn::to_string(o.backend) +
+                             "\",\n  \"device\": \"" + json_escape(ringattn::dev::device_name(o.backend)) +
+                             "\",\n  \"attention_dtype\": \"" + ringattn::to_string(cfg.dtype) +
+                             "\",\n  \"transport\": \"" + ringattn::to_string(cfg.transport) + "\",\n  \"params\": " + std::to_string(n) +
                              ",\n  \"chance\": " + fmt("%.17g", chance) + ",\n  \"options\": {" + opts +
                              "},\n  \"wall_s\": " + fmt("%.3f", wall) + ",\n  \"steps\": [\n    " + steps_json +
                              "\n  ],\n  \"evals\": [\n    " + evals_json + "\n  ]\n}\n";
@@ -428,7 +583,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ringattn: error: MPI_Comm_set_errhandler failed\n");
     MPI_Abort(MPI_COMM_WORLD, 3);
   }
-  int rc = train::run(argc, argv);
+  // A device failure inside a kernel (kernels.hpp: an exception naming the
+  // call) comes once data moves: this rank reports it and ends the job.
+  int rc = 0;
+  try {
+    rc = train::run(argc, argv);
+  } catch (const std::exception& e) {
+    ringattn::cli::abort_job(ringattn::cli::Group::world(), ringattn::Status(ringattn::StatusCode::kDeviceError, e.what()));
+  }
   // One exit code for the job: the worst rank's.
   int worst = rc;
   if (MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) worst = 3;

@@ -1,17 +1,12 @@
 #include "model.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 
 namespace train {
 namespace {
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Normal deviates from splitmix64 + Box-Muller: the same numbers everywhere.
 struct Normal {
@@ -79,23 +74,45 @@ void init_params(const ModelDims& m, const std::vector<TensorInfo>& layout, uint
 }
 
 Model::Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t batch, int64_t seq)
-    : dims_(dims), layout_(param_layout(dims)), k_(k), ctx_(ctx), shape_{batch, seq} {
+    : dims_(dims), layout_(param_layout(dims)), k_(k), ctx_(ctx), shape_{batch, seq}, adt_(ctx->config().dtype) {
   const int64_t L = seq / ctx->world_size();
   rows_ = batch * L;
   pos0_ = int64_t(ctx->rank()) * L;
-  const size_t rd = size_t(rows_ * dims.d), rf = size_t(rows_ * dims.mlp), r = size_t(rows_);
-  acts_.resize(size_t(dims.layers));
+}
+
+ringattn::Status Model::allocate() {
+  const ringattn::Backend b = k_->backend();
+  const size_t rd = size_t(rows_ * dims_.d), rf = size_t(rows_ * dims_.mlp), r = size_t(rows_);
+  // Every buffer starts zeroed (each is written before it is read; zero keeps a bug from reading garbage).
+  auto f32 = [&](Buf<float>* x, size_t n) -> ringattn::Status {
+    RINGATTN_RETURN_IF_ERROR(x->resize(b, n));
+    k_->zero(int64_t(n), x->data());
+    return ringattn::Status::Ok();
+  };
+  auto f16 = [&](Buf<uint16_t>* x, size_t n) { return x->resize(b, n); };
+  acts_.resize(size_t(dims_.layers));
   for (Layer& a : acts_) {
-    for (auto* b : {&a.x_in, &a.h, &a.q, &a.k, &a.v, &a.o, &a.x_mid, &a.h2}) b->resize(rd);
-    a.u.resize(rf);
-    a.a.resize(rf);
-    a.lse.resize(r * size_t(dims.heads));
-    a.rstd1.resize(r);
-    a.rstd2.resize(r);
+    for (auto* x : {&a.x_in, &a.h, &a.x_mid, &a.h2}) RINGATTN_RETURN_IF_ERROR(f32(x, rd));
+    RINGATTN_RETURN_IF_ERROR(f32(&a.u, rf));
+    RINGATTN_RETURN_IF_ERROR(f32(&a.a, rf));
+    RINGATTN_RETURN_IF_ERROR(f32(&a.lse, r * size_t(dims_.heads)));
+    RINGATTN_RETURN_IF_ERROR(f32(&a.rstd1, r));
+    RINGATTN_RETURN_IF_ERROR(f32(&a.rstd2, r));
+    if (half()) {
+      for (auto* x : {&a.q16, &a.k16, &a.v16, &a.o16}) RINGATTN_RETURN_IF_ERROR(f16(x, rd));
+    } else {
+      for (auto* x : {&a.q, &a.k, &a.v, &a.o}) RINGATTN_RETURN_IF_ERROR(f32(x, rd));
+    }
   }
-  for (auto* b : {&x_, &dx_, &dh_, &dq_, &dk_, &dv_, &dout_}) b->resize(rd);
-  da_.resize(rf);
-  du_.resize(rf);
+  for (auto* x : {&x_, &dx_, &dh_, &dq_, &dk_, &dv_, &dout_}) RINGATTN_RETURN_IF_ERROR(f32(x, rd));
+  RINGATTN_RETURN_IF_ERROR(f32(&da_, rf));
+  RINGATTN_RETURN_IF_ERROR(f32(&du_, rf));
+  if (half()) {
+    for (auto* x : {&sq_, &sk_, &sv_, &so_}) RINGATTN_RETURN_IF_ERROR(f32(x, rd));
+    for (auto* x : {&dout16_, &dq16_, &dk16_, &dv16_}) RINGATTN_RETURN_IF_ERROR(f16(x, rd));
+  }
+  k_->synchronize();
+  return ringattn::Status::Ok();
 }
 
 const float* Model::P(const float* w, const std::string& name) const {
@@ -111,14 +128,40 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
                             const std::vector<int32_t>& targets, float loss_scale, float* grad, StepResult* out) {
   const int64_t d = dims_.d, f = dims_.mlp, V = dims_.vocab, H = dims_.heads, D = dims_.head_dim();
   const int64_t T = rows_, L = shape_.seq / ctx_->world_size(), n = int64_t(rows.size());
-  const size_t td = size_t(T * d);
-  out->attn_ms = 0;
+  const ringattn::Backend b = k_->backend();
+  // The answer rows go to the backend first: a host copy later would wait for attention in flight.
+  out->answers = n;
+  out->loss_sum = 0;
+  out->correct = 0;
+  if (n > 0) {
+    RINGATTN_RETURN_IF_ERROR(rows_dev_.resize(b, size_t(n)));
+    RINGATTN_RETURN_IF_ERROR(rows_dev_.upload(rows.data(), size_t(n)));
+    RINGATTN_RETURN_IF_ERROR(targets_dev_.resize(b, size_t(n)));
+    RINGATTN_RETURN_IF_ERROR(targets_dev_.upload(targets.data(), size_t(n)));
+    for (auto* x : {&hsel_, &hf_, &dhf_, &dsel_}) RINGATTN_RETURN_IF_ERROR(x->resize(b, size_t(n * d)));
+    for (auto* x : {&zsel_, &dz_}) RINGATTN_RETURN_IF_ERROR(x->resize(b, size_t(n * V)));
+    RINGATTN_RETURN_IF_ERROR(rstdf_.resize(b, size_t(n)));
+  }
+  // Attention time: a mark before and after every Context call (host clock
+  // on cpu; CUDA events on the stream on cuda, so the time is the device's,
+  // not the enqueue's), read once the step's work is done.
+  ringattn::dev::Marks marks(b);
   auto timed = [&](auto&& call) {
-    const auto t0 = std::chrono::steady_clock::now();
-    ringattn::Status st = call();
-    out->attn_ms += ms_since(t0);
-    return st;
+    RINGATTN_RETURN_IF_ERROR(marks.mark());
+    RINGATTN_RETURN_IF_ERROR(call());
+    return marks.mark();
   };
+  auto attn_ms = [&]() -> ringattn::Status {
+    RINGATTN_RETURN_IF_ERROR(ctx_->synchronize());  // nothing in flight: the marks are all reached (under the timeout)
+    out->attn_ms = 0;
+    for (size_t i = 0; i + 1 < marks.size(); i += 2) {
+      double ms = 0;
+      RINGATTN_RETURN_IF_ERROR(marks.elapsed_ms(i, i + 1, &ms));
+      out->attn_ms += ms;
+    }
+    return ringattn::Status::Ok();
+  };
+  const int64_t td = T * d;
 
   // Forward.
   k_->embed_fwd(T, d, tokens, P(w, "embed"), x_.data());
@@ -126,54 +169,62 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
   for (int64_t l = 0; l < dims_.layers; ++l) {
     Layer& a = acts_[size_t(l)];
     const std::string p = "l" + std::to_string(l) + ".";
-    std::memcpy(a.x_in.data(), x_.data(), td * sizeof(float));
+    float* q = half() ? sq_.data() : a.q.data();
+    float* k = half() ? sk_.data() : a.k.data();
+    float* v = half() ? sv_.data() : a.v.data();
+    float* o = half() ? so_.data() : a.o.data();
+    k_->copy(td, x_.data(), a.x_in.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm1"), 1e-5f, a.h.data(), a.rstd1.data());
-    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wq"), d, 0.0f, a.q.data(), d);
-    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wk"), d, 0.0f, a.k.data(), d);
-    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wv"), d, 0.0f, a.v.data(), d);
-    k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, a.q.data());
-    k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, a.k.data());
-    RINGATTN_RETURN_IF_ERROR(timed([&] { return ctx_->forward(shape_, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data()); }));
-    k_->gemm(false, false, T, d, d, 1.0f, a.o.data(), d, P(w, p + "wo"), d, 1.0f, x_.data(), d);
-    std::memcpy(a.x_mid.data(), x_.data(), td * sizeof(float));
+    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wq"), d, 0.0f, q, d);
+    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wk"), d, 0.0f, k, d);
+    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wv"), d, 0.0f, v, d);
+    k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, q);
+    k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, k);
+    if (half()) {
+      k_->to_half(adt_, td, q, a.q16.data());
+      k_->to_half(adt_, td, k, a.k16.data());
+      k_->to_half(adt_, td, v, a.v16.data());
+      RINGATTN_RETURN_IF_ERROR(timed([&] {
+        return ctx_->forward(shape_, a.q16.data(), a.k16.data(), a.v16.data(), a.o16.data(), a.lse.data());
+      }));
+      k_->from_half(adt_, td, a.o16.data(), o);
+    } else {
+      RINGATTN_RETURN_IF_ERROR(timed([&] { return ctx_->forward(shape_, q, k, v, o, a.lse.data()); }));
+    }
+    k_->gemm(false, false, T, d, d, 1.0f, o, d, P(w, p + "wo"), d, 1.0f, x_.data(), d);
+    k_->copy(td, x_.data(), a.x_mid.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm2"), 1e-5f, a.h2.data(), a.rstd2.data());
     k_->gemm(false, false, T, f, d, 1.0f, a.h2.data(), d, P(w, p + "w1"), f, 0.0f, a.u.data(), f);
     k_->gelu_fwd(T * f, a.u.data(), a.a.data());
     k_->gemm(false, false, T, d, f, 1.0f, a.a.data(), f, P(w, p + "w2"), d, 1.0f, x_.data(), d);
   }
-  // The head runs on the answer rows only: the loss needs nothing else.
-  hsel_.assign(size_t(n * d), 0.0f);
-  hf_.resize(size_t(n * d));
-  rstdf_.resize(size_t(n));
-  zsel_.resize(size_t(n * V));
-  dz_.resize(size_t(n * V));
-  for (int64_t i = 0; i < n; ++i) std::memcpy(&hsel_[size_t(i * d)], &x_[size_t(rows[size_t(i)] * d)], size_t(d) * sizeof(float));
-  out->answers = n;
-  out->loss_sum = 0;
-  out->correct = 0;
+  // The head runs on the answer rows only: the loss needs nothing else. Its
+  // result comes to the host: wait for attention in flight under the timeout first.
+  RINGATTN_RETURN_IF_ERROR(ctx_->synchronize());
   if (n > 0) {
+    k_->gather_rows(n, d, rows_dev_.data(), x_.data(), hsel_.data());
     k_->rmsnorm_fwd(n, d, hsel_.data(), P(w, "normf"), 1e-5f, hf_.data(), rstdf_.data());
     if (dims_.tied)  // z = hf E^T, E: V x d
       k_->gemm(false, true, n, V, d, 1.0f, hf_.data(), d, P(w, "embed"), d, 0.0f, zsel_.data(), V);
     else
       k_->gemm(false, false, n, V, d, 1.0f, hf_.data(), d, P(w, "head"), V, 0.0f, zsel_.data(), V);
-    out->loss_sum = k_->xent(n, V, zsel_.data(), targets.data(), loss_scale, dz_.data(), &out->correct);
+    out->loss_sum = k_->xent(n, V, zsel_.data(), targets_dev_.data(), loss_scale, dz_.data(), &out->correct);
   }
-  if (!grad) return ringattn::Status::Ok();
+  if (!grad) return attn_ms();
 
   // Backward: dx_ is the gradient of the residual stream.
-  std::fill(dx_.begin(), dx_.end(), 0.0f);
+  k_->zero(td, dx_.data());
   if (n > 0) {
-    std::vector<float> dhf(size_t(n * d)), dsel(size_t(n * d), 0.0f);
+    k_->zero(n * d, dsel_.data());
     if (dims_.tied) {  // dE += dz^T hf; dhf = dz E
       k_->gemm(true, false, V, d, n, 1.0f, dz_.data(), V, hf_.data(), d, 1.0f, P(grad, "embed"), d);
-      k_->gemm(false, false, n, d, V, 1.0f, dz_.data(), V, P(w, "embed"), d, 0.0f, dhf.data(), d);
+      k_->gemm(false, false, n, d, V, 1.0f, dz_.data(), V, P(w, "embed"), d, 0.0f, dhf_.data(), d);
     } else {
       k_->gemm(true, false, d, V, n, 1.0f, hf_.data(), d, dz_.data(), V, 1.0f, P(grad, "head"), V);
-      k_->gemm(false, true, n, d, V, 1.0f, dz_.data(), V, P(w, "head"), V, 0.0f, dhf.data(), d);
+      k_->gemm(false, true, n, d, V, 1.0f, dz_.data(), V, P(w, "head"), V, 0.0f, dhf_.data(), d);
     }
-    k_->rmsnorm_bwd(n, d, hsel_.data(), P(w, "normf"), rstdf_.data(), dhf.data(), dsel.data(), P(grad, "normf"));
-    for (int64_t i = 0; i < n; ++i) k_->add(d, &dsel[size_t(i * d)], &dx_[size_t(rows[size_t(i)] * d)]);
+    k_->rmsnorm_bwd(n, d, hsel_.data(), P(w, "normf"), rstdf_.data(), dhf_.data(), dsel_.data(), P(grad, "normf"));
+    k_->scatter_add_rows(n, d, rows_dev_.data(), dsel_.data(), dx_.data());
   }
   for (int64_t l = dims_.layers - 1; l >= 0; --l) {
     Layer& a = acts_[size_t(l)];
@@ -186,12 +237,28 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     k_->gemm(false, true, T, d, f, 1.0f, du_.data(), f, P(w, p + "w1"), f, 0.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_mid.data(), P(w, p + "norm2"), a.rstd2.data(), dh_.data(), dx_.data(), P(grad, p + "norm2"));
     // Attention: x_mid = x_in + attn(rope(h Wq), rope(h Wk), h Wv) Wo, h = norm1(x_in).
-    k_->gemm(true, false, d, d, T, 1.0f, a.o.data(), d, dx_.data(), d, 1.0f, P(grad, p + "wo"), d);
+    const float* o = a.o.data();
+    if (half()) {  // the O the forward used, widened again (the same bits)
+      k_->from_half(adt_, td, a.o16.data(), so_.data());
+      o = so_.data();
+    }
+    k_->gemm(true, false, d, d, T, 1.0f, o, d, dx_.data(), d, 1.0f, P(grad, p + "wo"), d);
     k_->gemm(false, true, T, d, d, 1.0f, dx_.data(), d, P(w, p + "wo"), d, 0.0f, dout_.data(), d);
-    RINGATTN_RETURN_IF_ERROR(timed([&] {
-      return ctx_->backward(shape_, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), dout_.data(), dq_.data(),
-                            dk_.data(), dv_.data());
-    }));
+    if (half()) {
+      k_->to_half(adt_, td, dout_.data(), dout16_.data());
+      RINGATTN_RETURN_IF_ERROR(timed([&] {
+        return ctx_->backward(shape_, a.q16.data(), a.k16.data(), a.v16.data(), a.o16.data(), a.lse.data(),
+                              dout16_.data(), dq16_.data(), dk16_.data(), dv16_.data());
+      }));
+      k_->from_half(adt_, td, dq16_.data(), dq_.data());
+      k_->from_half(adt_, td, dk16_.data(), dk_.data());
+      k_->from_half(adt_, td, dv16_.data(), dv_.data());
+    } else {
+      RINGATTN_RETURN_IF_ERROR(timed([&] {
+        return ctx_->backward(shape_, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), dout_.data(),
+                              dq_.data(), dk_.data(), dv_.data());
+      }));
+    }
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq_.data());
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk_.data());
     k_->gemm(true, false, d, d, T, 1.0f, a.h.data(), d, dq_.data(), d, 1.0f, P(grad, p + "wq"), d);
@@ -202,9 +269,10 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     k_->gemm(false, true, T, d, d, 1.0f, dv_.data(), d, P(w, p + "wv"), d, 1.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_in.data(), P(w, p + "norm1"), a.rstd1.data(), dh_.data(), dx_.data(), P(grad, p + "norm1"));
   }
-  k_->embed_bwd(T, d, tokens, dx_.data(), P(grad, "embed"));
-  if (dims_.prev_token) k_->shift_bwd(T, d, prev, P(w, "embed"), P(w, "shift"), dx_.data(), P(grad, "embed"), P(grad, "shift"));
-  return ringattn::Status::Ok();
+  k_->embed_bwd(T, d, V, tokens, dx_.data(), P(grad, "embed"));
+  if (dims_.prev_token)
+    k_->shift_bwd(T, d, V, prev, P(w, "embed"), P(w, "shift"), dx_.data(), P(grad, "embed"), P(grad, "shift"));
+  return attn_ms();
 }
 
 }  // namespace train

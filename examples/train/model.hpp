@@ -10,14 +10,22 @@
 // ringattn::Context (forward and exact backward over the ring). Weights are
 // replicated: the caller sums the gradients over the ranks.
 //
-// All math goes through Kernels (kernels.hpp) and the Context; the buffers
-// are host memory today (cpu backend). A CUDA path needs device buffers and
-// a Kernels of its own, not another model.
+// All math goes through Kernels (kernels.hpp) and the Context, on buffers of
+// the backend's memory (buffer.hpp): host on cpu, device on cuda.
+//
+// Precision: weights, activations, gradients are float32. Attention runs in
+// the Context's dtype: float32 (the cpu default; q, k, v, o are the model's
+// own buffers) or 16-bit (bf16, the cuda default; f16): rotated q, k and v
+// are rounded to it before Context::forward, O comes back in it and is
+// widened for the O projection; dO is rounded before Context::backward and
+// dQ, dK, dV are widened after it. The 16-bit q, k, v, o of every layer are
+// what the backward needs (float32 copies are scratch shared by the layers).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "buffer.hpp"
 #include "kernels.hpp"
 #include "ringattn/ringattn.hpp"
 
@@ -55,40 +63,56 @@ struct StepResult {
   double loss_sum = 0;   // sum over this rank's answers (unscaled)
   int64_t correct = 0;   // answers whose argmax is right
   int64_t answers = 0;
-  double attn_ms = 0;    // in Context::forward + Context::backward
+  double attn_ms = 0;    // in Context::forward + Context::backward (cuda: events around the calls)
 };
 
 class Model {
  public:
   // batch sequences of seq tokens; this rank holds tokens [rank*L, (rank+1)*L).
+  // Nothing is allocated until allocate().
   Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t batch, int64_t seq);
+  // The activations of every layer and the scratch of a step, on k's backend.
+  ringattn::Status allocate();
 
   const ModelDims& dims() const { return dims_; }
   const std::vector<TensorInfo>& layout() const { return layout_; }
+  int64_t rows() const { return rows_; }  // tokens of this rank per step: batch x L
 
-  // tokens: this rank's B x L tokens; prev: the token before each (-1 at
-  // the start of a sequence; the first token of a shard has its previous
-  // token on the rank before, and every rank knows the whole sequence). answers: (row in the shard, target).
-  // With grad (zeroed by the caller, same layout as w) the backward runs too,
-  // of the loss  sum(answers' cross-entropy) * loss_scale.
+  // w, grad: the flat parameter vector and its gradient, tokens, prev: this
+  // rank's B x L tokens and the token before each (-1 at the start of a
+  // sequence; the first token of a shard has its previous token on the rank
+  // before, and every rank knows the whole sequence), all in the backend's
+  // memory. answers: (row in the shard, target), on the host. With grad
+  // (zeroed by the caller) the backward runs too, of the loss
+  // sum(answers' cross-entropy) * loss_scale.
   ringattn::Status run(const float* w, const int32_t* tokens, const int32_t* prev, const std::vector<int64_t>& rows,
                        const std::vector<int32_t>& targets, float loss_scale, float* grad, StepResult* out);
 
  private:
   struct Layer {
-    std::vector<float> x_in, h, q, k, v, o, lse, x_mid, h2, u, a, rstd1, rstd2;
+    Buf<float> x_in, h, x_mid, h2, u, a, rstd1, rstd2, lse;
+    Buf<float> q, k, v, o;              // float32 attention: the Context's own inputs and output
+    Buf<uint16_t> q16, k16, v16, o16;   // 16-bit attention: what the Context took and gave
   };
   const float* P(const float* w, const std::string& name) const;
   float* P(float* w, const std::string& name) const;
+  bool half() const { return adt_ != ringattn::DType::f32; }
 
   ModelDims dims_;
   std::vector<TensorInfo> layout_;
   Kernels* k_;
   ringattn::Context* ctx_;
   ringattn::Shape shape_;
+  ringattn::DType adt_;
   int64_t rows_ = 0, pos0_ = 0;
   std::vector<Layer> acts_;
-  std::vector<float> x_, hf_, rstdf_, zsel_, dz_, hsel_, dx_, dh_, dq_, dk_, dv_, dout_, da_, du_;
+  Buf<float> x_, dx_, dh_, dq_, dk_, dv_, dout_, da_, du_;
+  Buf<float> sq_, sk_, sv_, so_;                    // 16-bit attention: float32 q, k, v, o of the layer at hand
+  Buf<uint16_t> dout16_, dq16_, dk16_, dv16_;       // 16-bit attention: dO in, dQ, dK, dV out
+  // The head, on the answer rows only (sized per step).
+  Buf<float> hsel_, hf_, rstdf_, zsel_, dz_, dhf_, dsel_;
+  Buf<int64_t> rows_dev_;
+  Buf<int32_t> targets_dev_;
 };
 
 }  // namespace train

@@ -14,15 +14,25 @@ using ringattn::Status;
 const char* kUsage =
     "usage: ./launch/train [-np N] [options]   (runs ringattn_train under mpirun; default -np 2)\n"
     "Trains a small decoder on multi-query associative recall over the whole sequence, the\n"
-    "sequence sharded over the ranks (context parallel), weights replicated. CPU backend.\n"
+    "sequence sharded over the ranks (context parallel), weights replicated.\n"
+    "where it runs:\n"
+    "  --backend cpu|cuda   (default cuda when this build has CUDA and every rank sees a GPU, else cpu);\n"
+    "                     cuda: rank r takes GPU (its index on the host) mod (GPUs visible), cuBLAS\n"
+    "                     GEMMs, float32 weights and activations, 16-bit attention\n"
+    "  --transport mpi|nccl   how the ring moves K/V (default: mpi on cpu, nccl on cuda; several\n"
+    "                     ranks on one GPU need mpi, or NCCL_HOSTID per rank: tests/gpu/nccl_hostid.sh)\n"
+    "  --attn-dtype f32|bf16|f16   Q/K/V/O of attention (default f32 on cpu, bf16 on cuda; cuda\n"
+    "                     takes bf16 and f16)\n"
     "task:\n"
-    "  --seq N            tokens per sequence, all ranks (default 4096; a multiple of ranks and --cell)\n"
+    "  --seq N            tokens per sequence, all ranks (default 4096 on cpu, 256k per rank on cuda;\n"
+    "                     a multiple of ranks and --cell)\n"
     "  --pairs K          key/value pairs per sequence, each asked once at the end (default 48)\n"
     "  --keys K --values V --filler F   vocabulary sizes (default 64 32 1; chance = 1/V)\n"
     "  --cell C           tokens per cell; every dilation r must divide it (default 16)\n"
     "  --gap G            every pair at least G tokens before every query (default 512)\n"
     "model:\n"
-    "  --d-model D --heads H --layers L --mlp F --rope-dims R   (default 32 2 2 64 4)\n"
+    "  --d-model D --heads H --layers L --mlp F --rope-dims R   (default 32 2 2 64 4 on cpu,\n"
+    "                     128 2 2 256 4 on cuda, whose attention takes head dims D/H of 64 and 128)\n"
     "  --tied-head on|off   the output head is the token embedding transposed (default on)\n"
     "  --prev-token on|off  token shift: add s * (embedding of the previous token), s learned (default on)\n"
     "  --copy-init on|off   V and O projections start as the identity (default on)\n"
@@ -34,11 +44,15 @@ const char* kUsage =
     "  --log-every K      a progress line every K steps (default 50)\n"
     "  --json FILE        the log: options, every step, evaluations\n"
     "  --save DIR         checkpoint at the end (and every --save-every S steps)\n"
-    "  --resume DIR       continue from DIR/checkpoint.bin (same options; bit for bit on the cpu backend)\n"
+    "  --resume DIR       continue from DIR/checkpoint.bin (same options; bit for bit on the same\n"
+    "                     backend and machine; a checkpoint also moves between backends)\n"
     "  --stop-after S     end after step S (saving with --save), as a job split in parts\n"
     "  --eval             accuracy on --eval-seqs E held-out sequences at the end (default 8)\n"
     "  --eval-every K     also every K steps\n"
     "  --check-grad       the whole model's gradient at step 0 against central differences, per tensor\n"
+    "                     (its tolerance is float32's: use --attn-dtype f32, i.e. the cpu backend)\n"
+    "  --grad-dump FILE   write step 0's gradient (summed over ranks, before clipping) as text and\n"
+    "                     exit: a line 'loss L answers A', then 'tensor value' per parameter\n"
     "  --timeout SEC      a silent peer fails the job after this long (default 60)\n";
 
 std::string default_branches(int64_t seq) { return "64:1,512:8," + std::to_string(seq) + ":16"; }
@@ -66,7 +80,16 @@ Status parse_options(int argc, char** argv, TrainOptions* o) {
     auto real = [&](double lo, double hi, double* out) { return ringattn::cli::parse_real(a, v, lo, hi, out); };
     constexpr int64_t kBig = int64_t(1) << 30;
     Status st;
-    if (a == "--seq") st = count(1, kBig, &o->task.seq);
+    if (a == "--backend") {
+      if (v != "cpu" && v != "cuda") st = InvalidArgument("--backend '" + v + "' (allowed: cpu, cuda)");
+      o->backend_text = v;
+    } else if (a == "--transport") {
+      if (v != "mpi" && v != "nccl") st = InvalidArgument("--transport '" + v + "' (allowed: mpi, nccl)");
+      o->transport_text = v;
+    } else if (a == "--attn-dtype") {
+      if (v != "f32" && v != "bf16" && v != "f16") st = InvalidArgument("--attn-dtype '" + v + "' (allowed: f32, bf16, f16)");
+      o->attn_dtype_text = v;
+    } else if (a == "--seq") st = count(1, kBig, &o->task.seq);
     else if (a == "--pairs") st = count(1, 1 << 20, &o->task.pairs);
     else if (a == "--keys") st = count(1, 1 << 20, &o->task.keys);
     else if (a == "--values") st = count(2, 1 << 20, &o->task.values);
@@ -109,13 +132,20 @@ Status parse_options(int argc, char** argv, TrainOptions* o) {
     else if (a == "--eval-seqs") st = count(1, 100000, &o->eval_seqs);
     else if (a == "--eval-every") st = count(1, 10000000, &o->eval_every);
     else if (a == "--check-grad") o->check_grad = true;
+    else if (a == "--grad-dump") o->grad_dump = v;
     else if (a == "--timeout") st = real(1, 1e6, &o->timeout);
     else return InvalidArgument("unknown option '" + a + "' (see --help)");
     RINGATTN_RETURN_IF_ERROR(st);
-    if ((a == "--json" || a == "--save" || a == "--resume") && v.empty())
+    if ((a == "--json" || a == "--save" || a == "--resume" || a == "--grad-dump") && v.empty())
       return InvalidArgument(a + " needs a non-empty path");
   }
-  if (seen.count("--seq") == 0) o->task.seq = 4096;
+  for (const auto& kv : seen) o->given.insert(kv.first);
+  return Status::Ok();
+}
+
+Status resolve_backend(TrainOptions* o, bool gpu_everywhere) {
+  if (o->backend_text.empty()) o->backend = gpu_everywhere ? ringattn::Backend::cuda : ringattn::Backend::cpu;
+  else o->backend = o->backend_text == "cuda" ? ringattn::Backend::cuda : ringattn::Backend::cpu;
   return Status::Ok();
 }
 
@@ -123,6 +153,15 @@ Status validate_options(TrainOptions* o, int world) {
   const auto s = [](int64_t x) { return std::to_string(x); };
   TaskSpec& t = o->task;
   ModelDims& m = o->dims;
+  // The backend's defaults. cuda: 256k tokens per rank (the scale of issue
+  // 15) and a model of head dim 64 (the cuda kernels take 64 and 128).
+  const bool cuda = o->backend == ringattn::Backend::cuda;
+  const auto given = [&](const char* flag) { return o->given.count(flag) != 0; };
+  if (!given("--seq")) t.seq = cuda ? int64_t(world) * 262144 : 4096;
+  if (cuda && !given("--d-model")) m.d = 128;
+  if (cuda && !given("--mlp")) m.mlp = 256;
+  if (o->attn_dtype_text.empty()) o->attn_dtype = cuda ? ringattn::DType::bf16 : ringattn::DType::f32;
+  else RINGATTN_RETURN_IF_ERROR(ringattn::parse_dtype(o->attn_dtype_text, &o->attn_dtype));
   if (t.seq % world != 0)
     return InvalidArgument("--seq " + s(t.seq) + " is not divisible by the number of ranks " + s(world) +
                            " (each rank holds N/P tokens; allowed: a multiple of " + s(world) + ")");
@@ -159,6 +198,16 @@ Status validate_options(TrainOptions* o, int world) {
   }
   if (o->stop_after > 0 && o->stop_after > o->steps)
     return InvalidArgument("--stop-after " + s(o->stop_after) + " is beyond --steps " + s(o->steps));
+  if (!cuda && o->transport_text == "nccl")
+    return InvalidArgument("--transport nccl needs --backend cuda (the cpu backend moves K/V over mpi)");
+  // What the cuda attention takes (after the checks above, so an error they name reads the same on both backends).
+  if (cuda && o->attn_dtype == ringattn::DType::f32)
+    return ringattn::Unsupported("--attn-dtype f32: the cuda backend's attention takes 16-bit inputs (allowed: bf16, f16; "
+                                 "or --backend cpu)");
+  if (cuda && D != 64 && D != 128)
+    return ringattn::Unsupported("--d-model " + s(m.d) + " / --heads " + s(m.heads) + " = head dim " + s(D) +
+                                 ": the cuda backend's attention takes head dims 64 and 128 (allowed: --d-model = 64 or "
+                                 "128 x --heads; or --backend cpu)");
   m.vocab = t.vocab();
   return ringattn::Status::Ok();
 }

@@ -4,6 +4,7 @@
 // the same error before anything moves.
 #pragma once
 #include <cstdint>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,12 @@
 namespace train {
 
 struct TrainOptions {
+  // Where it runs: --backend (empty: cuda when the build has CUDA and every
+  // rank sees a GPU, else cpu; resolve_backend), --transport (empty: the
+  // CLI's default for the backend), --attn-dtype (empty: f32 on cpu, bf16 on cuda).
+  std::string backend_text, transport_text, attn_dtype_text;
+  ringattn::Backend backend = ringattn::Backend::cpu;   // resolved
+  ringattn::DType attn_dtype = ringattn::DType::f32;    // resolved (validate_options)
   TaskSpec task;
   ModelDims dims;
   std::string branches_text, config_name;   // --branches / --config; neither: the default below
@@ -28,6 +35,8 @@ struct TrainOptions {
   bool eval = false;
   int64_t eval_seqs = 8, eval_every = 0;
   bool check_grad = false;
+  std::string grad_dump;   // --grad-dump FILE: step 0's gradient as text, then exit
+  std::set<std::string> given;  // the flags on the command line (the rest take the backend's defaults)
   double timeout = 60;
   bool help = false;
 };
@@ -36,7 +45,13 @@ extern const char* kUsage;
 
 // Parses argv (every rank parses the same arguments).
 ringattn::Status parse_options(int argc, char** argv, TrainOptions* o);
-// Resolves the branches against N and checks the sizes against each other and the world size.
+// Sets o->backend from --backend, or (none given) from gpu_everywhere: true
+// when this build has CUDA and every rank sees a GPU (the caller agrees on it).
+ringattn::Status resolve_backend(TrainOptions* o, bool gpu_everywhere);
+// Fills the backend's defaults of what was not given (cuda: a longer
+// sequence and a model whose head dim the cuda kernels take), resolves the
+// branches against N and checks the sizes against each other, the world
+// size and the backend.
 ringattn::Status validate_options(TrainOptions* o, int world);
 // The default attention: a local branch, a middle one and one spanning the whole sequence.
 std::string default_branches(int64_t seq);

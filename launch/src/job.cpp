@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "ringattn/device.hpp"
+
 namespace ringattn::cli {
 
 Group Group::world() {
@@ -88,6 +90,14 @@ void host_rank(int* local_rank, int* local_size) {
   MPI_Comm_rank(local, local_rank);
   MPI_Comm_size(local, local_size);
   MPI_Comm_free(&local);
+}
+
+Transport default_transport(Backend b) { return b == Backend::cuda ? Transport::nccl : Transport::mpi; }
+
+Status select_local_device() {
+  int local_rank = 0, local_size = 1;
+  host_rank(&local_rank, &local_size);
+  return dev::select_device(local_rank);
 }
 
 }  // namespace ringattn::cli

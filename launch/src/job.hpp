@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ringattn/config.hpp"
 #include "ringattn/status.hpp"
 
 namespace ringattn::cli {
@@ -43,6 +44,14 @@ std::vector<std::string> gather_lines(const Group& g, const std::string& mine);
 
 // This rank's index among the ranks of its host, and their number.
 void host_rank(int* local_rank, int* local_size);
+
+// The transport of a job that names none: nccl on cuda, mpi on cpu.
+Transport default_transport(Backend b);
+
+// Collective over the world (host_rank): this rank takes the GPU
+// local_rank mod dev::device_count(). Call it before any CUDA work of the
+// rank (a Context, a cuBLAS handle) and agree on the outcome.
+Status select_local_device();
 
 }  // namespace ringattn::cli
 

@@ -17,7 +17,6 @@
 #include "job.hpp"
 #include "ops.hpp"
 #include "options.hpp"
-#include "ringattn/device.hpp"
 
 namespace ringattn::cli {
 namespace {
@@ -69,9 +68,7 @@ int main_checked(int argc, char** argv, const Group& world) {
   if (!st.ok()) exit_job(st);
   if (!o.fault.text.empty()) setenv("RINGATTN_INJECT_FAULT", o.fault.text.c_str(), 1);
   if (p.cfg.backend == Backend::cuda) {
-    int local_rank = 0, local_size = 1;
-    host_rank(&local_rank, &local_size);
-    st = agree(world, dev::select_device(local_rank));
+    st = agree(world, select_local_device());
     if (!st.ok()) exit_job(st);
   }
   int rc = 0;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 
+#include "job.hpp"
 #include "parse.hpp"
 
 namespace ringattn::cli {
@@ -314,8 +315,8 @@ Status make_config(const Options& o, Config* c) {
   RINGATTN_RETURN_IF_ERROR(parse_backend(o.backend, &c->backend));
   std::string dt = o.dtype.empty() ? (c->backend == Backend::cuda ? "bf16" : "f32") : o.dtype;
   RINGATTN_RETURN_IF_ERROR(parse_dtype(dt, &c->dtype));
-  std::string tr = o.transport.empty() ? (c->backend == Backend::cuda ? "nccl" : "mpi") : o.transport;
-  RINGATTN_RETURN_IF_ERROR(parse_transport(tr, &c->transport));
+  if (o.transport.empty()) c->transport = default_transport(c->backend);
+  else RINGATTN_RETURN_IF_ERROR(parse_transport(o.transport, &c->transport));
   RINGATTN_RETURN_IF_ERROR(parse_head_offsets(o.head_offsets, &c->head_offsets));
   if (o.branches_given) {
     RINGATTN_RETURN_IF_ERROR(parse_branch_list(o.branches_text, &c->branches));
