@@ -14,7 +14,11 @@ MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 prefix=/tmp/ringattn-prefix venv=/tmp/ringattn-venv
 cmake --install build/gpu --prefix $prefix > "$OUT/install.log" 2>&1 || { tail "$OUT/install.log"; exit 1; }
 python3 -m venv --system-site-packages $venv >> "$OUT/install.log" 2>&1 || exit 1
+# python3 may itself be a virtual environment: see its packages too (launch/setup.sh).
+. launch/setup.sh && ringattn_python_see_base python3 $venv || exit 1
+{ command -v python3; python3 -c 'import sys; print(sys.prefix, sys.base_prefix); print(sys.path)'; } >> "$OUT/install.log" 2>&1
 $venv/bin/python -c "import torch, mpi4py, pybind11, scikit_build_core; print('torch', torch.__version__, torch.version.cuda)" 2>&1 | tee -a "$OUT/install.log"
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "the venv does not see torch, mpi4py, pybind11, scikit_build_core:"; tail -5 "$OUT/install.log"; exit 1; }
 CMAKE_BUILD_PARALLEL_LEVEL=16 $venv/bin/python -m pip install -v --no-build-isolation --no-deps --disable-pip-version-check ./python \
   -C cmake.define.ringattn_ROOT=$prefix -C build-dir=build/python-ext-gpu >> "$OUT/install.log" 2>&1 ||
   { tail -40 "$OUT/install.log"; exit 1; }

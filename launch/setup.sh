@@ -51,6 +51,17 @@ ringattn_pick_preset() {
 # replaces "torch" in that pip command (e.g. another index's CPU wheel);
 # RINGATTN_PYTHON_TESTS=off leaves the Python tests out. Sets RINGATTN_PYTHON to
 # the environment's interpreter, or to "" (tests not registered) after saying why.
+# python3 may itself live in a virtual environment (as on the GPU machine's
+# image, where `python3 -m venv --system-site-packages` reached the base
+# interpreter's packages, not torch's): a .pth file in the new environment adds
+# python3's own site-packages after the environment's.
+ringattn_python_see_base() {  # base-python venv-dir
+  local purelib
+  purelib=$("$2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+  "$1" -c 'import site, sys; print("\n".join(site.getsitepackages() + [p for p in sys.path if p.endswith("-packages")]))' \
+    >"$purelib/ringattn_base_site.pth"
+}
+
 ringattn_python_env() {
   local venv="$RINGATTN_ROOT/build/pyenv" log="$RINGATTN_ROOT/build/pyenv-setup.log" base missing pkgs=() m m_args
   RINGATTN_PYTHON=""
@@ -78,6 +89,7 @@ ringattn_python_env() {
       ringattn_log "python: '$base -m venv' failed (Debian: apt-get install python3-venv): Python tests left out"
       return 0
     fi
+    ringattn_python_see_base "$base" "$venv" >>"$log" 2>&1
   fi
   # Imported, not only found: a torch whose libraries are missing must not count.
   missing=$("$venv/bin/python" - torch mpi4py pybind11 scikit_build_core <<'PY' 2>>"$log"
