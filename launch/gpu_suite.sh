@@ -5,6 +5,7 @@
 #   ab:    every GPU: one setting A/B (AB_VAR, AB_VALUES; default the comm lane's stream
 #          priority), interleaved, beside the PyTorch ring; e.g. AB_VAR=RINGATTN_RING_SLOTS AB_VALUES="auto 2"
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
+#   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
@@ -220,6 +221,20 @@ if want gpuvar && [ "$G" -ge 2 ]; then
   done
 fi
 
+# Issue 15 on every GPU: the training example at TRAIN_SEQ tokens per sequence
+# (default 256k, issue 15's must), the dilated default and the local-only
+# ablation, held-out accuracy at the end (TRAIN_ARGS adds options).
+if want train; then
+  tseq="${TRAIN_SEQ:-256k}"
+  for br in "" "--branches 64:1"; do
+    name="train_np${G}_${tseq}${br:+_local_only}"
+    timeout 500 ./launch/train -np "$G" --backend cuda --seq "$tseq" --eval --json "$OUT/$name.json" $br ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
+    note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-110) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
+  done
+  python3 examples/train/plot_train.py "$OUT/train_curves.png" "$OUT"/train_np${G}_${tseq}.json "$OUT"/train_np${G}_${tseq}_local_only.json > "$OUT/train_table.txt" 2>&1 ||
+    note "train: plot_train.py failed (the JSON logs are in logs.tgz)"
+fi
+
 # A/B of one runtime setting on all GPUs, interleaved, on the cases where the
 # ring's exchange meets the attention: AB_VAR (default RINGATTN_COMM_PRIORITY)
 # over AB_VALUES (default "high normal"), e.g.
@@ -243,4 +258,4 @@ fi
 echo; echo "================ summary ================"
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
 # At most 8 files come back from the device tool: bundle the logs.
-(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude scaling.json --exclude same_speed.txt --exclude same_speed_logs.tgz . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name scaling.json ! -name same_speed.txt ! -name same_speed_logs.tgz -delete)
+(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude train_curves.png --exclude scaling.json --exclude same_speed.txt --exclude same_speed_logs.tgz . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name train_curves.png ! -name scaling.json ! -name same_speed.txt ! -name same_speed_logs.tgz -delete)
