@@ -58,8 +58,10 @@ ringattn_pick_preset() {
 ringattn_python_see_base() {  # base-python venv-dir
   local purelib
   purelib=$("$2/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
-  "$1" -c 'import site, sys; print("\n".join(site.getsitepackages() + [p for p in sys.path if p.endswith("-packages")]))' \
-    >"$purelib/ringattn_base_site.pth"
+  # site.addsitedir also runs the .pth files of those directories (editable installs).
+  "$1" -c 'import site, sys
+for p in dict.fromkeys(site.getsitepackages() + [p for p in sys.path if p.endswith("-packages")]):
+    print("import site; site.addsitedir(%r)" % p)' >"$purelib/ringattn_base_site.pth"
 }
 
 ringattn_python_env() {
@@ -89,8 +91,8 @@ ringattn_python_env() {
       ringattn_log "python: '$base -m venv' failed (Debian: apt-get install python3-venv): Python tests left out"
       return 0
     fi
-    ringattn_python_see_base "$base" "$venv" >>"$log" 2>&1
   fi
+  ringattn_python_see_base "$base" "$venv" >>"$log" 2>&1 || ringattn_log "python: could not add $base's packages to $venv (see $log)"
   # Imported, not only found: a torch whose libraries are missing must not count.
   missing=$("$venv/bin/python" - torch mpi4py pybind11 scikit_build_core <<'PY' 2>>"$log"
 import importlib, sys

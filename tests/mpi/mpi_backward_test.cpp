@@ -192,10 +192,10 @@ TEST_F(MpiTest, BackwardNullBufferFailsEveryRank) {
   std::unique_ptr<Context> ctx;
   ASSERT_TRUE(Context::create(c, MPI_COMM_WORLD, &ctx).ok());
   const int64_t N = 96 * P, L = N / P;
-  std::vector<float> buf(size_t(L * 2 * 8), 0.5f), lse(size_t(L * 2), 0.f);
-  float* dv = p == P - 1 ? nullptr : buf.data();
+  std::vector<float> buf(size_t(L * 2 * 8), 0.5f), lse(size_t(L * 2), 0.f), g(size_t(3 * L * 2 * 8));
+  float* dv = p == P - 1 ? nullptr : g.data() + 2 * L * 2 * 8;  // outputs of their own (no overlap)
   const Status s = ctx->backward(Shape{1, N}, buf.data(), buf.data(), buf.data(), buf.data(), lse.data(), buf.data(),
-                                 buf.data(), buf.data(), dv);
+                                 g.data(), g.data() + L * 2 * 8, dv);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
   EXPECT_NE(s.message().find("'dv' is null"), std::string::npos) << s.message();
 }
@@ -209,20 +209,47 @@ TEST_F(MpiTest, BackwardShapeMismatchAndNullDoutFailEveryRank) {
   std::unique_ptr<Context> ctx;
   ASSERT_TRUE(Context::create(c, MPI_COMM_WORLD, &ctx).ok());
   const int64_t N = 96 * P, L = N / P;
-  std::vector<float> buf(size_t(2 * L * 2 * 8), 0.5f), lse(size_t(2 * L * 2), 0.f);
+  std::vector<float> buf(size_t(2 * L * 2 * 8), 0.5f), lse(size_t(2 * L * 2), 0.f), g(size_t(3 * 2 * L * 2 * 8));
+  float *dq = g.data(), *dk = dq + 2 * L * 2 * 8, *dv = dk + 2 * L * 2 * 8;  // outputs of their own (no overlap)
   if (P > 1) {
     const int64_t mine = p == P - 1 ? 2 * N : N;  // the last rank's shape differs
     const Status s = ctx->backward(Shape{1, mine}, buf.data(), buf.data(), buf.data(), buf.data(), lse.data(), buf.data(),
-                                   buf.data(), buf.data(), buf.data());
+                                   dq, dk, dv);
     EXPECT_EQ(s.code(), StatusCode::kMismatch) << s.to_string();
     EXPECT_NE(s.message().find("ranks disagree on seq (N)"), std::string::npos) << s.message();
     EXPECT_NE(s.message().find(std::to_string(2 * N)), std::string::npos) << s.message();
   }
   const float* dout = p == 0 ? nullptr : buf.data();
-  const Status s = ctx->backward(Shape{1, N}, buf.data(), buf.data(), buf.data(), buf.data(), lse.data(), dout, buf.data(),
-                                 buf.data(), buf.data());
+  const Status s = ctx->backward(Shape{1, N}, buf.data(), buf.data(), buf.data(), buf.data(), lse.data(), dout, dq, dk,
+                                 dv);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
   EXPECT_NE(s.message().find("'dout' is null"), std::string::npos) << s.message();
+}
+
+// An output that shares memory with another buffer of the call (dq over q on
+// one rank, dv over dk on another): a clear error naming both on every rank,
+// before any block moves; forward's o over q likewise.
+TEST_F(MpiTest, OverlappingOutputsFailEveryRank) {
+  const int P = mpi_size(), p = mpi_rank();
+  const Config c = make_config({{256, 1}, {512, 2}}, 2, 8);
+  std::unique_ptr<Context> ctx;
+  ASSERT_TRUE(Context::create(c, MPI_COMM_WORLD, &ctx).ok());
+  const int64_t N = 96 * P, L = N / P, n = L * 2 * 8;
+  std::vector<float> q(size_t(n), 0.5f), kv(size_t(n), 0.25f), o(size_t(n), 0.f), lse(size_t(L * 2), 0.f), g(size_t(3 * n), 0.f);
+  float *dq = g.data(), *dk = dq + n, *dv = dk + n;
+  if (p == P - 1) dq = q.data() + 1;  // the last rank's dQ starts inside its Q
+  if (P > 1 && p == 0) dv = dk + n / 2;  // rank 0's dV overlaps its dK
+  Status s = ctx->backward(Shape{1, N}, q.data(), kv.data(), kv.data(), o.data(), lse.data(), kv.data(), dq, dk, dv);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  const std::string want = P > 1 ? "output 'dk' overlaps 'dv'" : "output 'dq' overlaps 'q'";
+  EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
+  s = ctx->forward(Shape{1, N}, q.data(), kv.data(), kv.data(), p == 0 ? q.data() : o.data(), lse.data());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  EXPECT_NE(s.message().find("output 'o' overlaps 'q'"), std::string::npos) << s.message();
+  // Inputs may share memory (k = v = dout above); distinct outputs pass the check.
+  s = ctx->backward(Shape{1, N}, q.data(), kv.data(), kv.data(), o.data(), lse.data(), kv.data(), g.data(), g.data() + n,
+                    g.data() + 2 * n);
+  EXPECT_TRUE(s.ok()) << s.to_string();
 }
 
 }  // namespace

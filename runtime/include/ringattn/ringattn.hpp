@@ -103,9 +103,12 @@ class Context {
   // any timing). dq, dk, dv are overwritten. Same validation and agreement
   // as forward. Both backends; on cuda it is stream-ordered like forward and,
   // with nccl (or one rank), returns with its work in flight (the next call,
-  // synchronize() and the destructor wait for it). It keeps float32 dQ, dK,
-  // dV accumulators (3 x the shard's elements x 4 bytes) and, with several
-  // ranks on nccl, one float32 return slot per ring step.
+  // synchronize() and the destructor wait for it). dq, dk, dv must not
+  // overlap any input: on cuda they are the accumulators (zeroed first, then
+  // added to, rounded to the dtype after every add), beside a bf16 remainder
+  // each (3 x the shard's elements x 2 bytes; the cpu backend keeps float32
+  // ones); with several ranks on nccl it also keeps one float32 return slot
+  // per ring step.
   Status backward(const Shape& shape, const void* q, const void* k, const void* v, const void* o,
                   const float* lse, const void* dout, void* dq, void* dk, void* dv, void* stream = nullptr);
 

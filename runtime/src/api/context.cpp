@@ -1,9 +1,12 @@
 #include <chrono>
+#include <cstdint>
 #include <initializer_list>
 #include <utility>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "api/agree.hpp"
 #include "cache/device_tier.hpp"
@@ -26,7 +29,9 @@ struct Context::Impl {
   std::unique_ptr<PlanCache> cache;
   Stats stats;
 
-  Status check(const Shape& shape, std::initializer_list<std::pair<const char*, const void*>> buffers);
+  // buffers from index first_output on are written by the call.
+  Status check(const Shape& shape, std::initializer_list<std::pair<const char*, const void*>> buffers,
+               size_t first_output);
   template <typename F>
   Status with_plan(const Shape& shape, void* stream, F&& run);
 
@@ -111,9 +116,12 @@ Status Context::prefetch(const Shape& shape) {
   return Status::Ok();
 }
 
-// Every rank checks the shape and that it passes every buffer, then all
-// agree (with the config hash and the shape), before any data moves.
-Status Context::Impl::check(const Shape& shape, std::initializer_list<std::pair<const char*, const void*>> buffers) {
+// Every rank checks the shape, that it passes every buffer and that no output
+// shares memory with another buffer (the CUDA kernels write outputs while they
+// read inputs, and zero the gradients first), then all agree (with the config
+// hash and the shape), before any data moves.
+Status Context::Impl::check(const Shape& shape, std::initializer_list<std::pair<const char*, const void*>> buffers,
+                            size_t first_output) {
   Status local = validate_shape(cfg, shape, world);
   if (local.ok())
     for (const auto& [name, ptr] : buffers)
@@ -121,6 +129,23 @@ Status Context::Impl::check(const Shape& shape, std::initializer_list<std::pair<
         local = InvalidArgument(std::string("buffer '") + name + "' is null (every rank must pass its shard)");
         break;
       }
+  if (local.ok()) {
+    const uint64_t rows = uint64_t(shape.batch) * uint64_t(shape.seq / world) * uint64_t(cfg.heads);
+    auto bytes = [&](const char* name) {
+      return std::string(name) == "lse" ? rows * sizeof(float) : rows * uint64_t(cfg.head_dim) * dtype_size(cfg.dtype);
+    };
+    const std::vector<std::pair<const char*, const void*>> b(buffers);
+    for (size_t i = first_output; i < b.size() && local.ok(); ++i)
+      for (size_t j = 0; j < b.size(); ++j) {
+        if (j == i) continue;
+        const uintptr_t a0 = reinterpret_cast<uintptr_t>(b[i].second), b0 = reinterpret_cast<uintptr_t>(b[j].second);
+        if (a0 < b0 + bytes(b[j].first) && b0 < a0 + bytes(b[i].first)) {
+          local = InvalidArgument(std::string("output '") + b[i].first + "' overlaps '" + b[j].first +
+                                  "' (outputs may not share memory with any other buffer of the call)");
+          break;
+        }
+      }
+  }
   return agree(comm, local, hash, shape.seq, shape.batch);
 }
 
@@ -148,7 +173,7 @@ Status Context::forward(const Shape& shape, const void* q, const void* k, const 
   Impl& im = *impl_;
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  RINGATTN_RETURN_IF_ERROR(im.check(shape, {{"q", q}, {"k", k}, {"v", v}, {"o", o}, {"lse", lse}}));
+  RINGATTN_RETURN_IF_ERROR(im.check(shape, {{"q", q}, {"k", k}, {"v", v}, {"o", o}, {"lse", lse}}, 3));
   RINGATTN_RETURN_IF_ERROR(im.with_plan(shape, stream, [&](const Plan& plan, const PlanImage* image, const void* dev) {
     ForwardArgs a{&shape, q, k, v, o, lse, stream};
     a.image = image;
@@ -164,7 +189,8 @@ Status Context::backward(const Shape& shape, const void* q, const void* k, const
                          const float* lse, const void* dout, void* dq, void* dk, void* dv, void* stream) {
   Impl& im = *impl_;
   RINGATTN_RETURN_IF_ERROR(im.check(shape, {{"q", q}, {"k", k}, {"v", v}, {"o", o}, {"lse", lse}, {"dout", dout},
-                                            {"dq", dq}, {"dk", dk}, {"dv", dv}}));
+                                            {"dq", dq}, {"dk", dk}, {"dv", dv}},
+                                     6));
   RINGATTN_RETURN_IF_ERROR(im.with_plan(shape, stream, [&](const Plan& plan, const PlanImage* image, const void* dev) {
     BackwardArgs a{&shape, q, k, v, o, lse, dout, dq, dk, dv, stream};
     a.image = image;

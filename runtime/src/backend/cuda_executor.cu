@@ -337,7 +337,8 @@ class CudaExecutor final : public Executor {
     Status prologue() override {
       const size_t es = dtype_size(ex_->cfg_.dtype);
       for (void* g : {a_.dq, a_.dk, a_.dv}) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
-      for (uint16_t* lo : ex_->lo_) RINGATTN_CUDA_CHECK(cudaMemsetAsync(lo, 0, size_t(n_) * sizeof(uint16_t), cs_));
+      for (int g = bp_.dq_atomic ? 1 : 0; g < 3; ++g)  // atomic dQ: float32, no remainder
+        RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->lo_[g], 0, size_t(n_) * sizeof(uint16_t), cs_));
       if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->dq_acc_, 0, size_t(n_) * sizeof(float), cs_));
       RINGATTN_CUDA_CHECK(kc::bwd_delta(a_.o, a_.dout, ex_->delta_, bp_.batch, plan_.local_rows, bp_.heads, bp_.head_dim,
                                         bp_.dtype, cs_));

@@ -1,7 +1,9 @@
 // Test-only fault injection: RINGATTN_INJECT_FAULT="rank=R,step=S[,mode=exit|error][,forward=F]"
 // makes rank R die (exit) or leave the ring with an error (error) just before
-// ring step S (of its F-th ring run, counting from 1; default: every run; a
-// backward is a run of its own, after its forward's),
+// ring step S is posted (before the transport group that holds it: over nccl
+// the first slots' steps go out together, before the local step) (of its F-th
+// ring run, counting from 1; default: every run; a backward is a run of its
+// own, after its forward's),
 // so tests can prove that every other rank ends within --timeout. With F > 1
 // the NCCL connections already exist, so the peers' forwards return with their
 // work in flight and the failure surfaces in synchronize().

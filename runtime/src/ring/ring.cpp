@@ -53,11 +53,7 @@ Ring::Ring(const RingOptions& o, RingTransport* transport, Lanes* lanes)
 Ring::~Ring() {
   // The run still in flight reads the slots freed below.
   if (pending_.active) (void)finish();  // a timeout aborts the transport
-  for (std::vector<void*>* slots : {&send_, &recv_})
-    for (void* p : *slots)
-      if (p) lanes_->free(p);
-  for (void* p : {back_send_, back_recv_})
-    if (p) lanes_->free(p);
+  release_slots();
 }
 
 
@@ -116,32 +112,66 @@ Status Ring::reserve(const std::vector<RingStep>& steps) {
     need_bs = per_step ? need_bs + up(steps[i].back_send_bytes) : 2 * up(max_bs);
     need_br = per_step ? need_br + up(steps[i].back_recv_bytes) : 2 * up(max_br);
   }
-  const bool fits = k <= send_.size() && max_send <= send_cap_ && max_recv <= recv_cap_ && need_bs <= back_send_cap_ &&
-                    need_br <= back_recv_cap_ && max_sent <= sent_cap_;
+  // Slots already there serve while there are enough of them and they stay
+  // within the budget (an explicit slot count ignores it): a shape with
+  // longer blocks after a short one does not keep n slots of the long size.
+  const size_t have = send_.size();
+  const bool slots_fit = k <= have && max_send <= send_cap_ && max_recv <= recv_cap_ &&
+                         (have == k || opt_.slots >= 2 || have * (up(send_cap_) + up(recv_cap_)) <= opt_.slot_budget);
+  const bool fits = reserved_ && slots_fit && need_bs <= back_send_cap_ && need_br <= back_recv_cap_ && max_sent <= sent_cap_;
   if (!fits && pending_.active) RINGATTN_RETURN_IF_ERROR(finish());
   k_ = k;
   if (fits) return Status::Ok();
-  for (auto [slots, cap, want] : {std::make_tuple(&send_, &send_cap_, max_send), std::make_tuple(&recv_, &recv_cap_, max_recv)}) {
-    if (want <= *cap && k <= slots->size()) continue;
-    for (void*& p : *slots)
-      if (p) lanes_->free(p);
-    slots->assign(std::max(k, slots->size()), nullptr);
-    *cap = std::max(want, *cap);
-    if (*cap > 0)
-      for (void*& p : *slots) RINGATTN_RETURN_IF_ERROR(lanes_->alloc(*cap, &p));
+  // Nothing is in flight now. On any failure every slot goes, so the next
+  // run starts from nothing instead of finding some slots missing.
+  reserved_ = false;
+  Status st = Status::Ok();
+  if (!slots_fit) {
+    for (auto [slots, cap, want] : {std::make_tuple(&send_, &send_cap_, max_send), std::make_tuple(&recv_, &recv_cap_, max_recv)}) {
+      for (void*& p : *slots)
+        if (p) lanes_->free(p);
+      slots->assign(k, nullptr);
+      *cap = 0;
+      for (void*& p : *slots)
+        if (st.ok() && want > 0) st = lanes_->alloc(want, &p);
+      if (st.ok()) *cap = want;
+    }
+    block_.assign(2 * k, nullptr);
   }
-  block_.assign(2 * send_.size(), nullptr);
   for (auto [buf, cap, want] : {std::make_tuple(&back_send_, &back_send_cap_, need_bs), std::make_tuple(&back_recv_, &back_recv_cap_, need_br)}) {
-    if (want <= *cap) continue;
+    if (!st.ok() || want <= *cap) continue;
     if (*buf) lanes_->free(*buf);
     *buf = nullptr;
-    RINGATTN_RETURN_IF_ERROR(lanes_->alloc(want, buf));
-    *cap = want;
+    *cap = 0;
+    st = lanes_->alloc(want, buf);
+    if (st.ok()) *cap = want;
   }
   // The transport stages whole blocks too (mpi_device): the largest block sent.
-  sent_cap_ = std::max(sent_cap_, max_sent);
-  RINGATTN_RETURN_IF_ERROR(transport_->reserve(sent_cap_, recv_cap_, 0));
-  return transport_->reserve(up(max_bs), up(max_br), 1);
+  const size_t sent = std::max(sent_cap_, max_sent);
+  if (st.ok()) st = transport_->reserve(sent, recv_cap_, 0);
+  if (st.ok()) st = transport_->reserve(up(max_bs), up(max_br), 1);
+  if (!st.ok()) {
+    release_slots();
+    return st;
+  }
+  sent_cap_ = sent;
+  reserved_ = true;
+  return Status::Ok();
+}
+
+void Ring::release_slots() {
+  for (std::vector<void*>* slots : {&send_, &recv_}) {
+    for (void* p : *slots)
+      if (p) lanes_->free(p);
+    slots->clear();
+  }
+  block_.clear();
+  for (void** p : {&back_send_, &back_recv_}) {
+    if (*p) lanes_->free(*p);
+    *p = nullptr;
+  }
+  send_cap_ = recv_cap_ = back_send_cap_ = back_recv_cap_ = sent_cap_ = 0;
+  reserved_ = false;
 }
 
 // Packs and posts step i. An exchange enqueued on the comm lane waits there
@@ -151,9 +181,14 @@ Status Ring::start(size_t i, const std::vector<RingStep>& steps, RingWork* work)
   return start_group(i, i + 1, steps, work);
 }
 
-// Packs steps [first, end) and posts their exchanges as one transport group
-// (their slots must be free for all but the first: the caller starts several
-// only while i < k).
+// Packs steps [first, end) and posts their exchanges as one transport group,
+// each after its receive slot's fence (the caller groups several only while
+// i < k, whose slots are free). With k = n, recv(i) of every grouped step is
+// reached when the whole group is done: compute(0) waits for all of it, which
+// the local step hides when it is longer than the transfers. Ranks may pick
+// different k (auto depends on each rank's blocks); the NCCL group moves each
+// pair's blocks in step order, so a rank that posts a later step later only
+// delays that step.
 Status Ring::start_group(size_t first, size_t end, const std::vector<RingStep>& steps, RingWork* work) {
   std::vector<Fence> fences;
   fences.reserve(end - first);

@@ -132,6 +132,7 @@ class Ring {
   Status start(size_t i, const std::vector<RingStep>& steps, RingWork* work);
   Status start_group(size_t first, size_t end, const std::vector<RingStep>& steps, RingWork* work);
   Status reserve(const std::vector<RingStep>& steps);
+  void release_slots();
   Status wait_complete(int set, const Pending& p);
   void fill_timeline(int set, const Pending& p) const;
   Exchange exchange(size_t i, const RingStep& s, const SlotFence* fence, int channel = 0);
@@ -146,6 +147,7 @@ class Ring {
   std::vector<const void*> block_;    // per slot: the halves sent (2 per slot)
   size_t send_cap_ = 0, recv_cap_ = 0;
   size_t sent_cap_ = 0;               // the largest block sent (slot or not)
+  bool reserved_ = false;             // every slot and the transport reserved for the caps
   // Return slots: one buffer per direction; step i's slot at back_*_at_[i]
   // (two alternating slots on host-driven transports, one per step otherwise).
   void* back_send_ = nullptr;

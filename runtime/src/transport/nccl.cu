@@ -49,18 +49,36 @@ class NcclTransport final : public RingTransport {
   // one peer match its receives in order (steps in order, K then V).
   Status post_group(const std::vector<Exchange>& xs) override {
     RINGATTN_NCCL_CHECK(ncclGroupStart());
+    // A failed call inside the group still closes it (NCCL's group state is
+    // per thread: an open one would swallow every later call, abort included).
+    ncclResult_t bad = ncclSuccess;
+    const char* what = "";
+    auto call = [&](ncclResult_t r, const char* name) {
+      if (r != ncclSuccess && r != ncclInProgress && bad == ncclSuccess) {
+        bad = r;
+        what = name;
+      }
+    };
     for (const Exchange& x : xs) {
       const size_t sh = x.send_bytes / 2, rh = x.recv_bytes / 2;
       if (x.dst >= 0) {
-        RINGATTN_NCCL_CHECK(ncclSend(x.send, sh, ncclUint8, x.dst, comm_, stream_));
-        RINGATTN_NCCL_CHECK(ncclSend(x.send_v, sh, ncclUint8, x.dst, comm_, stream_));
+        call(ncclSend(x.send, sh, ncclUint8, x.dst, comm_, stream_), "ncclSend");
+        call(ncclSend(x.send_v, sh, ncclUint8, x.dst, comm_, stream_), "ncclSend");
       }
       if (x.src >= 0) {
-        RINGATTN_NCCL_CHECK(ncclRecv(x.recv, rh, ncclUint8, x.src, comm_, stream_));
-        RINGATTN_NCCL_CHECK(ncclRecv(static_cast<char*>(x.recv) + rh, rh, ncclUint8, x.src, comm_, stream_));
+        call(ncclRecv(x.recv, rh, ncclUint8, x.src, comm_, stream_), "ncclRecv");
+        call(ncclRecv(static_cast<char*>(x.recv) + rh, rh, ncclUint8, x.src, comm_, stream_), "ncclRecv");
       }
     }
-    RINGATTN_NCCL_CHECK(ncclGroupEnd());
+    const ncclResult_t end = ncclGroupEnd();
+    if (bad == ncclSuccess && end != ncclSuccess && end != ncclInProgress) {
+      bad = end;
+      what = "ncclGroupEnd";
+    }
+    if (bad != ncclSuccess) {
+      aborted_ = true;
+      return Status(StatusCode::kCommError, std::string(what) + " failed: " + ncclGetErrorString(bad));
+    }
     Status r = ready();
     if (!r.ok()) {  // e.g. the first exchange with a peer that never joins (connections are made lazily)
       std::string what;
