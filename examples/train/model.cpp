@@ -83,7 +83,8 @@ Model::Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t 
 ringattn::Status Model::allocate() {
   const ringattn::Backend b = k_->backend();
   const size_t rd = size_t(rows_ * dims_.d), rf = size_t(rows_ * dims_.mlp), r = size_t(rows_);
-  // Every buffer starts zeroed (each is written before it is read; zero keeps a bug from reading garbage).
+  // Every float32 buffer starts zeroed (each is written before it is read; zero keeps a bug from reading garbage);
+  // the 16-bit ones are written whole (conversions, Context outputs) before any read.
   auto f32 = [&](Buf<float>* x, size_t n) -> ringattn::Status {
     RINGATTN_RETURN_IF_ERROR(x->resize(b, n));
     k_->zero(int64_t(n), x->data());
