@@ -80,17 +80,22 @@ Status save_checkpoint(const std::string& dir, const Fingerprint& fp, const Trai
 }
 
 Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t nparams, TrainState* s) {
+  return load_checkpoint(dir, fp, nparams, s, false, "--resume");
+}
+
+Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t nparams, TrainState* s, bool subset,
+                       const std::string& flag) {
   const std::string path = checkpoint_path(dir);
   std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return io_error("--resume " + dir + ": cannot open " + path);
+  if (!f) return io_error(flag + " " + dir + ": cannot open " + path);
   std::string b;
   char chunk[1 << 16];
   size_t got = 0;
   while ((got = std::fread(chunk, 1, sizeof(chunk), f)) > 0) b.append(chunk, got);
   const bool read_error = std::ferror(f) != 0;
-  if (std::fclose(f) != 0 || read_error) return io_error("--resume " + dir + ": cannot read " + path);
+  if (std::fclose(f) != 0 || read_error) return io_error(flag + " " + dir + ": cannot read " + path);
   const auto bad = [&](const std::string& why) {
-    return Status(StatusCode::kInvalidArgument, "--resume " + dir + ": " + path + " " + why);
+    return Status(StatusCode::kInvalidArgument, flag + " " + dir + ": " + path + " " + why);
   };
   size_t at = 0;
   auto take = [&](void* out, size_t n) {
@@ -109,7 +114,7 @@ Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t np
   at += size_t(text_len);
   // Another configuration: name the first option that differs.
   const std::string mine = fingerprint_text(fp);
-  if (text != mine) {
+  if (subset || text != mine) {  // subset: every option of fp must be there, with its value
     for (const auto& kv : fp) {
       const std::string key = "\n" + kv.first + "=";
       const size_t p = ("\n" + text).find(key);
@@ -119,10 +124,11 @@ Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t np
         theirs = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
       }
       if (theirs != kv.second)
-        return bad("was written by another configuration: --" + kv.first + " " + theirs + " there, " + kv.second +
-                   " here (resume with the options of the saved run)");
+        return bad("was written by another " + std::string(subset ? "model" : "configuration") + ": --" + kv.first +
+                   " " + theirs + " there, " + kv.second + " here (" +
+                   (subset ? "start from a checkpoint of the same model" : "resume with the options of the saved run") + ")");
     }
-    return bad("was written by another configuration (its options: " + text + ")");
+    if (!subset) return bad("was written by another configuration (its options: " + text + ")");
   }
   int64_t step = 0, n = 0;
   if (!take(&step, sizeof(step)) || !take(&n, sizeof(n))) return bad("is truncated (" + std::to_string(b.size()) + " bytes)");

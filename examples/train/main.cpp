@@ -462,6 +462,16 @@ int run(int argc, char** argv) {
     }
   }
 
+  if (!o.init_from.empty()) {
+    // The weights of another run of the same model (any N, branches, schedule): step 0, fresh optimizer state.
+    TrainState from;
+    st = g.rank == 0 ? load_checkpoint(o.init_from, model_fingerprint(o), n, &from, true, "--init-from") : Status::Ok();
+    st = ringattn::cli::agree(g, st, false);  // only rank 0 reads
+    if (!st.ok()) ringattn::cli::exit_job(st);
+    if (g.rank == 0) s.w = from.w;
+    mpi_check(g, MPI_Bcast(s.w.data(), int(n), MPI_FLOAT, 0, g.comm), "MPI_Bcast (--init-from weights)");
+  }
+
   OR_ABORT(g, tr.push_state());
 
   if (o.check_grad) {
@@ -488,6 +498,7 @@ int run(int argc, char** argv) {
                 ringattn::to_string(o.backend), ringattn::dev::device_name(o.backend), ringattn::to_string(cfg.dtype),
                 ringattn::to_string(cfg.transport));
     if (s.step > 0) std::printf("resumed from %s at step %lld\n", checkpoint_path(o.resume).c_str(), static_cast<long long>(s.step));
+    if (!o.init_from.empty()) std::printf("weights from %s (step 0, fresh optimizer state)\n", checkpoint_path(o.init_from).c_str());
     std::fflush(stdout);
   }
 

@@ -46,6 +46,9 @@ const char* kUsage =
     "  --save DIR         checkpoint at the end (and every --save-every S steps)\n"
     "  --resume DIR       continue from DIR/checkpoint.bin (same options; bit for bit on the same\n"
     "                     backend and machine; a checkpoint also moves between backends)\n"
+    "  --init-from DIR    start from the weights of DIR/checkpoint.bin (the same model and vocabulary;\n"
+    "                     any --seq, branches, steps, lr): the next stage of a curriculum over N;\n"
+    "                     step 0, fresh optimizer state\n"
     "  --stop-after S     end after step S (saving with --save), as a job split in parts\n"
     "  --eval             accuracy on --eval-seqs E held-out sequences at the end (default 8)\n"
     "  --eval-every K     also every K steps\n"
@@ -126,6 +129,7 @@ Status parse_options(int argc, char** argv, TrainOptions* o) {
     else if (a == "--json") o->json = v;
     else if (a == "--save") o->save = v;
     else if (a == "--resume") o->resume = v;
+    else if (a == "--init-from") o->init_from = v;
     else if (a == "--save-every") st = count(1, 10000000, &o->save_every);
     else if (a == "--stop-after") st = count(1, 10000000, &o->stop_after);
     else if (a == "--eval") o->eval = true;
@@ -136,7 +140,7 @@ Status parse_options(int argc, char** argv, TrainOptions* o) {
     else if (a == "--timeout") st = real(1, 1e6, &o->timeout);
     else return InvalidArgument("unknown option '" + a + "' (see --help)");
     RINGATTN_RETURN_IF_ERROR(st);
-    if ((a == "--json" || a == "--save" || a == "--resume" || a == "--grad-dump") && v.empty())
+    if ((a == "--json" || a == "--save" || a == "--resume" || a == "--init-from" || a == "--grad-dump") && v.empty())
       return InvalidArgument(a + " needs a non-empty path");
   }
   for (const auto& kv : seen) o->given.insert(kv.first);
@@ -196,6 +200,9 @@ Status validate_options(TrainOptions* o, int world) {
                              "segment and needs all " + s(b.r) + " offsets (allowed: --heads >= " + s(b.r) +
                              ", or r dividing w)");
   }
+  if (!o->resume.empty() && !o->init_from.empty())
+    return InvalidArgument("--init-from " + o->init_from + " with --resume " + o->resume +
+                           " (allowed: one of them; --resume continues a run, --init-from starts one from its weights)");
   if (o->stop_after > 0 && o->stop_after > o->steps)
     return InvalidArgument("--stop-after " + s(o->stop_after) + " is beyond --steps " + s(o->steps));
   if (!cuda && o->transport_text == "nccl")
@@ -229,6 +236,16 @@ std::vector<std::pair<std::string, std::string>> fingerprint(const TrainOptions&
           {"batch", s(o.batch)},          {"lr", r(o.lr)},                {"warmup", s(o.warmup)},
           {"min-lr", r(o.min_lr)},        {"weight-decay", r(o.wd)},      {"clip", r(o.clip)},
           {"beta1", r(o.beta1)},          {"beta2", r(o.beta2)},          {"seed", s(o.seed)}};
+}
+
+std::vector<std::pair<std::string, std::string>> model_fingerprint(const TrainOptions& o) {
+  const std::vector<std::pair<std::string, std::string>> all = fingerprint(o);
+  std::vector<std::pair<std::string, std::string>> m;
+  for (const auto& kv : all)
+    for (const char* k : {"keys", "values", "filler", "d-model", "heads", "layers", "mlp", "rope-dims", "prev-token",
+                          "tied-head", "copy-init"})
+      if (kv.first == k) m.push_back(kv);
+  return m;
 }
 
 }  // namespace train

@@ -31,6 +31,7 @@ struct TrainOptions {
   double lr = 3e-3, min_lr = 0.1, wd = 0.01, clip = 1.0, beta1 = 0.9, beta2 = 0.98, eps = 1e-8;
   int64_t seed = 1;
   std::string json, save, resume;
+  std::string init_from;  // weights only, from a checkpoint of the same model (a curriculum's next stage)
   int64_t save_every = 0, stop_after = 0;   // 0: at the end / no stop
   bool eval = false;
   int64_t eval_seqs = 8, eval_every = 0;
@@ -58,5 +59,7 @@ std::string default_branches(int64_t seq);
 // What a checkpoint must match to be resumed (name, value): everything that
 // changes the trajectory; not the logging, file or evaluation options.
 std::vector<std::pair<std::string, std::string>> fingerprint(const TrainOptions& o);
+// What --init-from needs to match: the options that shape the parameters.
+std::vector<std::pair<std::string, std::string>> model_fingerprint(const TrainOptions& o);
 
 }  // namespace train

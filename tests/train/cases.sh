@@ -53,6 +53,29 @@ case "$case_name" in
     awk -v a="$dilated" 'BEGIN { exit !(a >= 0.95) }' || fail "dilated accuracy $dilated < 0.95"
     awk -v a="$local_only" 'BEGIN { exit !(a <= 0.15) }' || fail "local-only accuracy $local_only > 0.15 (chance 0.031)"
     ;;
+  init_from)  # a curriculum over N: the weights of a run at N = 1024 solve N = 4096 after 20 steps, where 20 steps from scratch do not
+    run 2 "${small[@]}" --branches 32:1,256:8,1024:16 --steps 1500 --log-every 500 --save stage1 --eval --eval-seqs 16
+    expect_rc 0
+    first=$(accuracy); [ -n "$first" ] || fail "no eval line"
+    long=(--backend cpu --seq 4096 --gap 128 --pairs 24 --keys 32 --values 32 --d-model 32 --heads 2 --mlp 64 --rope-dims 4
+          --branches 32:1,256:8,4096:16 --steps 20 --warmup 2 --log-every 10 --eval --eval-seqs 16)
+    run 2 "${long[@]}" --init-from stage1
+    expect_rc 0; expect_out "weights from stage1/checkpoint.bin \\(step 0, fresh optimizer state\\)"
+    warm=$(accuracy); [ -n "$warm" ] || fail "no eval line"
+    run 2 "${long[@]}"
+    expect_rc 0
+    cold=$(accuracy); [ -n "$cold" ] || fail "no eval line"
+    echo "held-out accuracy: N = 1024 after 1500 steps $first; N = 4096 after 20 steps: from those weights $warm, from scratch $cold"
+    within 0.95 "$warm" || fail "N = 4096 from the N = 1024 weights: $warm < 0.95"
+    within "$cold" 0.15 || fail "N = 4096 from scratch in 20 steps: $cold > 0.15 (the control must fail)"
+    # Another model, or --resume beside it: one error on every rank, before any step.
+    run 2 --backend cpu --seq 4096 --gap 128 --pairs 24 --keys 32 --values 32 --d-model 64 --heads 2 --mlp 64 --rope-dims 4 \
+      --branches 32:1,256:8,4096:16 --steps 20 --init-from stage1
+    expect_rc 2; expect_out "ringattn: error: --init-from stage1: stage1/checkpoint.bin was written by another model: --d-model 32 there, 64 here"
+    expect_no_out "^step "
+    run 2 "${long[@]}" --init-from stage1 --resume stage1
+    expect_rc 2; expect_out "ringattn: error: --init-from stage1 with --resume stage1"
+    ;;
   resume)  # a run split by --stop-after/--resume repeats the uninterrupted one bit for bit
     common=("${small[@]}" --steps 24 --log-every 8 --branches 32:1,256:8,1024:16)
     run 2 "${common[@]}" --save whole --json whole.json
