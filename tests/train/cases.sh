@@ -41,6 +41,23 @@ compare_grads() {
 # within X Y: X <= Y (awk numbers).
 within() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 
+# split_run_matches_whole: "${common[@]}" run whole (24 steps) and split at step 10 by
+# --stop-after/--resume: the same losses and the same final checkpoint, bit for bit
+# (leaves split/checkpoint.bin of step 10 in step10.bin).
+split_run_matches_whole() {
+    run 2 "${common[@]}" --save whole --json whole.json
+    expect_rc 0
+    run 2 "${common[@]}" --save split --json part1.json --stop-after 10
+    expect_rc 0; expect_out "saved split/checkpoint.bin at step 10"
+    cp split/checkpoint.bin step10.bin
+    run 2 "${common[@]}" --resume split --save split --json part2.json --save-every 5
+    expect_rc 0; expect_out "resumed from split/checkpoint.bin at step 10"; expect_out "saved split/checkpoint.bin at step 15"
+    [ "$(losses whole.json | head -10)" = "$(losses part1.json)" ] || fail "steps 1-10 differ from the uninterrupted run"
+    [ "$(losses whole.json | tail -14)" = "$(losses part2.json)" ] || fail "steps 11-24 after --resume differ from the uninterrupted run"
+    [ "$(losses part2.json | wc -l)" = 14 ] || fail "the resumed run did not log steps 11-24"
+    cmp whole/checkpoint.bin split/checkpoint.bin || fail "the final weights and optimizer state differ"
+}
+
 case "$case_name" in
   recall)  # the proof: the dilated config solves recall across the sequence, the local branch alone does not
     run 2 "${small[@]}" --branches 32:1,256:8,1024:16 --steps 1500 --log-every 250 --eval --eval-seqs 32
@@ -78,17 +95,7 @@ case "$case_name" in
     ;;
   resume)  # a run split by --stop-after/--resume repeats the uninterrupted one bit for bit
     common=("${small[@]}" --steps 24 --log-every 8 --branches 32:1,256:8,1024:16)
-    run 2 "${common[@]}" --save whole --json whole.json
-    expect_rc 0
-    run 2 "${common[@]}" --save split --json part1.json --stop-after 10
-    expect_rc 0; expect_out "saved split/checkpoint.bin at step 10"
-    cp split/checkpoint.bin step10.bin
-    run 2 "${common[@]}" --resume split --save split --json part2.json --save-every 5
-    expect_rc 0; expect_out "resumed from split/checkpoint.bin at step 10"; expect_out "saved split/checkpoint.bin at step 15"
-    [ "$(losses whole.json | head -10)" = "$(losses part1.json)" ] || fail "steps 1-10 differ from the uninterrupted run"
-    [ "$(losses whole.json | tail -14)" = "$(losses part2.json)" ] || fail "steps 11-24 after --resume differ from the uninterrupted run"
-    [ "$(losses part2.json | wc -l)" = 14 ] || fail "the resumed run did not log steps 11-24"
-    cmp whole/checkpoint.bin split/checkpoint.bin || fail "the final weights and optimizer state differ"
+    split_run_matches_whole
     # A failed save keeps the last good checkpoint: a directory where the temporary file goes.
     cp step10.bin split/checkpoint.bin && mkdir split/checkpoint.bin.tmp
     run 2 "${common[@]}" --resume split --save split
@@ -173,16 +180,7 @@ case "$case_name" in
     ;;
   gpu_resume)  # on cuda too, a run split by --stop-after/--resume repeats the uninterrupted one bit for bit
     common=("${gpu2[@]}" "${gsmall[@]}" --steps 24 --log-every 8 --branches 32:1,256:8,1024:16)
-    run 2 "${common[@]}" --save whole --json whole.json
-    expect_rc 0
-    run 2 "${common[@]}" --save split --json part1.json --stop-after 10
-    expect_rc 0; expect_out "saved split/checkpoint.bin at step 10"
-    run 2 "${common[@]}" --resume split --save split --json part2.json --save-every 5
-    expect_rc 0; expect_out "resumed from split/checkpoint.bin at step 10"; expect_out "saved split/checkpoint.bin at step 15"
-    [ "$(losses whole.json | head -10)" = "$(losses part1.json)" ] || fail "steps 1-10 differ from the uninterrupted run"
-    [ "$(losses whole.json | tail -14)" = "$(losses part2.json)" ] || fail "steps 11-24 after --resume differ from the uninterrupted run"
-    [ "$(losses part2.json | wc -l)" = 14 ] || fail "the resumed run did not log steps 11-24"
-    cmp whole/checkpoint.bin split/checkpoint.bin || fail "the final weights and optimizer state differ"
+    split_run_matches_whole
     # And a run is repeatable: the same 24 steps again, the same bits.
     run 2 "${common[@]}" --save again --json again.json
     expect_rc 0
