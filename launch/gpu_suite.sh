@@ -24,7 +24,7 @@ MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader; nvcc --version | tail -1; date -u; } > "$OUT/device.txt" 2>&1
 note "device: $(head -1 "$OUT/device.txt")"
 
-if want build || [ ! -x "$RA" ]; then
+if want build || { [ ! -x "$RA" ] && [ -z "${NO_BUILD:-}" ]; }; then  # NO_BUILD=1: a dry run without the gpu build
   t0=$(date +%s)
   cmake --preset gpu > "$OUT/configure.log" 2>&1 && cmake --build --preset gpu -j 16 > "$OUT/build.log" 2>&1
   rc=$?; note "build: rc=$rc in $(( $(date +%s) - t0 )) s"
@@ -147,7 +147,7 @@ fi
 # All GPUs of the machine (issue 13): verify over NCCL at 2 and G ranks on
 # every named config, weak and strong scaling beside the PyTorch ring, the
 # ring's exchange bandwidth against a send/recv probe, a fault on real GPUs.
-G=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
+G=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c GPU)}  # GPUS: override (a dry run of a phase's logic)
 if want multi && [ "$G" -ge 2 ]; then
   note "multi: $G GPUs: $(nvidia-smi topo -m 2>/dev/null | sed -n 2p | tr -s ' ' | cut -c1-80)"
   nvidia-smi topo -m > "$OUT/topo.txt" 2>&1
@@ -226,7 +226,8 @@ fi
 # TRAIN_SEQ tokens per sequence (default 256k, issue 15's must) for
 # TRAIN_STEPS steps (default 100) and reports held-out accuracy; the same for
 # the local-only ablation (--branches 64:1 in both stages). TRAIN_ARGS adds
-# options to both stages. (On the CPU, N = 4096's weights gave 1.000 at N =
+# options to both stages; TRAIN_BACKEND=cpu (with GPUS=2) runs the phase's
+# logic on a machine without a GPU. (On the CPU, N = 4096's weights gave 1.000 at N =
 # 16k-256k within 2-25 steps, where 1500 steps from scratch at 16k gave 0.07.)
 if want train; then
   tseq="${TRAIN_SEQ:-256k}"
@@ -234,11 +235,11 @@ if want train; then
     b=(); [ "$kind" = local_only ] && b=(--branches 64:1)
     ck="/tmp/ringattn-train-stage1-$kind"; rm -rf "$ck"
     name="train_np${G}_4096_$kind"
-    timeout 400 ./launch/train -np "$G" --backend cuda --seq 4096 --steps 1500 --log-every 250 --eval --save "$ck" \
+    timeout 400 ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq 4096 --steps 1500 --log-every 250 --eval --save "$ck" \
       --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
     note "$name: rc=$? $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
     name="train_np${G}_${tseq}_$kind"
-    timeout 400 ./launch/train -np "$G" --backend cuda --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-100}" --warmup 10 \
+    timeout 400 ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-100}" --warmup 10 \
       --log-every 10 --eval --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
     note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-110) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
   done
