@@ -15,7 +15,11 @@ import sys
 
 def label(run):
     o = run["options"]
-    return "branches " + o["branches"]
+    args = run.get("args", [])
+    start = ""
+    if "--init-from" in args and args.index("--init-from") + 1 < len(args):
+        start = ", from " + args[args.index("--init-from") + 1]
+    return "branches " + o["branches"] + start
 
 
 def smooth(xs, k=25):
