@@ -79,10 +79,6 @@ Status save_checkpoint(const std::string& dir, const Fingerprint& fp, const Trai
   return Status::Ok();
 }
 
-Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t nparams, TrainState* s) {
-  return load_checkpoint(dir, fp, nparams, s, false, "--resume");
-}
-
 Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t nparams, TrainState* s, bool subset,
                        const std::string& flag) {
   const std::string path = checkpoint_path(dir);

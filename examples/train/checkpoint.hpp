@@ -32,10 +32,9 @@ ringattn::Status check_save_dir(const std::string& dir);
 ringattn::Status save_checkpoint(const std::string& dir, const Fingerprint& fp, const TrainState& s);
 // Refuses another configuration (naming the first option that differs), a
 // wrong parameter count, a truncated or damaged file.
-ringattn::Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t nparams, TrainState* s);
-// --init-from: the same checks, but only the options in fp must match (the
-// model's); errors name `flag`.
+// subset (--init-from): only the options in fp must be there with their
+// values (the model's); errors name `flag`.
 ringattn::Status load_checkpoint(const std::string& dir, const Fingerprint& fp, int64_t nparams, TrainState* s,
-                                 bool subset, const std::string& flag);
+                                 bool subset = false, const std::string& flag = "--resume");
 
 }  // namespace train

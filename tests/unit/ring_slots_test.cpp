@@ -4,8 +4,10 @@
 // reservation leaves no half-made slot behind (the next run works).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -140,6 +142,32 @@ TEST(RingSlots, AFailedReservationLeavesNothingHalfMade) {
     ASSERT_TRUE(again.ok()) << again.to_string();
     EXPECT_EQ(c, 4);
   }
+}
+
+// RINGATTN_RING_SLOTS: auto (or unset) -> 0, an integer >= 2 -> that many,
+// anything else an error naming the value and what is allowed.
+TEST(RingSlots, EnvironmentValue) {
+  const char* saved = std::getenv("RINGATTN_RING_SLOTS");
+  const std::string keep = saved ? saved : "";
+  size_t k = 99;
+  unsetenv("RINGATTN_RING_SLOTS");
+  ASSERT_TRUE(ring_slots_from_env(&k).ok());
+  EXPECT_EQ(k, 0u);
+  for (auto [text, want] : {std::pair<const char*, size_t>{"auto", 0}, {"2", 2}, {"7", 7}}) {
+    setenv("RINGATTN_RING_SLOTS", text, 1);
+    k = 99;
+    ASSERT_TRUE(ring_slots_from_env(&k).ok()) << text;
+    EXPECT_EQ(k, want) << text;
+  }
+  for (const char* bad : {"1", "0", "-3", "two", "4x"}) {
+    setenv("RINGATTN_RING_SLOTS", bad, 1);
+    const Status st = ring_slots_from_env(&k);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(st.message().find(std::string("RINGATTN_RING_SLOTS='") + bad + "'"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("allowed: auto, or an integer >= 2"), std::string::npos) << st.message();
+  }
+  if (saved) setenv("RINGATTN_RING_SLOTS", keep.c_str(), 1);
+  else unsetenv("RINGATTN_RING_SLOTS");
 }
 
 }  // namespace

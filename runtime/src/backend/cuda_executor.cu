@@ -41,6 +41,25 @@ struct DevicePlan {
   const int32_t* pass_key_blocks = nullptr;     // key blocks per batch of each pass
   std::vector<const int32_t*> send_rows, send_prefix;  // per plan step
   int32_t* tile_counters = nullptr;  // one per pass (dynamic tile scheduling), zeroed by the prologue
+
+  // What a launch needs of plan pass pi (forward and backward alike).
+  struct PassView {
+    const kern::Tile* tiles;
+    int32_t num_tiles;
+    const int32_t *q_prefix, *k_prefix;  // query-block and key-block prefixes of its tiles
+    int32_t q_items, k_items;            // per batch element
+    int32_t* tile_counter;               // null: static tile order
+  };
+  PassView pass(const Plan& plan, size_t pi) const {
+    const Pass& ps = plan.passes[pi];
+    return PassView{tiles + ps.tile_begin,
+                    int32_t(ps.tile_end - ps.tile_begin),
+                    prefix + pass_prefix_offset[pi],
+                    key_prefix + pass_prefix_offset[pi],
+                    pass_blocks[pi],
+                    pass_key_blocks[pi],
+                    tile_counters ? tile_counters + pi : nullptr};
+  }
 };
 
 Status device_plan_view(const Plan& plan, const PlanImage* im, const void* image_device, int block_m, DevicePlan* dp) {
@@ -276,15 +295,15 @@ class CudaExecutor final : public Executor {
 
    private:
     Status run_passes(int step, const kern::KeySource& src) {
+      fp_.src = src;
       for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
-        const Pass& ps = plan_.passes[pi];
-        if (ps.step != step) continue;
-        fp_.src = src;
-        fp_.tiles = dp_.tiles + ps.tile_begin;
-        fp_.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
-        fp_.tile_block_prefix = dp_.prefix + dp_.pass_prefix_offset[pi];
-        fp_.num_blocks = dp_.pass_blocks[pi];
-        fp_.tile_counter = dp_.tile_counters ? dp_.tile_counters + pi : nullptr;
+        if (plan_.passes[pi].step != step) continue;
+        const DevicePlan::PassView v = dp_.pass(plan_, pi);
+        fp_.tiles = v.tiles;
+        fp_.num_tiles = v.num_tiles;
+        fp_.tile_block_prefix = v.q_prefix;
+        fp_.num_blocks = v.q_items;
+        fp_.tile_counter = v.tile_counter;
         RINGATTN_CUDA_CHECK(kc::fwd_launch(fp_, cs_));
       }
       return Status::Ok();
@@ -388,14 +407,14 @@ class CudaExecutor final : public Executor {
       bp_.dk_lo = dk ? nullptr : ex_->lo_[1];
       bp_.dv_lo = dv ? nullptr : ex_->lo_[2];
       for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
-        const Pass& ps = plan_.passes[pi];
-        if (ps.step != step) continue;
-        bp_.tiles = dp_.tiles + ps.tile_begin;
-        bp_.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
-        bp_.q_prefix = dp_.prefix + dp_.pass_prefix_offset[pi];
-        bp_.k_prefix = dp_.key_prefix + dp_.pass_prefix_offset[pi];
-        bp_.q_items = dp_.pass_blocks[pi];
-        bp_.k_items = dp_.pass_key_blocks[pi];
+        if (plan_.passes[pi].step != step) continue;
+        const DevicePlan::PassView v = dp_.pass(plan_, pi);
+        bp_.tiles = v.tiles;
+        bp_.num_tiles = v.num_tiles;
+        bp_.q_prefix = v.q_prefix;
+        bp_.k_prefix = v.k_prefix;
+        bp_.q_items = v.q_items;
+        bp_.k_items = v.k_items;
         RINGATTN_CUDA_CHECK(kc::bwd_launch(bp_, cs_));
       }
       return Status::Ok();
