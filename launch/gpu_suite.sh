@@ -7,6 +7,7 @@
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 #   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
+#   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
@@ -62,6 +63,21 @@ if want bench; then
   grep -h "peak device memory" "$OUT"/longnet4_1M.log | head -1 | sed 's/^/   1M: /'
 fi
 
+# The gradient's error at 4 ranks against 1 rank (same seed and inputs; bf16): SPEC's
+# relative L2 of dQ, dK, dV against the float64 reference (issue 14's last row).
+grad_error() {
+  for np in 1 4; do
+    timeout 300 $MPI -np $np $RA verify --backend cuda --transport mpi --op backward --seed 7 --config geometric --seq 64k \
+      --heads 4 --head-dim 128 > "$OUT/grad_error_np$np.log" 2>&1
+    note "gradient error, geometric 64k bf16, $np rank(s) on one GPU: rc=$? $(tail -1 "$OUT/grad_error_np$np.log" | cut -c1-220)"
+  done
+}
+if want graderr && ! want bwd; then grad_error; fi
+if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.sh)
+  OUT="$OUT/torch" timeout 420 ./bench/torch_op_gpu.sh > "$OUT/torch_op_gpu.log" 2>&1
+  note "torch op: rc=$? $(grep -E "speedup|torch_op:|FAILED|Error" "$OUT/torch_op_gpu.log" | head -4 | tr '\n' ' ' | cut -c1-400)"
+fi
+
 if want bwd; then
   obj=$(find build/gpu/kernels -name 'bwd_bf16_hd128.cu.o' | head -1)
   if [ -n "$obj" ]; then
@@ -88,13 +104,7 @@ if want bwd; then
     RINGATTN_BWD_DQ=atomic bench "fb_${name}_dq_atomic" 1 --op backward "$@" --heads 16 --head-dim 128
     grep -h "^# forward .* backward" "$OUT/fb_${name}_dq_atomic.log" | head -1 | cut -c1-160 | sed "s/^/   /"
   done
-  # The gradient's error at 4 ranks against 1 rank (same seed and inputs; bf16): SPEC's
-  # relative L2 of dQ, dK, dV against the float64 reference.
-  for np in 1 4; do
-    timeout 300 $MPI -np $np $RA verify --backend cuda --transport mpi --op backward --seed 7 --config geometric --seq 64k \
-      --heads 4 --head-dim 128 > "$OUT/grad_error_np$np.log" 2>&1
-    note "gradient error, geometric 64k bf16, $np rank(s) on one GPU: rc=$? $(tail -1 "$OUT/grad_error_np$np.log" | cut -c1-220)"
-  done
+  grad_error
   hostid=tests/gpu/nccl_hostid.sh
   $MPI -np 2 $hostid $RA bench --backend cuda --transport nccl --op backward --config geometric --seq 256k --heads 16 --head-dim 128 --timeline --iters 5 --warmup 1 > "$OUT/fb_geometric_256k_np2_hostid.log" 2>&1
   note "fb geometric 256k, 2 ranks on one GPU (nccl): rc=$? $(grep -A1 '# config' "$OUT/fb_geometric_256k_np2_hostid.log" | tail -1)"
