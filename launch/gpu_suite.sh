@@ -280,4 +280,4 @@ fi
 echo; echo "================ summary ================"
 printf '%s\n' "${summary[@]}" | tee "$OUT/summary.txt"
 # At most 8 files come back from the device tool: bundle the logs.
-(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude train_curves.png --exclude scaling.json --exclude same_speed.txt --exclude same_speed_logs.tgz . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name train_curves.png ! -name scaling.json ! -name same_speed.txt ! -name same_speed_logs.tgz -delete)
+(cd "$OUT" && tar czf /tmp/ringattn-logs.tgz --exclude summary.txt --exclude scaling.png --exclude train_curves.png --exclude scaling.json --exclude same_speed.txt --exclude same_speed_logs.tgz . && mv /tmp/ringattn-logs.tgz logs.tgz && find . -maxdepth 1 -type f ! -name logs.tgz ! -name summary.txt ! -name scaling.png ! -name train_curves.png ! -name scaling.json ! -name same_speed.txt ! -name same_speed_logs.tgz -delete && find . -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +)
