@@ -4,7 +4,7 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic]]
+//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-kernel ws|sync]]
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false, dq_atomic = false;
+  bool bwd = false, dq_atomic = false, bwd_ws = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
       const std::string v = value();
       if (v != "pass" && v != "atomic") usage("--bwd-dq " + v + " (allowed: pass, atomic)");
       dq_atomic = v == "atomic";
+    } else if (a == "--bwd-kernel") {
+      const std::string v = value();
+      if (v != "ws" && v != "sync") usage("--bwd-kernel " + v + " (allowed: ws, sync)");
+      bwd_ws = v == "ws";
     }
     else usage("unknown option " + a);
   }
@@ -214,6 +218,7 @@ int main(int argc, char** argv) {
     bp.dk_acc = accs + elems;
     bp.dv_acc = accs + 2 * elems;
     bp.dq_atomic = dq_atomic;
+    bp.warp_specialized = bwd_ws;
     auto passes = [&](int parts) {
       bp.parts = parts;
       for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
@@ -251,9 +256,9 @@ int main(int argc, char** argv) {
       for (int g = 0; g < 3; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, nullptr));
     });
     const double total = t_delta + t_dkdv + t_dq + t_conv;
-    std::printf("backward (dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
+    std::printf("backward (%s kernels, dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                bwd_ws ? "ws" : "sync", dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));

@@ -7,6 +7,7 @@
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 #   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
+#   bwdws: the backward's warp-specialised kernels vs the sync ones (tests, kernels alone, runtime)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
@@ -76,6 +77,35 @@ if want graderr && ! want bwd; then grad_error; fi
 if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.sh)
   OUT="$OUT/torch" timeout 420 ./bench/torch_op_gpu.sh > "$OUT/torch_op_gpu.log" 2>&1
   note "torch op: rc=$? $(grep -E "speedup|torch_op:|FAILED|Error" "$OUT/torch_op_gpu.log" | head -4 | tr '\n' ' ' | cut -c1-400)"
+fi
+
+# The backward's kernels: warp-specialised (default) against the sync ones
+# (RINGATTN_BWD_KERNEL=sync), the GPU backward tests on the default, each
+# launch alone (bench/kernel_fwd.cu --bwd) and forward+backward through the runtime.
+if want bwdws; then
+  t0=$(date +%s)
+  ctest --test-dir build/gpu -L gpu -R "bwd|train_gpu" -j 4 --output-on-failure --timeout 300 > "$OUT/ctest_gpu_bwd.log" 2>&1
+  rc=$?; note "ctest -L gpu -R 'bwd|train_gpu': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_bwd.log")"
+  grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_bwd.log" | head -20
+  K=build/gpu/bench/ringattn_kernel_fwd
+  for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
+    for dq in pass atomic; do
+      for kern in sync ws; do
+        line=$($K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq --bwd-kernel $kern --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
+        note "bwd kernels $cfg, $kern, dQ $dq: $line"
+      done
+    done
+  done
+  for cfg in "longnet4_64k --config longnet4 --seq 64k" "dense_16k --config dense --seq 16k" "longnet4_1M --config longnet4 --seq 1M --iters 5 --warmup 1"; do
+    set -- $cfg; name=$1; shift
+    bench "fb_$name" 1 --op backward "$@" --heads 16 --head-dim 128
+    grep -h "^# forward .* backward" "$OUT/fb_$name.log" | head -1 | cut -c1-160 | sed "s/^/   /"
+    grep -h "peak device memory" "$OUT/fb_$name.log" | head -1 | sed "s/^/   $name fwd+bwd: /"
+  done
+  RINGATTN_BWD_KERNEL=sync bench fb_longnet4_64k_sync 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
+  grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_sync.log" | head -1 | cut -c1-160 | sed "s/^/   /"
+  RINGATTN_BWD_DQ=atomic bench fb_longnet4_64k_atomic 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
+  grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_atomic.log" | head -1 | cut -c1-160 | sed "s/^/   /"
 fi
 
 if want bwd; then

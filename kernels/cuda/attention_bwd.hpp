@@ -88,6 +88,11 @@ struct BwdParams {
   // the float additions into dq_acc depends on timing, so reruns are not
   // bit-identical in dQ (dK and dV still are).
   bool dq_atomic = false;
+  // Warp-specialised kernels (a producer warpgroup loads, two consumer
+  // warpgroups compute; bwd_dkdv.cuh), or every thread loading and computing
+  // (RINGATTN_BWD_KERNEL=sync, for A/B runs). The same sums in the same order:
+  // both give the same bits.
+  bool warp_specialized = true;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.
   int32_t parts = 3;

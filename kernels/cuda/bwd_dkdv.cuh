@@ -23,10 +23,19 @@ struct DkdvSmem {
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
-template <typename Elem, int D, bool kCausal>
-__global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
+// kWS = false: every thread loads (two blocks ahead) and computes.
+// kWS = true: warp-specialised like the forward: a producer warpgroup
+// (setmaxnreg 40) gathers K, V and then Q, dO, LSE, Delta of every query
+// block into the stage ring; the two consumer warpgroups (setmaxnreg 232)
+// only compute, and overlap inside a block: the exponentials of P with the
+// dP GEMM, dS with the dV GEMM.
+template <typename Elem, int D, bool kCausal, bool kWS>
+__global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdParams p) {
   using L = DkdvSmem<D>;
-  constexpr int BN = L::BN, BQ = L::BQ, NT = 256;
+  constexpr int BN = L::BN, BQ = L::BQ;
+  constexpr int NP = kWS ? 128 : 0;   // producer threads, in front of the consumers
+  constexpr int NC = 256;             // consumer threads: warpgroup w owns keys 64w..64w+63
+  constexpr int NT = kWS ? NP : NC;   // threads that load
   constexpr int kSN = BQ / 8, kON = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
@@ -38,7 +47,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   const uint32_t full = s_k + L::kBarOff, empty = full + 8 * S;
   const uint32_t s_ds0 = s_k + L::kDsOff;  // dq_atomic only
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+  const int tid = threadIdx.x, lane = tid & 31, warp = (tid - NP) >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
   const int item = blockIdx.x, batch = blockIdx.y;
   const int ti = find_tile(p.k_prefix, p.num_tiles, item);
@@ -58,15 +67,17 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
   const float* gdelta = p.delta + batch * p.lse_batch_stride + t.head;
   auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-  gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
-  gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
+  if constexpr (!kWS) {
+    gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
+    gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
+  }
   // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (cp.async,
   // one noinc arrival per thread on full[st] when they land) and LSE, Delta
   // (plain stores, then an arrival: its release makes them visible). A
   // thread refills a stage once every thread has arrived on its empty
   // barrier (done with the block S before), so the two warpgroups run up to
   // a block apart instead of meeting at a CTA barrier on every block.
-  init_stage_barriers(full, empty, S, 2 * NT, NT);
+  init_stage_barriers(full, empty, S, 2 * NT, NC);
   const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
@@ -89,8 +100,20 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     mbar_arrive(full + 8 * st);
     cp_async_mbar_arrive_noinc(full + 8 * st);
   };
-  issue(0);  // K and V were gathered before: stage 0's arrivals cover them
-  if (nblk > 1) issue(1);
+  if constexpr (kWS) {
+    if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
+      warpgroup_reg_dealloc<24>();
+      gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
+      gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
+      for (int j = 0; j < nblk; ++j) issue(j);
+      cp_async_wait<0>();
+      return;
+    }
+    warpgroup_reg_alloc<240>();
+  } else {
+    issue(0);  // K and V were gathered before: stage 0's arrivals cover them
+    if (nblk > 1) issue(1);
+  }
 
   const float sl2 = p.scale * kLog2e;
   float dk[kON * 4], dv[kON * 4];
@@ -98,19 +121,14 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
   for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
 
   for (int j = 0; j < nblk; ++j) {
-    if (j + 2 < nblk) issue(j + 2);
+    if constexpr (!kWS) {
+      if (j + 2 < nblk) issue(j + 2);
+    }
     const int buf = j % S, m0 = m_lo + j * BQ;
     mbar_wait(full + 8 * buf, (j / S) & 1);
     fence_proxy_async();
     const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
     float st[kSN * 4], dpt[kSN * 4];
-#pragma unroll
-    for (int i = 0; i < kSN * 4; ++i) st[i] = dpt[i] = 0.f;
-    wgmma_fence();
-    gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
-    gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
-    wgmma_commit();
-    wgmma_wait<0>();
     // P^T and dS^T: key kr of the block is visible to query col iff
     // kr < kn and (causal) n0 + kr <= diag + m0 + col. A warpgroup whose 64
     // keys are all present and (causal) all visible to every query of the
@@ -118,24 +136,64 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
     const int k_hi = 64 * wg + 63;
     const bool all = k_hi < kn && (!kCausal || k_hi <= lim);
-#pragma unroll
-    for (int nb = 0; nb < kSN; ++nb) {
-      const int col0 = nb * 8 + qc;
-      const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
-      const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + col0);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
-        const int col = col0 + (e & 1);
-        const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col));
-        const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
-        dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
-        st[nb * 4 + e] = pr;
-      }
-    }
     uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
-    pack_probs<Elem, kSN>(st, pf);
-    pack_probs<Elem, kSN>(dpt, dsf);
+    if constexpr (kWS) {
+      // S^T and dP^T as two groups; P under the dP GEMM, dS under the dV GEMM.
+      wgmma_fence();
+      gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
+      wgmma_commit();
+      gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
+      wgmma_commit();
+      wgmma_wait<1>();
+#pragma unroll
+      for (int nb = 0; nb < kSN; ++nb) {
+        const int col0 = nb * 8 + qc;
+        const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
+          const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col0 + (e & 1)));
+          st[nb * 4 + e] = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
+        }
+      }
+      pack_probs<Elem, kSN>(st, pf);
+      wgmma_fence();
+      gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
+      wgmma_commit();
+      wgmma_wait<1>();  // dP^T (the dV GEMM runs on)
+#pragma unroll
+      for (int nb = 0; nb < kSN; ++nb) {
+        const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + nb * 8 + qc);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dpt[nb * 4 + e] = st[nb * 4 + e] * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
+      }
+      pack_probs<Elem, kSN>(dpt, dsf);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kSN * 4; ++i) st[i] = dpt[i] = 0.f;
+      wgmma_fence();
+      gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
+      gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int nb = 0; nb < kSN; ++nb) {
+        const int col0 = nb * 8 + qc;
+        const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
+        const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + col0);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
+          const int col = col0 + (e & 1);
+          const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col));
+          const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
+          dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
+          st[nb * 4 + e] = pr;
+        }
+      }
+      pack_probs<Elem, kSN>(st, pf);
+      pack_probs<Elem, kSN>(dpt, dsf);
+    }
     const uint32_t s_ds = s_ds0 + (j & 1) * L::kDs;
     if (p.dq_atomic) {
       // dS^T (this warpgroup's 64 keys) into the swizzled [BN][BQ] tile: row
@@ -151,7 +209,7 @@ __global__ void __launch_bounds__(256, 1) bwd_dkdv_kernel(const BwdParams p) {
       fence_proxy_async();  // generic-proxy stores, read by wgmma below
     }
     wgmma_fence();
-    gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
+    if constexpr (!kWS) gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
     gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
     wgmma_commit();
     if (p.dq_atomic) {

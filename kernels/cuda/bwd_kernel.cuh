@@ -50,20 +50,25 @@ cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int
   return cudaGetLastError();
 }
 
-template <typename Elem, int D, bool kCausal>
+template <typename Elem, int D, bool kCausal, bool kWS>
 cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
+  constexpr int threads = kWS ? 384 : 256;
   if (p.parts & 1) {
-    cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes, p.k_items, p.batch, 256, p, stream);
+    cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal, kWS>, DkdvSmem<D>::kBytes, p.k_items, p.batch,
+                                      threads, p, stream);
     if (e != cudaSuccess) return e;
   }
   if (!(p.parts & 2) || p.dq_atomic) return cudaSuccess;
-  return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal>, DqSmem<D>::kBytes, p.q_items, p.batch, 256, p, stream);
+  return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal, kWS>, DqSmem<D>::kBytes, p.q_items, p.batch, threads, p,
+                           stream);
 }
 
 // Explicitly instantiated once per (dtype, head dim) file (bwd_<dtype>_hd<D>.cu).
 template <typename Elem, int D>
 cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
-  return p.causal ? launch_bwd<Elem, D, true>(p, stream) : launch_bwd<Elem, D, false>(p, stream);
+  if (p.warp_specialized)
+    return p.causal ? launch_bwd<Elem, D, true, true>(p, stream) : launch_bwd<Elem, D, false, true>(p, stream);
+  return p.causal ? launch_bwd<Elem, D, true, false>(p, stream) : launch_bwd<Elem, D, false, false>(p, stream);
 }
 
 }  // namespace ringattn::kern::cuda::detail

@@ -205,6 +205,14 @@ class CudaExecutor final : public Executor {
       else if (std::string(e) != "pass")
         return InvalidArgument(std::string("RINGATTN_BWD_DQ='") + e + "' (allowed: pass, atomic)");
     }
+    // RINGATTN_BWD_KERNEL=ws (default) | sync: the backward's warp-specialised
+    // kernels or the ones where every thread loads and computes (A/B runs;
+    // BwdParams::warp_specialized).
+    if (const char* e = std::getenv("RINGATTN_BWD_KERNEL"); e != nullptr && *e != '\0') {
+      if (std::string(e) == "sync") bwd_ws_ = false;
+      else if (std::string(e) != "ws")
+        return InvalidArgument(std::string("RINGATTN_BWD_KERNEL='") + e + "' (allowed: ws, sync)");
+    }
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
     // nccl (ring.hpp); auto takes every step's when they fit a budget of
     // min(4 GiB, 1/16 of this GPU's memory).
@@ -344,6 +352,7 @@ class CudaExecutor final : public Executor {
       bp_.causal = c.causal;
       bp_.dtype = ex->elem();
       bp_.dq_atomic = ex->dq_atomic_;
+      bp_.warp_specialized = ex->bwd_ws_;
       if (bp_.dq_atomic) {
         bp_.dq_acc = ex->dq_acc_;
       } else {
@@ -465,6 +474,7 @@ class CudaExecutor final : public Executor {
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   bool dynamic_tiles_ = true;
   bool dq_atomic_ = false;
+  bool bwd_ws_ = true;
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
