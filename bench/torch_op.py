@@ -12,8 +12,13 @@ package installed: pip install --no-build-isolation ./python).
      flash SDPA call that also returns LSE, scatter back, merge the branches by
      their LSE. Its merge weights are detached, as torchscale's are, so its
      gradient is NOT exact (ringattn's is); it is a speed anchor only.
-   The C++ timing of the same op (ringattn bench --op backward) comes from the
-   caller, run in the same call, for the overhead of the Python layer.
+3. Overhead of the Python layer over the C++ call, interleaved in this process
+   (one op step, one direct call, one op step, ...; medians), so the GPU's
+   clock drift between runs does not enter: the op (checks, agreement,
+   autograd, allocations) against the binding's Context.forward/backward on
+   buffers allocated once (the C++ API's calls, a pybind11 call each).
+   The C++ timing of the same op (ringattn bench --op backward) also comes
+   from the caller, run in the same call.
 Prints useful FLOPs (SPEC: forward + 2.5 x forward) and TFLOP/s.
 """
 import argparse
@@ -155,6 +160,34 @@ def speed(args):
                        ("PyTorch recipe forward+backward", t_rec, total)):
         print("  %-34s %10.3f %12.4g %9.1f" % (name, t, f, f / (t * 1e-3) / 1e12))
     print("speedup of the op over the recipe (forward+backward): %.2fx" % (t_rec / t_op))
+
+    # 3. The Python layer's overhead, interleaved with the direct calls.
+    call = rt._prepare(rt._Options(LONGNET4, False, "interleaved", None, None, "cuda", "nccl", None, 60.0), q, k, v)
+    o = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    dq, dk, dv = (torch.empty_like(q) for _ in range(3))
+    stream = torch.cuda.current_stream().cuda_stream
+    fwd_ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), o.data_ptr(), lse.data_ptr())
+    bwd_ptrs = fwd_ptrs + (dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr())
+
+    def direct_forward():
+        rt.check(call.ctx.forward(call.batch, call.seq, *fwd_ptrs, stream))
+
+    def direct_step():
+        direct_forward()
+        rt.check(call.ctx.backward(call.batch, call.seq, *bwd_ptrs, stream))
+
+    for name, op, direct in (("forward", op_forward, direct_forward), ("forward+backward", op_step, direct_step)):
+        t_o, t_d = [], []
+        for i in range(args.warmup + 2 * args.iters):
+            a = timed(op, 1, 0)
+            b = timed(direct, 1, 0)
+            if i >= args.warmup:
+                t_o.append(a)
+                t_d.append(b)
+        mo, md = sorted(t_o)[len(t_o) // 2], sorted(t_d)[len(t_d) // 2]
+        print("overhead of the Python op over the direct call, %s: op %.3f ms, direct %.3f ms: %+.2f%% "
+              "(medians of %d interleaved pairs)" % (name, mo, md, 100.0 * (mo / md - 1.0), len(t_o)))
 
 
 def main():

@@ -76,7 +76,7 @@ grad_error() {
 if want graderr && ! want bwd; then grad_error; fi
 if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.sh)
   OUT="$OUT/torch" timeout 420 ./bench/torch_op_gpu.sh > "$OUT/torch_op_gpu.log" 2>&1
-  note "torch op: rc=$? $(grep -E "speedup|torch_op:|FAILED|Error" "$OUT/torch_op_gpu.log" | head -4 | tr '\n' ' ' | cut -c1-400)"
+  note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op:|FAILED|Error" "$OUT/torch_op_gpu.log" | head -6 | tr '\n' ' ' | cut -c1-400)"
 fi
 
 # The backward's kernels: warp-specialised (default) against the sync ones

@@ -228,15 +228,33 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
         wgmma_wait<0>();
         float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
         const int valid = min(BQ, t.q_count - m0);
+        if constexpr (kWS) {
+          // Four consecutive floats per atomic (red.v4, half the L2 atomic
+          // operations of float2): lanes 2i and 2i+1 of a quad swap a pair,
+          // the even lane adds columns qc..qc+3 of row r_lo, the odd one
+          // columns qc-2..qc+1 of row r_lo + 8.
+          const bool odd = lane & 1;
+          const int r = r_lo + (odd ? 8 : 0);
+          float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = r_lo + 8 * h;
-          if (r >= valid) continue;
-          float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + qc;
+          for (int nb = 0; nb < 8; ++nb) {
+            const float s0 = odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], s1 = odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3];
+            const float g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+            const float4 v = odd ? make_float4(g0, g1, dq[nb * 4 + 2], dq[nb * 4 + 3])
+                                 : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g0, g1);
+            if (r < valid) red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
+          }
+        } else {
 #pragma unroll
-          for (int nb = 0; nb < 8; ++nb)
-            atomicAdd(reinterpret_cast<float2*>(row + nb * 8),
-                      make_float2(p.scale * dq[nb * 4 + 2 * h], p.scale * dq[nb * 4 + 2 * h + 1]));
+          for (int h = 0; h < 2; ++h) {
+            const int r = r_lo + 8 * h;
+            if (r >= valid) continue;
+            float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + qc;
+#pragma unroll
+            for (int nb = 0; nb < 8; ++nb)
+              atomicAdd(reinterpret_cast<float2*>(row + nb * 8),
+                        make_float2(p.scale * dq[nb * 4 + 2 * h], p.scale * dq[nb * 4 + 2 * h + 1]));
+          }
         }
       }
     }

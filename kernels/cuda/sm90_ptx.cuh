@@ -72,6 +72,12 @@ __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
 }
 
+// *addr += (a, b, c, d) as one L2 atomic (sm_90; addr 16-byte aligned).
+__device__ __forceinline__ void red_add_v4(float* addr, float a, float b, float c, float d) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(addr), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+}
+
 // Register reallocation between warpgroups (every warp of the warpgroup).
 template <int kRegs>
 __device__ __forceinline__ void warpgroup_reg_dealloc() {
