@@ -2,7 +2,10 @@
 # One GPU call: the PyTorch op on the GPU. Builds (gpu preset), installs the
 # runtime into a prefix and the package into a venv that sees the machine's
 # torch (no network), runs bench/torch_op.py (correctness + speed against the
-# PyTorch recipe) and the C++ bench of the same case, for the Python layer's overhead.
+# PyTorch recipe) and the C++ bench of the same case, for the Python layer's overhead;
+# then tests/python/gpu_torch_op.py (the op against the float64 reference on the
+# GPU, inside torch.compile) at 1 rank and at 2 ranks over NCCL (2 GPUs where the
+# machine has them, else 2 ranks on one GPU through tests/gpu/nccl_hostid.sh).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -22,7 +25,15 @@ $venv/bin/python -c "import torch, mpi4py, pybind11, scikit_build_core; print('t
 CMAKE_BUILD_PARALLEL_LEVEL=16 $venv/bin/python -m pip install -v --no-build-isolation --no-deps --disable-pip-version-check ./python \
   -C cmake.define.ringattn_ROOT=$prefix -C build-dir=build/python-ext-gpu >> "$OUT/install.log" 2>&1 ||
   { tail -40 "$OUT/install.log"; exit 1; }
+echo "[torch_op_gpu] $(date +%T) installed; bench/torch_op.py"
 (cd / && timeout 300 $MPI -np 1 $venv/bin/python "$ROOT/bench/torch_op.py" "$@") 2>&1 | tee "$OUT/torch_op.log"
 timeout 120 $MPI -np 1 build/gpu/launch/ringattn bench --backend cuda --op backward --config longnet4 --seq 64k --heads 16 \
   --head-dim 128 --iters 10 --warmup 3 > "$OUT/cxx_fb_longnet4_64k.log" 2>&1
 grep -A1 "# config" "$OUT/cxx_fb_longnet4_64k.log" | tail -1; grep "^# forward" "$OUT/cxx_fb_longnet4_64k.log"
+G=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
+echo "[torch_op_gpu] $(date +%T) gpu_torch_op.py (GPUs: $G)"
+(cd "$ROOT/tests/python" && timeout 300 $MPI -np 1 $venv/bin/python gpu_torch_op.py) > "$OUT/gpu_torch_op_np1.log" 2>&1
+echo "np 1: rc=$? $(tail -1 "$OUT/gpu_torch_op_np1.log")"
+if [ "$G" -ge 2 ]; then two=""; else two="$ROOT/tests/gpu/nccl_hostid.sh"; fi
+(cd "$ROOT/tests/python" && timeout 300 $MPI -np 2 $two $venv/bin/python gpu_torch_op.py) > "$OUT/gpu_torch_op_np2.log" 2>&1
+echo "np 2 ($([ -z "$two" ] && echo "2 GPUs" || echo "one GPU, nccl_hostid.sh")): rc=$? $(tail -1 "$OUT/gpu_torch_op_np2.log")"

@@ -76,7 +76,7 @@ grad_error() {
 if want graderr && ! want bwd; then grad_error; fi
 if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.sh)
   OUT="$OUT/torch" timeout 420 ./bench/torch_op_gpu.sh > "$OUT/torch_op_gpu.log" 2>&1
-  note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op:|FAILED|Error" "$OUT/torch_op_gpu.log" | head -6 | tr '\n' ' ' | cut -c1-400)"
+  note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op:|FAILED|Error|^np [12]" "$OUT/torch_op_gpu.log" | head -8 | tr '\n' ' ' | cut -c1-400)"
 fi
 
 # The backward's kernels: warp-specialised (default) against the sync ones
@@ -96,6 +96,14 @@ if want bwdws; then
       done
     done
   done
+  if command -v ncu >/dev/null && [ -z "${NO_NCU:-}" ]; then  # what bounds the dK/dV kernel (dense 16k, ws)
+    for dq in pass atomic; do
+      timeout 120 ncu --kernel-name regex:bwd_dkdv --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis $K --config dense --seq 16384 --heads 16 \
+        --head-dim 128 --bwd --bwd-dq $dq --iters 1 --warmup 0 > "$OUT/ncu_dkdv_ws_$dq.txt" 2>&1
+      note "ncu dK/dV ws dQ $dq: rc=$? $(grep -E 'Duration|Compute \(SM\) Throughput|Warp Cycles Per Issued' "$OUT/ncu_dkdv_ws_$dq.txt" | awk '{print $1, $NF}' | tr '\n' ' ')"
+    done
+  fi
   for cfg in "longnet4_64k --config longnet4 --seq 64k" "dense_16k --config dense --seq 16k" "longnet4_1M --config longnet4 --seq 1M --iters 5 --warmup 1"; do
     set -- $cfg; name=$1; shift
     bench "fb_$name" 1 --op backward "$@" --heads 16 --head-dim 128
