@@ -84,8 +84,8 @@ fi
 # launch alone (bench/kernel_fwd.cu --bwd) and forward+backward through the runtime.
 if want bwdws; then
   t0=$(date +%s)
-  ctest --test-dir build/gpu -L gpu -R "bwd|train_gpu" -j 4 --output-on-failure --timeout 300 > "$OUT/ctest_gpu_bwd.log" 2>&1
-  rc=$?; note "ctest -L gpu -R 'bwd|train_gpu': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_bwd.log")"
+  ctest --test-dir build/gpu -L gpu -R "${BWDWS_TESTS:-bwd|train_gpu}" -j 6 --output-on-failure --timeout 300 > "$OUT/ctest_gpu_bwd.log" 2>&1
+  rc=$?; note "ctest -L gpu -R '${BWDWS_TESTS:-bwd|train_gpu}': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_bwd.log")"
   grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_bwd.log" | head -20
   K=build/gpu/bench/ringattn_kernel_fwd
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
