@@ -231,6 +231,18 @@ def _prepare(opts, q, k, v):
     return _Call(ctx, batch, seq, cuda)
 
 
+def _compiler_disable(fn):
+    """Runs fn eagerly under torch.compile (a graph break at the op): the call is
+    collective (MPI agreement, NCCL) and takes the raw CUDA stream handle, which
+    dynamo cannot trace (inside a traced region current_stream() is a generic
+    torch.Stream without .cuda_stream)."""
+    disable = getattr(getattr(_torch, "compiler", None), "disable", None)
+    if disable is None:  # torch < 2.1
+        disable = _torch._dynamo.disable
+    return disable(fn)
+
+
+@_compiler_disable
 def _attention(opts, q, k, v, return_lse):
     call = _prepare(opts, q, k, v)
     if _torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
