@@ -25,15 +25,19 @@ $venv/bin/python -c "import torch, mpi4py, pybind11, scikit_build_core; print('t
 CMAKE_BUILD_PARALLEL_LEVEL=16 $venv/bin/python -m pip install -v --no-build-isolation --no-deps --disable-pip-version-check ./python \
   -C cmake.define.ringattn_ROOT=$prefix -C build-dir=build/python-ext-gpu >> "$OUT/install.log" 2>&1 ||
   { tail -40 "$OUT/install.log"; exit 1; }
-echo "[torch_op_gpu] $(date +%T) installed; bench/torch_op.py"
-(cd / && timeout 300 $MPI -np 1 $venv/bin/python "$ROOT/bench/torch_op.py" "$@") 2>&1 | tee "$OUT/torch_op.log"
-timeout 120 $MPI -np 1 build/gpu/launch/ringattn bench --backend cuda --op backward --config longnet4 --seq 64k --heads 16 \
-  --head-dim 128 --iters 10 --warmup 3 > "$OUT/cxx_fb_longnet4_64k.log" 2>&1
-grep -A1 "# config" "$OUT/cxx_fb_longnet4_64k.log" | tail -1; grep "^# forward" "$OUT/cxx_fb_longnet4_64k.log"
 G=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
-echo "[torch_op_gpu] $(date +%T) gpu_torch_op.py (GPUs: $G)"
-(cd "$ROOT/tests/python" && timeout 300 $MPI -np 1 $venv/bin/python gpu_torch_op.py) > "$OUT/gpu_torch_op_np1.log" 2>&1
-echo "np 1: rc=$? $(tail -1 "$OUT/gpu_torch_op_np1.log")"
-if [ "$G" -ge 2 ]; then two=""; else two="$ROOT/tests/gpu/nccl_hostid.sh"; fi
-(cd "$ROOT/tests/python" && timeout 300 $MPI -np 2 $two $venv/bin/python gpu_torch_op.py) > "$OUT/gpu_torch_op_np2.log" 2>&1
-echo "np 2 ($([ -z "$two" ] && echo "2 GPUs" || echo "one GPU, nccl_hostid.sh")): rc=$? $(tail -1 "$OUT/gpu_torch_op_np2.log")"
+if [ -z "${TORCH_GPU_TESTS_ONLY:-}" ]; then  # TORCH_GPU_TESTS_ONLY=1: only gpu_torch_op.py over the machine's GPUs
+  echo "[torch_op_gpu] $(date +%T) installed; bench/torch_op.py"
+  (cd / && timeout 300 $MPI -np 1 $venv/bin/python "$ROOT/bench/torch_op.py" "$@") 2>&1 | tee "$OUT/torch_op.log"
+  timeout 120 $MPI -np 1 build/gpu/launch/ringattn bench --backend cuda --op backward --config longnet4 --seq 64k --heads 16 \
+    --head-dim 128 --iters 10 --warmup 3 > "$OUT/cxx_fb_longnet4_64k.log" 2>&1
+  grep -A1 "# config" "$OUT/cxx_fb_longnet4_64k.log" | tail -1; grep "^# forward" "$OUT/cxx_fb_longnet4_64k.log"
+fi
+# gpu_torch_op.py: np 1 and 2 on one GPU (2 ranks through nccl_hostid.sh); 2 and G ranks on G GPUs.
+if [ "$G" -ge 2 ]; then wrap=""; nps="2 $([ "$G" -gt 2 ] && echo "$G")"; else wrap="$ROOT/tests/gpu/nccl_hostid.sh"; nps="1 2"; fi
+for np in $nps; do
+  echo "[torch_op_gpu] $(date +%T) gpu_torch_op.py np $np (GPUs: $G)"
+  w=$([ "$np" -gt 1 ] && echo "$wrap")
+  (cd "$ROOT/tests/python" && timeout 300 $MPI -np $np $w $venv/bin/python gpu_torch_op.py) > "$OUT/gpu_torch_op_np$np.log" 2>&1
+  echo "np $np ($([ "$G" -ge 2 ] && echo "$np GPUs" || echo "one GPU${w:+, nccl_hostid.sh}")): $(grep -E 'gpu_torch_op: np' "$OUT/gpu_torch_op_np$np.log" | tail -1)"
+done

@@ -76,7 +76,7 @@ grad_error() {
 if want graderr && ! want bwd; then grad_error; fi
 if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.sh)
   OUT="$OUT/torch" timeout 420 ./bench/torch_op_gpu.sh > "$OUT/torch_op_gpu.log" 2>&1
-  note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op:|FAILED|Error|^np [12]" "$OUT/torch_op_gpu.log" | head -8 | tr '\n' ' ' | cut -c1-400)"
+  note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op:|FAILED|Error|^np [0-9]" "$OUT/torch_op_gpu.log" | head -8 | tr '\n' ' ' | cut -c1-400)"
 fi
 
 # The backward's kernels: warp-specialised (default) against the sync ones
@@ -283,11 +283,11 @@ if want train; then
     b=(); [ "$kind" = local_only ] && b=(--branches 64:1)
     ck="/tmp/ringattn-train-stage1-$kind"; rm -rf "$ck"
     name="train_np${G}_4096_$kind"
-    timeout 400 ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq 4096 --steps 1500 --log-every 250 --eval --save "$ck" \
+    timeout "${TRAIN_TIMEOUT:-400}" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq 4096 --steps 1500 --log-every 250 --eval --save "$ck" \
       --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
     note "$name: rc=$? $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
     name="train_np${G}_${tseq}_$kind"
-    timeout 400 ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-100}" --warmup 10 \
+    timeout "${TRAIN_TIMEOUT:-400}" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-100}" --warmup 10 \
       --log-every 10 --eval --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
     note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-110) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
   done
