@@ -278,18 +278,20 @@ fi
 # logic on a machine without a GPU. (On the CPU, N = 4096's weights gave 1.000 at N =
 # 16k-256k within 2-25 steps, where 1500 steps from scratch at 16k gave 0.07.)
 if want train; then
-  tseq="${TRAIN_SEQ:-256k}"
+  # TRAIN_SEQ: stage 2's sequence lengths (a list); TRAIN_STAGE1_STEPS: stage 1's steps at N = 4096.
   for kind in dilated local_only; do
     b=(); [ "$kind" = local_only ] && b=(--branches 64:1)
     ck="/tmp/ringattn-train-stage1-$kind"; rm -rf "$ck"
     name="train_np${G}_4096_$kind"
-    timeout "${TRAIN_TIMEOUT:-400}" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq 4096 --steps 1500 --log-every 250 --eval --save "$ck" \
+    timeout "${TRAIN_TIMEOUT:-400}" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq 4096 --steps "${TRAIN_STAGE1_STEPS:-1500}" --log-every 250 --eval --save "$ck" \
       --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
     note "$name: rc=$? $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
-    name="train_np${G}_${tseq}_$kind"
-    timeout "${TRAIN_TIMEOUT:-400}" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-100}" --warmup 10 \
-      --log-every 10 --eval --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
-    note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-110) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
+    for tseq in ${TRAIN_SEQ:-256k}; do
+      name="train_np${G}_${tseq}_$kind"
+      timeout "${TRAIN_TIMEOUT:-400}" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-100}" --warmup 10 \
+        --log-every 10 --eval --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
+      note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-110) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
+    done
   done
   python3 examples/train/plot_train.py "$OUT/train_curves.png" "$OUT"/train_np${G}_*.json > "$OUT/train_table.txt" 2>&1 ||
     note "train: plot_train.py failed (the JSON logs are in logs.tgz)"
