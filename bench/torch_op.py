@@ -177,7 +177,18 @@ def speed(args):
         direct_forward()
         rt.check(call.ctx.backward(call.batch, call.seq, *bwd_ptrs, stream))
 
-    for name, op, direct in (("forward", op_forward, direct_forward), ("forward+backward", op_step, direct_step)):
+    def op_step_fresh_grads():  # as a training step after optimizer.zero_grad(set_to_none=True)
+        for x in (q, k, v):
+            x.grad = None
+        op_step()
+
+    def op_forward_recorded():  # autograd records the op (saves O, LSE, Q, K, V), no backward
+        rt.dilated_attention(q, k, v, LONGNET4, backend="cuda", transport="nccl")
+
+    for name, op, direct in (("forward", op_forward, direct_forward),
+                             ("forward, autograd recording", op_forward_recorded, direct_forward),
+                             ("forward+backward", op_step, direct_step),
+                             ("forward+backward, grads set to None first", op_step_fresh_grads, direct_step)):
         t_o, t_d = [], []
         for i in range(args.warmup + 2 * args.iters):
             a = timed(op, 1, 0)
