@@ -8,9 +8,10 @@
 #   speed  100 steps of the cuda defaults (256k tokens per rank) at 1 rank (no ring), at 2 ranks
 #          on one GPU over the mpi transport and over NCCL (each rank its own NCCL_HOSTID):
 #          ms per step, the attention share, tokens/s
-#   full   the curriculum at 2 ranks on one GPU over NCCL: recall learned at N = 4096 (1500
-#          steps, --save), then the cuda defaults (N = 512k) from those weights (--init-from,
-#          100 steps), held-out evaluation (from scratch N = 512k stayed at 0.216 in 1500 steps)
+#   full   the curriculum at 2 ranks on one GPU over NCCL: recall learned at N = 1024 (600
+#          steps, 24 pairs), N = 4096 from those weights (200 steps), then the cuda defaults
+#          (N = 512k) from N = 4096's (--init-from, 100 steps), held-out evaluation (from
+#          scratch N = 512k stayed at 0.216 in 1500 steps)
 #   run    speed, then full
 #   cpu    the CPU train tests here (ctest -L train): --backend cpu on a machine with a GPU
 #   all    build test run
@@ -92,10 +93,12 @@ if want speed; then
   timed train_cuda_np2_nccl_100 2 "$hostid" -- --stop-after 100 --log-every 25
 fi
 if want full; then
-  # The issue's scale, 256k tokens per rank, 2 ranks on one GPU over NCCL, from the weights of a
-  # run at N = 4096 (from scratch this N does not learn recall: README, "Training example").
-  stage1=/tmp/ringattn-gpu-check-stage1; rm -rf "$stage1"
-  timed train_cuda_np2_nccl_4096 2 "$hostid" -- --seq 4096 --eval --save "$stage1"
+  # The issue's scale, 256k tokens per rank, 2 ranks on one GPU over NCCL, after the curriculum
+  # (README, "Training example"): N = 1024 (24 pairs, gap 128) from scratch, N = 4096 from
+  # those weights, then the cuda defaults from N = 4096's.
+  stage0=/tmp/ringattn-gpu-check-stage0 stage1=/tmp/ringattn-gpu-check-stage1; rm -rf "$stage0" "$stage1"
+  timed train_cuda_np2_nccl_1024 2 "$hostid" -- --seq 1024 --pairs 24 --gap 128 --steps 600 --log-every 100 --eval --save "$stage0"
+  timed train_cuda_np2_nccl_4096 2 "$hostid" -- --seq 4096 --init-from "$stage0" --steps 200 --warmup 10 --log-every 50 --eval --save "$stage1"
   timed train_cuda_np2_nccl 2 "$hostid" -- --init-from "$stage1" --steps 100 --warmup 10 --log-every 10 --eval
 fi
 
