@@ -90,8 +90,10 @@ if want bwdws; then
   K=build/gpu/bench/ringattn_kernel_fwd
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
     for dq in pass atomic; do
-      for kern in sync ws; do
-        line=$($K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq --bwd-kernel $kern --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
+      for kern in sync ws ws-pingpong; do
+        [ "$kern" = ws-pingpong ] && [ "$dq" = atomic ] && continue  # ping-pong: dQ pass only
+        kargs=(--bwd-kernel "${kern%-pingpong}"); [ "$kern" = ws-pingpong ] && kargs+=(--bwd-pingpong)
+        line=$($K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq "${kargs[@]}" --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
         note "bwd kernels $cfg, $kern, dQ $dq: $line"
       done
     done
@@ -114,6 +116,8 @@ if want bwdws; then
   grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_sync.log" | head -1 | cut -c1-160 | sed "s/^/   /"
   RINGATTN_BWD_DQ=atomic bench fb_longnet4_64k_atomic 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
   grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_atomic.log" | head -1 | cut -c1-160 | sed "s/^/   /"
+  RINGATTN_BWD_PINGPONG=1 bench fb_longnet4_64k_pingpong 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
+  grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_pingpong.log" | head -1 | cut -c1-160 | sed "s/^/   /"
 fi
 
 if want bwd; then

@@ -93,6 +93,10 @@ struct BwdParams {
   // (RINGATTN_BWD_KERNEL=sync, for A/B runs). The same sums in the same order:
   // both give the same bits.
   bool warp_specialized = true;
+  // With warp_specialized and the dQ pass: the two consumer warpgroups of each
+  // kernel take turns issuing their GEMMs (RINGATTN_BWD_PINGPONG=1; off by
+  // default until measured). The same sums in the same order.
+  bool pingpong = false;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.
   int32_t parts = 3;

@@ -119,6 +119,15 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
   float dk[kON * 4], dv[kON * 4];
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
+  // Ping-pong (ws, dQ pass, p.pingpong): the two consumer warpgroups take turns
+  // issuing their GEMM batches (S+dP, dV, dK), as the forward's do, so one's
+  // exponentials run under the other's GEMMs. Warpgroup w waits on named barrier
+  // 2 + w for its turn and passes it on barrier 3 - w once its batch's first
+  // group is done (a bar.arrive right after a wgmma issue serialises ptxas'
+  // wgmma, C7514); warpgroup 1 hands warpgroup 0 the first turn.
+  const bool pp = kWS && p.pingpong && !p.dq_atomic;
+  const int my_bar = 2 + wg, other_bar = 3 - wg;
+  if (pp && wg == 1) named_arrive(2);
 
   for (int j = 0; j < nblk; ++j) {
     if constexpr (!kWS) {
@@ -139,12 +148,14 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
     uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
     if constexpr (kWS) {
       // S^T and dP^T as two groups; P under the dP GEMM, dS under the dV GEMM.
+      if (pp) named_sync(my_bar);
       wgmma_fence();
       gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
       wgmma_commit();
       gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
       wgmma_commit();
       wgmma_wait<1>();
+      if (pp) named_arrive(other_bar);
 #pragma unroll
       for (int nb = 0; nb < kSN; ++nb) {
         const int col0 = nb * 8 + qc;
@@ -157,10 +168,12 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
         }
       }
       pack_probs<Elem, kSN>(st, pf);
+      if (pp) named_sync(my_bar);
       wgmma_fence();
       gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
       wgmma_commit();
       wgmma_wait<1>();  // dP^T (the dV GEMM runs on)
+      if (pp) named_arrive(other_bar);
 #pragma unroll
       for (int nb = 0; nb < kSN; ++nb) {
         const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + nb * 8 + qc);
@@ -208,10 +221,15 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
         }
       fence_proxy_async();  // generic-proxy stores, read by wgmma below
     }
+    if (pp) named_sync(my_bar);
     wgmma_fence();
     if constexpr (!kWS) gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
     gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
     wgmma_commit();
+    if (pp) {
+      wgmma_wait<1>();  // dV (the dK GEMM runs on)
+      named_arrive(other_bar);
+    }
     if (p.dq_atomic) {
       // Both warpgroups' dS^T rows are in place (and the other tile, read
       // two blocks ago, is free: this barrier follows that block's wait).
@@ -261,6 +279,7 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
     wgmma_wait<0>();
     mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
   }
+  if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
 
   const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
 #pragma unroll

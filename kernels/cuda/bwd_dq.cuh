@@ -102,6 +102,10 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
   float dq[kON * 4];
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dq[i] = 0.f;
+  // Ping-pong as in bwd_dkdv (p.pingpong): batches S+dP and dQ, in turns.
+  const bool pp = kWS && p.pingpong;
+  const int my_bar = 2 + wg, other_bar = 3 - wg;
+  if (pp && wg == 1) named_arrive(2);
 
   for (int j = 0; j < nblk; ++j) {
     if constexpr (!kWS) {
@@ -116,12 +120,14 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
 #pragma unroll
       for (int i = 0; i < kSN * 4; ++i) s[i] = dp[i] = 0.f;
     }
+    if (pp) named_sync(my_bar);
     wgmma_fence();
     gemm_kmajor<Elem, D, BK, BM, BK>(s, s_q, 64 * wg, s_k);
     if constexpr (kWS) wgmma_commit();  // S, then dP: P is computed under the dP GEMM
     gemm_kmajor<Elem, D, BK, BM, BK>(dp, s_do, 64 * wg, s_v);
     wgmma_commit();
     if constexpr (kWS) wgmma_wait<1>(); else wgmma_wait<0>();
+    if (pp) named_arrive(other_bar);
     // dS: key col visible to row r iff col < k_count - n0 and (causal)
     // n0 + col <= diag + m0 + r; blocks with every key visible to every row of
     // this warpgroup skip the mask.
@@ -156,12 +162,15 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
     }
     uint32_t dsf[BK / 16][4];
     pack_probs<Elem, kSN>(dp, dsf);
+    if (pp) named_sync(my_bar);
     wgmma_fence();
     gemm_mnmajor<Elem, D, BK>(dq, dsf, s_k);
     wgmma_commit();
     wgmma_wait<0>();
+    if (pp) named_arrive(other_bar);
     mbar_arrive(empty + 8 * buf);
   }
+  if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
 
   const int64_t q0 = batch * p.q_batch_stride + int64_t(t.head) * D;
 #pragma unroll

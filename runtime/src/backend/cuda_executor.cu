@@ -213,6 +213,13 @@ class CudaExecutor final : public Executor {
       else if (std::string(e) != "ws")
         return InvalidArgument(std::string("RINGATTN_BWD_KERNEL='") + e + "' (allowed: ws, sync)");
     }
+    // RINGATTN_BWD_PINGPONG=0 (default) | 1: the ws kernels' consumer warpgroups
+    // take turns issuing GEMMs (BwdParams::pingpong; not yet measured).
+    if (const char* e = std::getenv("RINGATTN_BWD_PINGPONG"); e != nullptr && *e != '\0') {
+      if (std::string(e) == "1") bwd_pingpong_ = true;
+      else if (std::string(e) != "0")
+        return InvalidArgument(std::string("RINGATTN_BWD_PINGPONG='") + e + "' (allowed: 0, 1)");
+    }
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
     // nccl (ring.hpp); auto takes every step's when they fit a budget of
     // min(4 GiB, 1/16 of this GPU's memory).
@@ -353,6 +360,7 @@ class CudaExecutor final : public Executor {
       bp_.dtype = ex->elem();
       bp_.dq_atomic = ex->dq_atomic_;
       bp_.warp_specialized = ex->bwd_ws_;
+      bp_.pingpong = ex->bwd_pingpong_;
       if (bp_.dq_atomic) {
         bp_.dq_acc = ex->dq_acc_;
       } else {
@@ -475,6 +483,7 @@ class CudaExecutor final : public Executor {
   bool dynamic_tiles_ = true;
   bool dq_atomic_ = false;
   bool bwd_ws_ = true;
+  bool bwd_pingpong_ = false;
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
