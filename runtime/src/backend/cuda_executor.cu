@@ -190,36 +190,30 @@ class CudaExecutor final : public Executor {
       comm_sms_ = int(v);
     }
     attention_ctas_ = world > 1 && comm_sms_ > 0 ? sms - comm_sms_ : 0;
+    // Two-valued settings for A/B runs: NAME=<default>|<other>; the other value
+    // sets *out to `other_is`, anything else is an error naming the value.
+    auto choice = [](const char* name, const char* dflt, const char* other, bool other_is, bool* out) -> Status {
+      const char* e = std::getenv(name);
+      if (e == nullptr || *e == '\0' || std::string(e) == dflt) return Status::Ok();
+      if (std::string(e) != other)
+        return InvalidArgument(std::string(name) + "='" + e + "' (allowed: " + dflt + ", " + other + ")");
+      *out = other_is;
+      return Status::Ok();
+    };
     // RINGATTN_TILE_SCHEDULE=dynamic (default) | static: how the persistent
     // attention CTAs share a pass's work items (attention_fwd.hpp).
-    if (const char* e = std::getenv("RINGATTN_TILE_SCHEDULE"); e != nullptr && *e != '\0') {
-      if (std::string(e) == "static") dynamic_tiles_ = false;
-      else if (std::string(e) != "dynamic")
-        return InvalidArgument(std::string("RINGATTN_TILE_SCHEDULE='") + e + "' (allowed: dynamic, static)");
-    }
+    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_TILE_SCHEDULE", "dynamic", "static", false, &dynamic_tiles_));
     // RINGATTN_BWD_DQ=pass (default) | atomic: dQ of the backward from its own
     // query-major pass (reruns bit-identical) or from the dK/dV kernel with
     // float32 atomics (attention_bwd.hpp, BwdParams::dq_atomic).
-    if (const char* e = std::getenv("RINGATTN_BWD_DQ"); e != nullptr && *e != '\0') {
-      if (std::string(e) == "atomic") dq_atomic_ = true;
-      else if (std::string(e) != "pass")
-        return InvalidArgument(std::string("RINGATTN_BWD_DQ='") + e + "' (allowed: pass, atomic)");
-    }
+    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
     // RINGATTN_BWD_KERNEL=ws (default) | sync: the backward's warp-specialised
     // kernels or the ones where every thread loads and computes (A/B runs;
     // BwdParams::warp_specialized).
-    if (const char* e = std::getenv("RINGATTN_BWD_KERNEL"); e != nullptr && *e != '\0') {
-      if (std::string(e) == "sync") bwd_ws_ = false;
-      else if (std::string(e) != "ws")
-        return InvalidArgument(std::string("RINGATTN_BWD_KERNEL='") + e + "' (allowed: ws, sync)");
-    }
+    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_KERNEL", "ws", "sync", false, &bwd_ws_));
     // RINGATTN_BWD_PINGPONG=0 (default) | 1: the ws kernels' consumer warpgroups
     // take turns issuing GEMMs (BwdParams::pingpong; not yet measured).
-    if (const char* e = std::getenv("RINGATTN_BWD_PINGPONG"); e != nullptr && *e != '\0') {
-      if (std::string(e) == "1") bwd_pingpong_ = true;
-      else if (std::string(e) != "0")
-        return InvalidArgument(std::string("RINGATTN_BWD_PINGPONG='") + e + "' (allowed: 0, 1)");
-    }
+    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_PINGPONG", "0", "1", true, &bwd_pingpong_));
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
     // nccl (ring.hpp); auto takes every step's when they fit a budget of
     // min(4 GiB, 1/16 of this GPU's memory).
