@@ -4,7 +4,7 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-kernel ws|sync] [--bwd-pingpong]]
+//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-pingpong]]
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false, dq_atomic = false, bwd_ws = true, bwd_pp = false;
+  bool bwd = false, dq_atomic = false, bwd_pp = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -114,10 +114,6 @@ int main(int argc, char** argv) {
       const std::string v = value();
       if (v != "pass" && v != "atomic") usage("--bwd-dq " + v + " (allowed: pass, atomic)");
       dq_atomic = v == "atomic";
-    } else if (a == "--bwd-kernel") {
-      const std::string v = value();
-      if (v != "ws" && v != "sync") usage("--bwd-kernel " + v + " (allowed: ws, sync)");
-      bwd_ws = v == "ws";
     } else if (a == "--bwd-pingpong") {
       bwd_pp = true;
     }
@@ -220,7 +216,6 @@ int main(int argc, char** argv) {
     bp.dk_acc = accs + elems;
     bp.dv_acc = accs + 2 * elems;
     bp.dq_atomic = dq_atomic;
-    bp.warp_specialized = bwd_ws;
     bp.pingpong = bwd_pp;
     auto passes = [&](int parts) {
       bp.parts = parts;
@@ -261,7 +256,7 @@ int main(int argc, char** argv) {
     const double total = t_delta + t_dkdv + t_dq + t_conv;
     std::printf("backward (%s kernels, dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                bwd_ws ? (bwd_pp ? "ws ping-pong" : "ws") : "sync", dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                bwd_pp ? "ping-pong" : "default", dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));

@@ -7,7 +7,7 @@
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 #   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
-#   bwdws: the backward's warp-specialised kernels vs the sync ones (tests, kernels alone, runtime)
+#   bwdws: the backward's kernels: default vs ping-pong vs atomic dQ (tests, kernels alone, runtime, ncu)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
@@ -79,9 +79,9 @@ if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.
   note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op:|FAILED|Error|^np [0-9]" "$OUT/torch_op_gpu.log" | head -8 | tr '\n' ' ' | cut -c1-400)"
 fi
 
-# The backward's kernels: warp-specialised (default) against the sync ones
-# (RINGATTN_BWD_KERNEL=sync), the GPU backward tests on the default, each
-# launch alone (bench/kernel_fwd.cu --bwd) and forward+backward through the runtime.
+# The backward's kernels: the default against ping-pong (RINGATTN_BWD_PINGPONG=1)
+# and atomic dQ, the GPU backward tests, each launch alone (bench/kernel_fwd.cu
+# --bwd), forward+backward through the runtime, ncu of the dK/dV kernel.
 if want bwdws; then
   t0=$(date +%s)
   ctest --test-dir build/gpu -L gpu -R "${BWDWS_TESTS:-bwd|train_gpu}" -j 6 --output-on-failure --timeout 300 > "$OUT/ctest_gpu_bwd.log" 2>&1
@@ -90,15 +90,15 @@ if want bwdws; then
   K=build/gpu/bench/ringattn_kernel_fwd
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
     for dq in pass atomic; do
-      for kern in sync ws ws-pingpong; do
-        [ "$kern" = ws-pingpong ] && [ "$dq" = atomic ] && continue  # ping-pong: dQ pass only
-        kargs=(--bwd-kernel "${kern%-pingpong}"); [ "$kern" = ws-pingpong ] && kargs+=(--bwd-pingpong)
+      for kern in default pingpong; do
+        [ "$kern" = pingpong ] && [ "$dq" = atomic ] && continue  # ping-pong: dQ pass only
+        kargs=(); [ "$kern" = pingpong ] && kargs+=(--bwd-pingpong)
         line=$($K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq "${kargs[@]}" --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
         note "bwd kernels $cfg, $kern, dQ $dq: $line"
       done
     done
   done
-  if command -v ncu >/dev/null && [ -z "${NO_NCU:-}" ]; then  # what bounds the dK/dV kernel (dense 16k, ws)
+  if command -v ncu >/dev/null && [ -z "${NO_NCU:-}" ]; then  # what bounds the dK/dV kernel (dense 16k)
     for dq in pass atomic; do
       timeout 120 ncu --kernel-name regex:bwd_dkdv --launch-count 1 --section SpeedOfLight --section WarpStateStats \
         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis $K --config dense --seq 16384 --heads 16 \
@@ -112,8 +112,6 @@ if want bwdws; then
     grep -h "^# forward .* backward" "$OUT/fb_$name.log" | head -1 | cut -c1-160 | sed "s/^/   /"
     grep -h "peak device memory" "$OUT/fb_$name.log" | head -1 | sed "s/^/   $name fwd+bwd: /"
   done
-  RINGATTN_BWD_KERNEL=sync bench fb_longnet4_64k_sync 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
-  grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_sync.log" | head -1 | cut -c1-160 | sed "s/^/   /"
   RINGATTN_BWD_DQ=atomic bench fb_longnet4_64k_atomic 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
   grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_atomic.log" | head -1 | cut -c1-160 | sed "s/^/   /"
   RINGATTN_BWD_PINGPONG=1 bench fb_longnet4_64k_pingpong 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128

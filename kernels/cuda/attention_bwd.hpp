@@ -88,12 +88,7 @@ struct BwdParams {
   // the float additions into dq_acc depends on timing, so reruns are not
   // bit-identical in dQ (dK and dV still are).
   bool dq_atomic = false;
-  // Warp-specialised kernels (a producer warpgroup loads, two consumer
-  // warpgroups compute; bwd_dkdv.cuh), or every thread loading and computing
-  // (RINGATTN_BWD_KERNEL=sync, for A/B runs). The same sums in the same order:
-  // both give the same bits.
-  bool warp_specialized = true;
-  // With warp_specialized and the dQ pass: the two consumer warpgroups of each
+  // With the dQ pass: the two consumer warpgroups of each
   // kernel take turns issuing their GEMMs (RINGATTN_BWD_PINGPONG=1; off by
   // default until measured). The same sums in the same order.
   bool pingpong = false;

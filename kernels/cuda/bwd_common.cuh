@@ -11,9 +11,11 @@
 namespace ringattn::kern::cuda::detail {
 
 // Stages of the streamed blocks (Q/dO/LSE/Delta in bwd_dkdv, K/V in bwd_dq):
-// a block is refilled once every thread is done with the one S blocks
-// before it, two blocks ahead of its use.
+// the producer refills a stage once every consumer thread is done with the
+// block S blocks before it.
 constexpr int kBwdStages = 3;
+// Threads of both kernels' CTAs: a producer warpgroup, then two consumer warpgroups.
+constexpr int kBwdThreads = 384;
 
 // Tile of item `item` of a pass: the last t with prefix[t] <= item.
 __device__ __forceinline__ int find_tile(const int32_t* prefix, int num_tiles, int item) {

@@ -23,19 +23,18 @@ struct DkdvSmem {
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
-// kWS = false: every thread loads (two blocks ahead) and computes.
-// kWS = true: warp-specialised like the forward: a producer warpgroup
-// (setmaxnreg 40) gathers K, V and then Q, dO, LSE, Delta of every query
-// block into the stage ring; the two consumer warpgroups (setmaxnreg 232)
-// only compute, and overlap inside a block: the exponentials of P with the
-// dP GEMM, dS with the dV GEMM.
-template <typename Elem, int D, bool kCausal, bool kWS>
-__global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdParams p) {
+// Warp-specialised like the forward: a producer warpgroup (setmaxnreg 24)
+// gathers K, V and then Q, dO, LSE, Delta of every query block into the stage
+// ring; the two consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises
+// their wgmma) only compute, and overlap inside a block: the exponentials of
+// P with the dP GEMM, dS with the dV GEMM.
+template <typename Elem, int D, bool kCausal>
+__global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
   using L = DkdvSmem<D>;
   constexpr int BN = L::BN, BQ = L::BQ;
-  constexpr int NP = kWS ? 128 : 0;   // producer threads, in front of the consumers
-  constexpr int NC = 256;             // consumer threads: warpgroup w owns keys 64w..64w+63
-  constexpr int NT = kWS ? NP : NC;   // threads that load
+  constexpr int NP = 128;  // producer threads, in front of the consumers
+  constexpr int NC = 256;  // consumer threads: warpgroup w owns keys 64w..64w+63
+  constexpr int NT = NP;   // threads that load
   constexpr int kSN = BQ / 8, kON = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
@@ -67,10 +66,6 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
   const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
   const float* gdelta = p.delta + batch * p.lse_batch_stride + t.head;
   auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-  if constexpr (!kWS) {
-    gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
-    gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
-  }
   // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (cp.async,
   // one noinc arrival per thread on full[st] when they land) and LSE, Delta
   // (plain stores, then an arrival: its release makes them visible). A
@@ -100,39 +95,31 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
     mbar_arrive(full + 8 * st);
     cp_async_mbar_arrive_noinc(full + 8 * st);
   };
-  if constexpr (kWS) {
-    if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
-      warpgroup_reg_dealloc<24>();
-      gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
-      gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
-      for (int j = 0; j < nblk; ++j) issue(j);
-      cp_async_wait<0>();
-      return;
-    }
-    warpgroup_reg_alloc<240>();
-  } else {
-    issue(0);  // K and V were gathered before: stage 0's arrivals cover them
-    if (nblk > 1) issue(1);
+  if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
+    warpgroup_reg_dealloc<24>();
+    gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
+    gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
+    for (int j = 0; j < nblk; ++j) issue(j);
+    cp_async_wait<0>();
+    return;
   }
+  warpgroup_reg_alloc<240>();
 
   const float sl2 = p.scale * kLog2e;
   float dk[kON * 4], dv[kON * 4];
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
-  // Ping-pong (ws, dQ pass, p.pingpong): the two consumer warpgroups take turns
+  // Ping-pong (dQ pass, p.pingpong): the two consumer warpgroups take turns
   // issuing their GEMM batches (S+dP, dV, dK), as the forward's do, so one's
   // exponentials run under the other's GEMMs. Warpgroup w waits on named barrier
   // 2 + w for its turn and passes it on barrier 3 - w once its batch's first
   // group is done (a bar.arrive right after a wgmma issue serialises ptxas'
   // wgmma, C7514); warpgroup 1 hands warpgroup 0 the first turn.
-  const bool pp = kWS && p.pingpong && !p.dq_atomic;
+  const bool pp = p.pingpong && !p.dq_atomic;
   const int my_bar = 2 + wg, other_bar = 3 - wg;
   if (pp && wg == 1) named_arrive(2);
 
   for (int j = 0; j < nblk; ++j) {
-    if constexpr (!kWS) {
-      if (j + 2 < nblk) issue(j + 2);
-    }
     const int buf = j % S, m0 = m_lo + j * BQ;
     mbar_wait(full + 8 * buf, (j / S) & 1);
     fence_proxy_async();
@@ -146,67 +133,40 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
     const int k_hi = 64 * wg + 63;
     const bool all = k_hi < kn && (!kCausal || k_hi <= lim);
     uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
-    if constexpr (kWS) {
-      // S^T and dP^T as two groups; P under the dP GEMM, dS under the dV GEMM.
-      if (pp) named_sync(my_bar);
-      wgmma_fence();
-      gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
-      wgmma_commit();
-      gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
-      wgmma_commit();
-      wgmma_wait<1>();
-      if (pp) named_arrive(other_bar);
+    // S^T and dP^T as two groups; P under the dP GEMM, dS under the dV GEMM.
+    if (pp) named_sync(my_bar);
+    wgmma_fence();
+    gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
+    wgmma_commit();
+    gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
+    wgmma_commit();
+    wgmma_wait<1>();
+    if (pp) named_arrive(other_bar);
 #pragma unroll
-      for (int nb = 0; nb < kSN; ++nb) {
-        const int col0 = nb * 8 + qc;
-        const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
+    for (int nb = 0; nb < kSN; ++nb) {
+      const int col0 = nb * 8 + qc;
+      const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
-          const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col0 + (e & 1)));
-          st[nb * 4 + e] = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
+        const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col0 + (e & 1)));
+        st[nb * 4 + e] = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
       }
-      pack_probs<Elem, kSN>(st, pf);
-      if (pp) named_sync(my_bar);
-      wgmma_fence();
-      gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
-      wgmma_commit();
-      wgmma_wait<1>();  // dP^T (the dV GEMM runs on)
-      if (pp) named_arrive(other_bar);
-#pragma unroll
-      for (int nb = 0; nb < kSN; ++nb) {
-        const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + nb * 8 + qc);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) dpt[nb * 4 + e] = st[nb * 4 + e] * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
-      }
-      pack_probs<Elem, kSN>(dpt, dsf);
-    } else {
-#pragma unroll
-      for (int i = 0; i < kSN * 4; ++i) st[i] = dpt[i] = 0.f;
-      wgmma_fence();
-      gemm_kmajor<Elem, D, BQ, BN, BQ>(st, s_k, 64 * wg, s_q);
-      gemm_kmajor<Elem, D, BQ, BN, BQ>(dpt, s_v, 64 * wg, s_do);
-      wgmma_commit();
-      wgmma_wait<0>();
-#pragma unroll
-      for (int nb = 0; nb < kSN; ++nb) {
-        const int col0 = nb * 8 + qc;
-        const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
-        const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + col0);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
-          const int col = col0 + (e & 1);
-          const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col));
-          const float pr = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
-          dpt[nb * 4 + e] = pr * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
-          st[nb * 4 + e] = pr;
-        }
-      }
-      pack_probs<Elem, kSN>(st, pf);
-      pack_probs<Elem, kSN>(dpt, dsf);
     }
+    pack_probs<Elem, kSN>(st, pf);
+    if (pp) named_sync(my_bar);
+    wgmma_fence();
+    gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
+    wgmma_commit();
+    wgmma_wait<1>();  // dP^T (the dV GEMM runs on)
+    if (pp) named_arrive(other_bar);
+#pragma unroll
+    for (int nb = 0; nb < kSN; ++nb) {
+      const float2 dl = *reinterpret_cast<const float2*>(s_delta + buf * BQ + nb * 8 + qc);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dpt[nb * 4 + e] = st[nb * 4 + e] * (dpt[nb * 4 + e] - ((e & 1) ? dl.y : dl.x));
+    }
+    pack_probs<Elem, kSN>(dpt, dsf);
     const uint32_t s_ds = s_ds0 + (j & 1) * L::kDs;
     if (p.dq_atomic) {
       // dS^T (this warpgroup's 64 keys) into the swizzled [BN][BQ] tile: row
@@ -223,7 +183,6 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
     }
     if (pp) named_sync(my_bar);
     wgmma_fence();
-    if constexpr (!kWS) gemm_mnmajor<Elem, D, BQ>(dv, pf, s_do);
     gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
     wgmma_commit();
     if (pp) {
@@ -246,33 +205,20 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dkdv_kernel(const BwdP
         wgmma_wait<0>();
         float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
         const int valid = min(BQ, t.q_count - m0);
-        if constexpr (kWS) {
-          // Four consecutive floats per atomic (red.v4, half the L2 atomic
-          // operations of float2): lanes 2i and 2i+1 of a quad swap a pair,
-          // the even lane adds columns qc..qc+3 of row r_lo, the odd one
-          // columns qc-2..qc+1 of row r_lo + 8.
-          const bool odd = lane & 1;
-          const int r = r_lo + (odd ? 8 : 0);
-          float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
+        // Four consecutive floats per atomic (red.v4, half the L2 atomic
+        // operations of float2): lanes 2i and 2i+1 of a quad swap a pair,
+        // the even lane adds columns qc..qc+3 of row r_lo, the odd one
+        // columns qc-2..qc+1 of row r_lo + 8.
+        const bool odd = lane & 1;
+        const int r = r_lo + (odd ? 8 : 0);
+        float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
 #pragma unroll
-          for (int nb = 0; nb < 8; ++nb) {
-            const float s0 = odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], s1 = odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3];
-            const float g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-            const float4 v = odd ? make_float4(g0, g1, dq[nb * 4 + 2], dq[nb * 4 + 3])
-                                 : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g0, g1);
-            if (r < valid) red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
-          }
-        } else {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int r = r_lo + 8 * h;
-            if (r >= valid) continue;
-            float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + qc;
-#pragma unroll
-            for (int nb = 0; nb < 8; ++nb)
-              atomicAdd(reinterpret_cast<float2*>(row + nb * 8),
-                        make_float2(p.scale * dq[nb * 4 + 2 * h], p.scale * dq[nb * 4 + 2 * h + 1]));
-          }
+        for (int nb = 0; nb < 8; ++nb) {
+          const float s0 = odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], s1 = odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3];
+          const float g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+          const float4 v = odd ? make_float4(g0, g1, dq[nb * 4 + 2], dq[nb * 4 + 3])
+                               : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g0, g1);
+          if (r < valid) red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
         }
       }
     }

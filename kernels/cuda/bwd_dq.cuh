@@ -19,15 +19,16 @@ struct DqSmem {
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
-// kWS as in bwd_dkdv: a producer warpgroup gathers Q, dO and every K/V
-// block; the consumers compute P under the dP GEMM.
-template <typename Elem, int D, bool kCausal, bool kWS>
-__global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdParams p) {
+// Warp-specialised as bwd_dkdv: a producer warpgroup (setmaxnreg 88; below
+// that its K/V gathers spill) gathers Q, dO and every K/V block; the two
+// consumer warpgroups (setmaxnreg 208) compute P under the dP GEMM.
+template <typename Elem, int D, bool kCausal>
+__global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams p) {
   using L = DqSmem<D>;
   constexpr int BM = L::BM, BK = L::BK;
-  constexpr int NP = kWS ? 128 : 0;   // producer threads, in front of the consumers
-  constexpr int NC = 256;             // consumer threads: warpgroup w owns queries 64w..64w+63
-  constexpr int NT = kWS ? NP : NC;   // threads that load
+  constexpr int NP = 128;  // producer threads, in front of the consumers
+  constexpr int NC = 256;  // consumer threads: warpgroup w owns queries 64w..64w+63
+  constexpr int NT = NP;   // threads that load
   constexpr int kSN = BK / 8, kON = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
@@ -53,10 +54,6 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
 
   const TileRows<Elem, D> g(p, t, batch);
   auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
-  if constexpr (!kWS) {
-    gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
-    gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
-  }
   // Stage st holds key block j = st, st + S, ... (K, V), as in bwd_dkdv;
   // Q and dO were gathered before stage 0's arrivals, which cover them.
   init_stage_barriers(full, empty, S, NT, NC);
@@ -71,20 +68,15 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
     gather_swz<D, BK, NT>(s_v0 + st * L::kKV, g.v, p.src.row_stride, valid, krow, tid);
     cp_async_mbar_arrive_noinc(full + 8 * st);
   };
-  if constexpr (kWS) {
-    if (tid < NP) {  // the producer: Q and dO (covered by stage 0's arrivals), then every block
-      warpgroup_reg_dealloc<88>();
-      gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
-      gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
-      for (int j = 0; j < nblk; ++j) issue(j);
-      cp_async_wait<0>();
-      return;
-    }
-    warpgroup_reg_alloc<208>();
-  } else {
-    issue(0);
-    if (nblk > 1) issue(1);
+  if (tid < NP) {  // the producer: Q and dO (covered by stage 0's arrivals), then every block
+    warpgroup_reg_dealloc<88>();
+    gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
+    gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
+    for (int j = 0; j < nblk; ++j) issue(j);
+    cp_async_wait<0>();
+    return;
   }
+  warpgroup_reg_alloc<208>();
 
   float lse2[2], dlt[2];
 #pragma unroll
@@ -103,30 +95,23 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dq[i] = 0.f;
   // Ping-pong as in bwd_dkdv (p.pingpong): batches S+dP and dQ, in turns.
-  const bool pp = kWS && p.pingpong;
+  const bool pp = p.pingpong;
   const int my_bar = 2 + wg, other_bar = 3 - wg;
   if (pp && wg == 1) named_arrive(2);
 
   for (int j = 0; j < nblk; ++j) {
-    if constexpr (!kWS) {
-      if (j + 2 < nblk) issue(j + 2);
-    }
     const int buf = j % S, n0 = j * BK;
     mbar_wait(full + 8 * buf, (j / S) & 1);
     fence_proxy_async();
     const uint32_t s_k = s_k0 + buf * L::kKV, s_v = s_v0 + buf * L::kKV;
     float s[kSN * 4], dp[kSN * 4];
-    if constexpr (!kWS) {
-#pragma unroll
-      for (int i = 0; i < kSN * 4; ++i) s[i] = dp[i] = 0.f;
-    }
     if (pp) named_sync(my_bar);
     wgmma_fence();
     gemm_kmajor<Elem, D, BK, BM, BK>(s, s_q, 64 * wg, s_k);
-    if constexpr (kWS) wgmma_commit();  // S, then dP: P is computed under the dP GEMM
+    wgmma_commit();  // S, then dP: P is computed under the dP GEMM
     gemm_kmajor<Elem, D, BK, BM, BK>(dp, s_do, 64 * wg, s_v);
     wgmma_commit();
-    if constexpr (kWS) wgmma_wait<1>(); else wgmma_wait<0>();
+    wgmma_wait<1>();
     if (pp) named_arrive(other_bar);
     // dS: key col visible to row r iff col < k_count - n0 and (causal)
     // n0 + col <= diag + m0 + r; blocks with every key visible to every row of
@@ -134,32 +119,18 @@ __global__ void __launch_bounds__(kWS ? 384 : 256, 1) bwd_dq_kernel(const BwdPar
     const int kvalid = t.k_count - n0;
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
     const bool full = BK <= kvalid && (!kCausal || BK - 1 <= lim + 64 * wg);
-    if constexpr (kWS) {
 #pragma unroll
-      for (int nb = 0; nb < kSN; ++nb)
+    for (int nb = 0; nb < kSN; ++nb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e >> 1;
-          const int col = nb * 8 + qc + (e & 1);
-          const bool ok = full || (col < kvalid && (!kCausal || col <= lim + 64 * wg + r_lo + 8 * h));
-          s[nb * 4 + e] = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
-        }
-      wgmma_wait<0>();  // dP
+      for (int e = 0; e < 4; ++e) {
+        const int h = e >> 1;
+        const int col = nb * 8 + qc + (e & 1);
+        const bool ok = full || (col < kvalid && (!kCausal || col <= lim + 64 * wg + r_lo + 8 * h));
+        s[nb * 4 + e] = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
+      }
+    wgmma_wait<0>();  // dP
 #pragma unroll
-      for (int i = 0; i < kSN * 4; ++i) dp[i] = s[i] * (dp[i] - dlt[(i >> 1) & 1]);
-    } else {
-#pragma unroll
-      for (int nb = 0; nb < kSN; ++nb)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int h = e >> 1;
-          const int r = 64 * wg + r_lo + 8 * h;
-          const int col = nb * 8 + qc + (e & 1);
-          const bool ok = full || (col < kvalid && (!kCausal || col <= lim + r));
-          const float pr = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
-          dp[nb * 4 + e] = pr * (dp[nb * 4 + e] - dlt[h]);
-        }
-    }
+    for (int i = 0; i < kSN * 4; ++i) dp[i] = s[i] * (dp[i] - dlt[(i >> 1) & 1]);
     uint32_t dsf[BK / 16][4];
     pack_probs<Elem, kSN>(dp, dsf);
     if (pp) named_sync(my_bar);

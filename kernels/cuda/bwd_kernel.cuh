@@ -13,25 +13,30 @@
 // A tile is stored once and read both ways (K-major for the score GEMMs,
 // MN-major for the gradient GEMMs).
 //
-// bwd_dkdv: a CTA owns kBwdBlockN = 128 keys of one tile (warpgroup w keys
-// 64w..64w+63; dK and dV in registers), walks the tile's query blocks of 64
-// (Q, dO, LSE, Delta; three stages, mbarriers) and adds dK, dV to the
+// bwd_dkdv: a CTA owns kBwdBlockN = 128 keys of one tile (consumer warpgroup
+// w keys 64w..64w+63; dK and dV in registers), walks the tile's query blocks
+// of 64 (Q, dO, LSE, Delta; three stages, mbarriers) and adds dK, dV to the
 // accumulators at the end. bwd_dq: a CTA owns kBwdBlockM = 128 queries
-// (warpgroup w rows 64w..), walks key blocks of 64 (K, V; three stages)
-// and adds dQ at the end.
+// (consumer warpgroup w rows 64w..), walks key blocks of 64 (K, V; three
+// stages) and adds dQ at the end.
 //
-// Loads: every thread gathers with 16-byte cp.async into the swizzled tiles
-// (the dilated rows are not a box), two blocks ahead of the math, into a
-// ring of kBwdStages stages with a full and an empty mbarrier each (no CTA
-// barrier in the loop); after its wait on `full` each thread fences the
-// async proxy (the forward's rule: cp.async writes through the generic
-// proxy, wgmma reads through the async proxy).
+// Warp-specialised (kBwdThreads = 384): the first warpgroup is the producer
+// (setmaxnreg down): it gathers with 16-byte cp.async into the swizzled tiles
+// (the dilated rows are not a box), into a ring of kBwdStages stages with a
+// full and an empty mbarrier each (no CTA barrier in the loop); the two
+// consumer warpgroups (setmaxnreg up) wait on `full`, fence the async proxy
+// (the forward's rule: cp.async writes through the generic proxy, wgmma reads
+// through the async proxy), compute, and arrive on `empty`. Inside a block
+// the exponentials of P run under the dP GEMM (and dS under the dV GEMM);
+// with p.pingpong the two consumer warpgroups also take turns issuing GEMMs.
 //
-// Measured against the alternatives (bench/results/bwd-2026-11-27): the
-// mma.sync m16n8k16 version of the same two kernels was 1.4x slower; one
-// warpgroup per CTA (two CTAs per SM, own barriers) 1.0-1.2x slower; two
-// buffers with a CTA barrier per block (ncu: 38% of the cycles stalled at
-// that barrier) 1.15x slower than this ring (dense 16k, H200).
+// Measured against the alternatives (bench/results/bwd-2026-11-27,
+// h100-2026-11-27d): the mma.sync m16n8k16 version of the same two kernels
+// was 1.4x slower; one warpgroup per CTA (two CTAs per SM, own barriers)
+// 1.0-1.2x slower; two buffers with a CTA barrier per block (ncu: 38% of the
+// cycles stalled at that barrier) 1.15x slower than the mbarrier ring; every
+// thread loading as well as computing (no producer) 1.05x slower with the dQ
+// pass and 1.24x with atomic dQ (dense 16k, H100).
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -50,25 +55,22 @@ cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int
   return cudaGetLastError();
 }
 
-template <typename Elem, int D, bool kCausal, bool kWS>
+template <typename Elem, int D, bool kCausal>
 cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
-  constexpr int threads = kWS ? 384 : 256;
   if (p.parts & 1) {
-    cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal, kWS>, DkdvSmem<D>::kBytes, p.k_items, p.batch,
-                                      threads, p, stream);
+    cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes, p.k_items, p.batch,
+                                      kBwdThreads, p, stream);
     if (e != cudaSuccess) return e;
   }
   if (!(p.parts & 2) || p.dq_atomic) return cudaSuccess;
-  return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal, kWS>, DqSmem<D>::kBytes, p.q_items, p.batch, threads, p,
+  return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal>, DqSmem<D>::kBytes, p.q_items, p.batch, kBwdThreads, p,
                            stream);
 }
 
 // Explicitly instantiated once per (dtype, head dim) file (bwd_<dtype>_hd<D>.cu).
 template <typename Elem, int D>
 cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
-  if (p.warp_specialized)
-    return p.causal ? launch_bwd<Elem, D, true, true>(p, stream) : launch_bwd<Elem, D, false, true>(p, stream);
-  return p.causal ? launch_bwd<Elem, D, true, false>(p, stream) : launch_bwd<Elem, D, false, false>(p, stream);
+  return p.causal ? launch_bwd<Elem, D, true>(p, stream) : launch_bwd<Elem, D, false>(p, stream);
 }
 
 }  // namespace ringattn::kern::cuda::detail

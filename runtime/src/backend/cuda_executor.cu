@@ -207,11 +207,7 @@ class CudaExecutor final : public Executor {
     // query-major pass (reruns bit-identical) or from the dK/dV kernel with
     // float32 atomics (attention_bwd.hpp, BwdParams::dq_atomic).
     RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
-    // RINGATTN_BWD_KERNEL=ws (default) | sync: the backward's warp-specialised
-    // kernels or the ones where every thread loads and computes (A/B runs;
-    // BwdParams::warp_specialized).
-    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_KERNEL", "ws", "sync", false, &bwd_ws_));
-    // RINGATTN_BWD_PINGPONG=0 (default) | 1: the ws kernels' consumer warpgroups
+    // RINGATTN_BWD_PINGPONG=0 (default) | 1: the backward kernels' consumer warpgroups
     // take turns issuing GEMMs (BwdParams::pingpong; not yet measured).
     RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_PINGPONG", "0", "1", true, &bwd_pingpong_));
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
@@ -353,7 +349,6 @@ class CudaExecutor final : public Executor {
       bp_.causal = c.causal;
       bp_.dtype = ex->elem();
       bp_.dq_atomic = ex->dq_atomic_;
-      bp_.warp_specialized = ex->bwd_ws_;
       bp_.pingpong = ex->bwd_pingpong_;
       if (bp_.dq_atomic) {
         bp_.dq_acc = ex->dq_acc_;
@@ -476,7 +471,6 @@ class CudaExecutor final : public Executor {
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   bool dynamic_tiles_ = true;
   bool dq_atomic_ = false;
-  bool bwd_ws_ = true;
   bool bwd_pingpong_ = false;
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
