@@ -38,7 +38,13 @@ void put(std::string* b, const T& x) {
 std::string checkpoint_path(const std::string& dir) { return dir + "/checkpoint.bin"; }
 
 Status check_save_dir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) return io_error("--save " + dir + ": cannot create the directory");
+  // Creates the directory and its missing parents (mkdir -p).
+  for (size_t at = dir.find('/', 1); ; at = dir.find('/', at + 1)) {
+    const std::string part = at == std::string::npos ? dir : dir.substr(0, at);
+    if (!part.empty() && ::mkdir(part.c_str(), 0777) != 0 && errno != EEXIST)
+      return io_error("--save " + dir + ": cannot create the directory " + part);
+    if (at == std::string::npos) break;
+  }
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
     return Status(StatusCode::kIoError, "--save " + dir + ": not a directory");
