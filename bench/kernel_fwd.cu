@@ -256,7 +256,7 @@ int main(int argc, char** argv) {
     const double total = t_delta + t_dkdv + t_dq + t_conv;
     std::printf("backward (%s kernels, dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                bwd_pp ? "ping-pong" : "default", dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                bwd_pp && !dq_atomic ? "ping-pong" : "default", dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));

@@ -26,9 +26,11 @@ CMAKE_BUILD_PARALLEL_LEVEL=16 $venv/bin/python -m pip install -v --no-build-isol
   -C cmake.define.ringattn_ROOT=$prefix -C build-dir=build/python-ext-gpu >> "$OUT/install.log" 2>&1 ||
   { tail -40 "$OUT/install.log"; exit 1; }
 G=$(nvidia-smi -L 2>/dev/null | grep -c GPU)
+failed=()
 if [ -z "${TORCH_GPU_TESTS_ONLY:-}" ]; then  # TORCH_GPU_TESTS_ONLY=1: only gpu_torch_op.py over the machine's GPUs
   echo "[torch_op_gpu] $(date +%T) installed; bench/torch_op.py"
   (cd / && timeout 300 $MPI -np 1 $venv/bin/python "$ROOT/bench/torch_op.py" "$@") 2>&1 | tee "$OUT/torch_op.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || failed+=("bench/torch_op.py")
   timeout 120 $MPI -np 1 build/gpu/launch/ringattn bench --backend cuda --op backward --config longnet4 --seq 64k --heads 16 \
     --head-dim 128 --iters 10 --warmup 3 > "$OUT/cxx_fb_longnet4_64k.log" 2>&1
   grep -A1 "# config" "$OUT/cxx_fb_longnet4_64k.log" | tail -1; grep "^# forward" "$OUT/cxx_fb_longnet4_64k.log"
@@ -39,5 +41,8 @@ for np in $nps; do
   echo "[torch_op_gpu] $(date +%T) gpu_torch_op.py np $np (GPUs: $G)"
   w=$([ "$np" -gt 1 ] && echo "$wrap")
   (cd "$ROOT/tests/python" && timeout 300 $MPI -np $np $w $venv/bin/python gpu_torch_op.py) > "$OUT/gpu_torch_op_np$np.log" 2>&1
+  rc=$?; [ $rc = 0 ] || failed+=("gpu_torch_op.py np $np (rc $rc)")
   echo "np $np ($([ "$G" -ge 2 ] && echo "$np GPUs" || echo "one GPU${w:+, nccl_hostid.sh}")): $(grep -E 'gpu_torch_op: np' "$OUT/gpu_torch_op_np$np.log" | tail -1)"
 done
+[ ${#failed[@]} = 0 ] || { echo "torch_op_gpu: FAILED: ${failed[*]}"; exit 1; }
+echo "torch_op_gpu: OK"

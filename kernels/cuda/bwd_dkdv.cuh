@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
     gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
     for (int j = 0; j < nblk; ++j) issue(j);
-    cp_async_wait<0>();
+    cp_async_wait_all();  // the copies are never committed to groups
     return;
   }
   warpgroup_reg_alloc<240>();
@@ -197,6 +197,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       // warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k = the BN keys.
       if (D == 128 || wg == 0) {
         float dq[32];
+        // A fence before the first wgmma of this (at D = 64 divergent) branch:
+        // without it ptxas injects one there and serialises every wgmma of the
+        // kernel (C7520).
+        wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk)
           wgmma_ss_tt64<Elem>(dq, gmma_desc(s_ds + kk * 16 * 128, BN * 128, 1024),

@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
     gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
     for (int j = 0; j < nblk; ++j) issue(j);
-    cp_async_wait<0>();
+    cp_async_wait_all();  // the copies are never committed to groups
     return;
   }
   warpgroup_reg_alloc<208>();

@@ -28,6 +28,8 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+// Every cp.async this thread issued, committed to a group or not, has landed.
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 // The mbarrier at `bar` sees one arrival when every cp.async this thread has
 // issued so far has landed (noinc: the arrival is counted in the barrier's
 // expected count).

@@ -238,7 +238,11 @@ def _compiler_disable(fn):
     torch.Stream without .cuda_stream)."""
     disable = getattr(getattr(_torch, "compiler", None), "disable", None)
     if disable is None:  # torch < 2.1
-        disable = _torch._dynamo.disable
+        try:
+            import torch._dynamo as _dynamo
+            disable = _dynamo.disable
+        except ImportError:  # no dynamo: nothing to escape from
+            return fn
     return disable(fn)
 
 

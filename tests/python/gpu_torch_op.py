@@ -9,9 +9,11 @@ sequence drawn on every rank, each rank checks its shard:
 - `dense` against torch's scaled_dot_product_attention (flash, bf16) on the GPU;
 - the module inside torch.compile on the GPU: the loss and the gradients equal
   the eager run's (a graph break at the op is allowed);
-- nothing non-finite anywhere: before each call the caching allocator's memory
-  is filled with NaN (a large NaN tensor, freed), so the op's outputs, which it
-  allocates from that memory, show any element the kernels do not write.
+- nothing non-finite anywhere: before each call, NaN tensors of the shapes and
+  dtypes the op is about to allocate (and a large one) are made and freed, so
+  its outputs most likely get NaN memory and an element the kernels do not
+  write shows (best effort: the caching allocator may pick another free block
+  of the same size; the runtime's own tests poison their outputs exactly).
 
     mpirun -np 2 python tests/python/gpu_torch_op.py
 """
@@ -39,13 +41,18 @@ def shard(x):
     return x[:, RANK * n:(RANK + 1) * n].contiguous()
 
 
-def poison():
-    """Fill the allocator's cached memory with NaN: the next allocations reuse it."""
+def poison(*like):
+    """NaN in the memory the op's next allocations get: tensors of exactly the
+    shapes and dtypes it allocates, made in its order and freed (the caching
+    allocator hands an exact fit back first), and a large NaN block for the
+    rest. `like`: (shape, dtype) pairs."""
     if ON_CPU:
         return
     torch.cuda.synchronize(DEV)
-    x = torch.full((64 << 20,), float("nan"), dtype=torch.float32, device=DEV)
-    del x
+    held = [torch.full((64 << 20,), float("nan"), dtype=torch.float32, device=DEV)]
+    held += [torch.full(shape, float("nan"), dtype=dtype, device=DEV) for shape, dtype in like]
+    torch.cuda.synchronize(DEV)
+    del held
 
 
 def check(what, branches, causal, head_offsets, b, n, h, d, dtype):
@@ -57,9 +64,9 @@ def check(what, branches, causal, head_offsets, b, n, h, d, dtype):
     attn = rt.DilatedAttention(branches, causal=causal, head_offsets=head_offsets, timeout=TIMEOUT)
     qs, ks, vs = (shard(x).to(DEV).requires_grad_() for x in (q, k, v))
     dos = shard(do).to(DEV)
-    poison()
+    poison((qs.shape, dtype), (qs.shape[:3], torch.float32))  # O, LSE
     o, lse = attn(qs, ks, vs, return_lse=True)
-    poison()
+    poison(*[(qs.shape, dtype)] * 3)  # dQ, dK, dV
     o.backward(dos)
     if not ON_CPU:
         torch.cuda.synchronize(DEV)
