@@ -132,6 +132,12 @@ case "$case_name" in
     expect_rc 2; expect_out "ringattn: error: .*is damaged \\(checksum mismatch\\)"
     run 2 "${tiny[@]}" --steps 2 --resume nowhere
     expect_rc 1; expect_out "ringattn: error: --resume nowhere: cannot open nowhere/checkpoint.bin"
+    # --save makes missing parent directories; a path through a file is one error, before any step.
+    run 2 "${tiny[@]}" --steps 2 --save deep/a/b
+    expect_rc 0; [ -f deep/a/b/checkpoint.bin ] || fail "--save deep/a/b: no deep/a/b/checkpoint.bin"
+    : > afile
+    run 2 "${tiny[@]}" --steps 2 --save afile/sub
+    expect_rc 1; expect_out "ringattn: error: --save afile/sub: cannot create the directory afile/sub"; expect_no_out "^step "
     # Other ranks, another length: still one line, printed once.
     run 3 --seq 768 "${tiny_n[@]}" --steps 2 --resume ok
     expect_rc 2; expect_out "ringattn: error: --resume ok: .*another configuration: --seq 512 there, 768 here"
