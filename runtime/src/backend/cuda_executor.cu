@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/env_choice.hpp"
 #include "backend/executor.hpp"
 #include "device/check_cuda.hpp"
 #include "kernels/cuda/attention_bwd.hpp"
@@ -42,6 +43,14 @@ struct DevicePlan {
   std::vector<const int32_t*> send_rows, send_prefix;  // per plan step
   int32_t* tile_counters = nullptr;  // one per pass (dynamic tile scheduling), zeroed by the prologue
 
+  // Calls launch(view) for every pass of ring step `step`, in plan order;
+  // stops at the first error (the forward and the backward alike).
+  template <typename F>
+  Status for_step(const Plan& plan, int step, F&& launch) const {
+    for (size_t pi = 0; pi < plan.passes.size(); ++pi)
+      if (plan.passes[pi].step == step) RINGATTN_RETURN_IF_ERROR(launch(pass(plan, pi)));
+    return Status::Ok();
+  }
   // What a launch needs of plan pass pi (forward and backward alike).
   struct PassView {
     const kern::Tile* tiles;
@@ -190,26 +199,16 @@ class CudaExecutor final : public Executor {
       comm_sms_ = int(v);
     }
     attention_ctas_ = world > 1 && comm_sms_ > 0 ? sms - comm_sms_ : 0;
-    // Two-valued settings for A/B runs: NAME=<default>|<other>; the other value
-    // sets *out to `other_is`, anything else is an error naming the value.
-    auto choice = [](const char* name, const char* dflt, const char* other, bool other_is, bool* out) -> Status {
-      const char* e = std::getenv(name);
-      if (e == nullptr || *e == '\0' || std::string(e) == dflt) return Status::Ok();
-      if (std::string(e) != other)
-        return InvalidArgument(std::string(name) + "='" + e + "' (allowed: " + dflt + ", " + other + ")");
-      *out = other_is;
-      return Status::Ok();
-    };
     // RINGATTN_TILE_SCHEDULE=dynamic (default) | static: how the persistent
     // attention CTAs share a pass's work items (attention_fwd.hpp).
-    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_TILE_SCHEDULE", "dynamic", "static", false, &dynamic_tiles_));
+    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_TILE_SCHEDULE", "dynamic", "static", false, &dynamic_tiles_));
     // RINGATTN_BWD_DQ=pass (default) | atomic: dQ of the backward from its own
     // query-major pass (reruns bit-identical) or from the dK/dV kernel with
     // float32 atomics (attention_bwd.hpp, BwdParams::dq_atomic).
-    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
+    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
     // RINGATTN_BWD_PINGPONG=0 (default) | 1: the backward kernels' consumer warpgroups
     // take turns issuing GEMMs (BwdParams::pingpong; not yet measured).
-    RINGATTN_RETURN_IF_ERROR(choice("RINGATTN_BWD_PINGPONG", "0", "1", true, &bwd_pingpong_));
+    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_PINGPONG", "0", "1", true, &bwd_pingpong_));
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
     // nccl (ring.hpp); auto takes every step's when they fit a budget of
     // min(4 GiB, 1/16 of this GPU's memory).
@@ -301,17 +300,15 @@ class CudaExecutor final : public Executor {
    private:
     Status run_passes(int step, const kern::KeySource& src) {
       fp_.src = src;
-      for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
-        if (plan_.passes[pi].step != step) continue;
-        const DevicePlan::PassView v = dp_.pass(plan_, pi);
+      return dp_.for_step(plan_, step, [&](const DevicePlan::PassView& v) -> Status {
         fp_.tiles = v.tiles;
         fp_.num_tiles = v.num_tiles;
         fp_.tile_block_prefix = v.q_prefix;
         fp_.num_blocks = v.q_items;
         fp_.tile_counter = v.tile_counter;
         RINGATTN_CUDA_CHECK(kc::fwd_launch(fp_, cs_));
-      }
-      return Status::Ok();
+        return Status::Ok();
+      });
     }
     CudaExecutor* ex_;
     const Plan& plan_;
@@ -412,9 +409,7 @@ class CudaExecutor final : public Executor {
       bp_.dv_hi = dv ? nullptr : a_.dv;
       bp_.dk_lo = dk ? nullptr : ex_->lo_[1];
       bp_.dv_lo = dv ? nullptr : ex_->lo_[2];
-      for (size_t pi = 0; pi < plan_.passes.size(); ++pi) {
-        if (plan_.passes[pi].step != step) continue;
-        const DevicePlan::PassView v = dp_.pass(plan_, pi);
+      return dp_.for_step(plan_, step, [&](const DevicePlan::PassView& v) -> Status {
         bp_.tiles = v.tiles;
         bp_.num_tiles = v.num_tiles;
         bp_.q_prefix = v.q_prefix;
@@ -422,8 +417,8 @@ class CudaExecutor final : public Executor {
         bp_.q_items = v.q_items;
         bp_.k_items = v.k_items;
         RINGATTN_CUDA_CHECK(kc::bwd_launch(bp_, cs_));
-      }
-      return Status::Ok();
+        return Status::Ok();
+      });
     }
     CudaExecutor* ex_;
     const Plan& plan_;
