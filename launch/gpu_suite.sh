@@ -6,6 +6,7 @@
 #          priority), interleaved, beside the PyTorch ring; e.g. AB_VAR=RINGATTN_RING_SLOTS AB_VALUES="auto 2"
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 #   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
+#   mfu:   the training example's throughput on every GPU (issue 15: MFU of models of a training run's size)
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
 #   bwdws: the backward's kernels: default vs ping-pong vs atomic dQ (tests, kernels alone, runtime, ncu)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
@@ -301,11 +302,40 @@ if want train; then
       name="train_np${G}_${tseq}_$kind"
       timeout "$T" ./launch/train -np "$G" --backend "${TRAIN_BACKEND:-cuda}" --seq "$tseq" --init-from "$ck" --steps "${TRAIN_STEPS:-300}" --warmup 10 \
         --log-every 10 --eval --json "$OUT/$name.json" "${b[@]}" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1
-      note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-110) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
+      note "$name: rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1 | cut -c1-150) | $(grep -E 'held-out' "$OUT/$name.log" | tail -1 | cut -c1-90)"
     done
   done
   python3 examples/train/plot_train.py "$OUT/train_curves.png" "$OUT"/train_np${G}_*.json > "$OUT/train_table.txt" 2>&1 ||
     note "train: plot_train.py failed (the JSON logs are in logs.tgz)"
+fi
+
+if want mfu; then
+  # Issue 15's throughput rows on every GPU: the gradient summed over NCCL against the host's sum
+  # (step 0, the recall model), then models of a training run's size (MFU_RUNS: ";"-separated
+  # option sets; default d 2048 x 4 layers at N = 256k and d 1024 x 2 layers at N = 1M), each
+  # with the defaults (bf16 GEMMs, NCCL gradient sum), with --grad-sum host and with --matmul
+  # f32 (fewer steps): MFU and the step's split (attention, GEMMs) from the progress lines.
+  T=${TRAIN_TIMEOUT:-400}
+  gd=(--seq 4096 --pairs 16 --gap 128 --d-model 128 --heads 2 --mlp 256)
+  for gs in host nccl; do
+    timeout "$T" ./launch/train -np "$G" --backend cuda "${gd[@]}" --grad-sum "$gs" --grad-dump "$OUT/grad_$gs.txt" > "$OUT/grad_$gs.log" 2>&1
+    note "grad-dump --grad-sum $gs np$G: rc=$? $(grep -E 'grad-dump:' "$OUT/grad_$gs.log" | cut -c1-100)"
+  done
+  note "gradient, NCCL sum against host sum: $(paste -d' ' "$OUT/grad_host.txt" "$OUT/grad_nccl.txt" | awk 'NR > 1 { d = $2 - $4; D += d * d; B += $4 * $4 } END { if (NR < 2 || B == 0) print "no data"; else printf "relative L2 %.3e over %d parameters\n", sqrt(D / B), NR - 1 }')"
+  IFS=';' read -r -a runs <<< "${MFU_RUNS:---seq 256k --d-model 2048 --heads 16 --layers 4 --mlp 8192;--seq 1M --d-model 1024 --heads 8 --layers 2 --mlp 4096}"
+  i=0
+  for r in "${runs[@]}"; do
+    i=$((i + 1))
+    for v in default "--grad-sum host" "--matmul f32"; do
+      steps=(--steps 30 --log-every 10); [ "$v" = default ] || steps=(--steps 8 --log-every 4)
+      va=(); [ "$v" = default ] || va=($v)
+      name="mfu${i}_$(echo "$v" | tr -d ' -')"
+      # shellcheck disable=SC2086
+      timeout "$T" ./launch/train -np "$G" --backend cuda $r --lr 3e-4 --warmup 10 "${steps[@]}" "${va[@]}" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+      note "$name ($r ${va[*]}): rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1)"
+    done
+    grep -E "^train:|^throughput:" "$OUT/mfu${i}_default.log" | sed 's/^/   /'
+  done
 fi
 
 # A/B of one runtime setting on all GPUs, interleaved, on the cases where the

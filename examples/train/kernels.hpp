@@ -102,7 +102,11 @@ class Kernels {
 std::unique_ptr<Kernels> make_cpu_kernels();
 // cuBLAS and small kernels on the current device (select it first), all on
 // the default stream, the stream the model passes to ringattn::Context.
+// bf16_matmul: the GEMMs on the tensor cores with bf16 inputs (cuBLAS's
+// CUBLAS_COMPUTE_32F_FAST_16BF: float32 buffers, each operand rounded to
+// bf16, products accumulated and written in float32), the mixed precision of
+// a training run; otherwise full float32 GEMMs (no TF32).
 // Defined when the project builds CUDA (RINGATTN_WITH_CUDA).
-std::unique_ptr<Kernels> make_cuda_kernels();
+std::unique_ptr<Kernels> make_cuda_kernels(bool bf16_matmul);
 
 }  // namespace train

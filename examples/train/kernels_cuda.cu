@@ -3,8 +3,11 @@
 // the model gives ringattn::Context), on the current device.
 //
 // GEMM: row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so
-// cublasSgemm gets B before A with the same transpose flags and M, N swapped.
-// Full float32 (CUBLAS_DEFAULT_MATH: no TF32), atomics not allowed. cuBLAS
+// cuBLAS gets B before A with the same transpose flags and M, N swapped.
+// Full float32 (cublasSgemm, CUBLAS_DEFAULT_MATH: no TF32), or with
+// bf16_matmul cublasGemmEx on float32 buffers with
+// CUBLAS_COMPUTE_32F_FAST_16BF (tensor cores, inputs rounded to bf16,
+// float32 accumulation and output); atomics not allowed either way. cuBLAS
 // gives the same bits run after run for one toolkit, one architecture and
 // one SM count when a handle stays on one stream (ours does; the
 // CUBLAS_WORKSPACE_CONFIG setting is needed only when one handle's workspace
@@ -340,13 +343,13 @@ class Scratch {
 
 int to_int(int64_t x, const char* what) {
   if (x < 0 || x > int64_t(std::numeric_limits<int>::max()))
-    throw std::runtime_error(std::string("cublasSgemm: ") + what + " = " + std::to_string(x) + " does not fit an int");
+    throw std::runtime_error(std::string("GEMM: ") + what + " = " + std::to_string(x) + " does not fit an int");
   return int(x);
 }
 
 class CudaKernels final : public Kernels {
  public:
-  CudaKernels() {
+  explicit CudaKernels(bool bf16_matmul) : bf16_(bf16_matmul) {
     TRAIN_CUBLAS_CHECK(cublasCreate(&h_));
     TRAIN_CUBLAS_CHECK(cublasSetStream(h_, nullptr));
     TRAIN_CUBLAS_CHECK(cublasSetMathMode(h_, CUBLAS_DEFAULT_MATH));
@@ -395,6 +398,13 @@ class CudaKernels final : public Kernels {
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
+    if (bf16_) {
+      TRAIN_CUBLAS_CHECK(cublasGemmEx(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "N"),
+                                      to_int(M, "M"), to_int(K, "K"), &alpha, B, CUDA_R_32F, to_int(ldb, "ldb"), A,
+                                      CUDA_R_32F, to_int(lda, "lda"), &beta, C, CUDA_R_32F, to_int(ldc, "ldc"),
+                                      CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+      return;
+    }
     TRAIN_CUBLAS_CHECK(cublasSgemm(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "N"),
                                    to_int(M, "M"), to_int(K, "K"), &alpha, B, to_int(ldb, "ldb"), A, to_int(lda, "lda"),
                                    &beta, C, to_int(ldc, "ldc")));
@@ -507,6 +517,7 @@ class CudaKernels final : public Kernels {
                                                                                             s, dx, partial);
     TRAIN_LAUNCH(k_add_chunks, blocks_for(V * d), kThreads, c.count, V * d, partial, out);
   }
+  bool bf16_ = false;
   cublasHandle_t h_ = nullptr;
   Scratch<float> partial_;
   Scratch<double> loss_;
@@ -515,6 +526,6 @@ class CudaKernels final : public Kernels {
 
 }  // namespace
 
-std::unique_ptr<Kernels> make_cuda_kernels() { return std::make_unique<CudaKernels>(); }
+std::unique_ptr<Kernels> make_cuda_kernels(bool bf16_matmul) { return std::make_unique<CudaKernels>(bf16_matmul); }
 
 }  // namespace train

@@ -6,10 +6,15 @@
 // through train::Kernels (kernels.hpp). Run it with ./launch/train.
 //
 // Backends (--backend): cpu (host buffers, float32 throughout) and cuda
-// (device buffers, cuBLAS, bf16 attention; each rank takes the GPU the CLI
-// would give it, and the CLI's default transport). The state lives in the
-// backend's memory; checkpoints and the gradient all-reduce go through the
-// host.
+// (device buffers, cuBLAS with bf16 inputs, bf16 attention; each rank takes
+// the GPU the CLI would give it, and the CLI's default transport). The state
+// lives in the backend's memory; checkpoints go through the host, the
+// gradient all-reduce too (cpu, --grad-sum host) or over NCCL (grad_sum.hpp).
+//
+// Throughput: every GEMM's 2 M N K (counted where the model calls it) plus
+// attention's useful FLOPs of docs/SPEC.md, the backward counted as 2.5x the
+// forward, over the step's wall time: TF/s per rank and, against the
+// device's dense bf16 peak, the model FLOPs utilisation (MFU).
 //
 // How the job ends: every error found before the first step (options, sizes
 // the config cannot take, files, a checkpoint of another config) is agreed
@@ -31,6 +36,7 @@
 
 #include "buffer.hpp"
 #include "checkpoint.hpp"
+#include "grad_sum.hpp"
 #include "kernels.hpp"
 #include "launch/src/job.hpp"
 #include "model.hpp"
@@ -73,21 +79,29 @@ constexpr bool kCudaBuilt = false;
 #endif
 
 // The backend's Kernels (cuda: after select_local_device; a cuBLAS handle that cannot be made is an error value here).
-Status make_kernels(ringattn::Backend b, std::unique_ptr<Kernels>* out) {
+Status make_kernels(ringattn::Backend b, bool bf16_matmul, std::unique_ptr<Kernels>* out) {
   if (b == ringattn::Backend::cpu) {
     *out = make_cpu_kernels();
     return Status::Ok();
   }
 #ifdef RINGATTN_WITH_CUDA
   try {
-    *out = make_cuda_kernels();
+    *out = make_cuda_kernels(bf16_matmul);
     return Status::Ok();
   } catch (const std::exception& e) {
     return Status(StatusCode::kDeviceError, e.what());
   }
 #else
+  (void)bf16_matmul;
   return ringattn::Unsupported("--backend cuda: this build has no CUDA");
 #endif
+}
+
+// The device's dense bf16 tensor peak in TF/s (0: unknown), from its name.
+double known_peak_tflops(const std::string& device) {
+  if (device.find("H100") != std::string::npos) return device.find("PCIe") != std::string::npos ? 756.0 : 989.4;
+  if (device.find("H200") != std::string::npos) return 989.4;
+  return 0;
 }
 
 double now_ms() {
@@ -129,12 +143,13 @@ Batch make_batch(const TrainOptions& o, int rank, int world, uint64_t stream, ui
 // Loss and accuracy of the whole job (every rank gets the sums).
 struct Totals {
   double loss = 0, correct = 0, answers = 0;
+  double matmul_flops = 0;  // all ranks' GEMMs
 };
 
 Totals reduce_totals(const Group& g, const StepResult& r) {
-  double x[3] = {r.loss_sum, double(r.correct), double(r.answers)};
-  mpi_check(g, MPI_Allreduce(MPI_IN_PLACE, x, 3, MPI_DOUBLE, MPI_SUM, g.comm), "MPI_Allreduce (loss)");
-  return {x[0], x[1], x[2]};
+  double x[4] = {r.loss_sum, double(r.correct), double(r.answers), r.matmul_flops};
+  mpi_check(g, MPI_Allreduce(MPI_IN_PLACE, x, 4, MPI_DOUBLE, MPI_SUM, g.comm), "MPI_Allreduce (loss)");
+  return {x[0], x[1], x[2], x[3]};
 }
 
 uint64_t hash_state(const TrainState& s) {
@@ -154,6 +169,8 @@ class Trainer {
   }
 
   int64_t params() const { return n_; }
+  // --grad-sum nccl: the gradient is summed on the GPUs from here on.
+  void use_grad_sum(std::unique_ptr<GradSum> gs) { gs_ = std::move(gs); }
   // The host copy of the state: checkpoints read and write it; push_state()
   // and pull_state() move it to and from the backend's buffers.
   TrainState& state() { return s_; }
@@ -170,7 +187,7 @@ class Trainer {
     }
     RINGATTN_RETURN_IF_ERROR(tokens_.resize(b, size_t(model_.rows())));
     RINGATTN_RETURN_IF_ERROR(prev_.resize(b, size_t(model_.rows())));
-    if (b != ringattn::Backend::cpu) host_grad_.resize(size_t(n_));
+    if (b != ringattn::Backend::cpu && !o_.nccl_grad_sum) host_grad_.resize(size_t(n_));
     k_->synchronize();
     return Status::Ok();
   }
@@ -190,7 +207,7 @@ class Trainer {
   // own answers by 1/(all answers), so the sum over ranks of the gradients
   // (MPI_SUM) is the gradient of the mean; the weights are the same on every
   // rank, and so are the summed gradients and the update.
-  Totals forward_backward(const Batch& b, bool backward, double* attn_ms) {
+  Totals forward_backward(const Batch& b, bool backward, double* attn_ms, double* gemm_ms = nullptr) {
     const float scale = float(1.0 / double(o_.batch * o_.task.pairs));
     StepResult r;
     OR_ABORT(g_, tokens_.upload(b.tokens.data(), b.tokens.size()));
@@ -200,13 +217,18 @@ class Trainer {
                             backward ? grad_.data() : nullptr, &r));
     if (backward) allreduce_grad();
     if (attn_ms) *attn_ms = r.attn_ms;
+    if (gemm_ms) *gemm_ms = r.gemm_ms;
     return reduce_totals(g_, r);
   }
 
   // The sum of the ranks' gradients, in place: on the host buffer itself
-  // (cpu), or staged through the host (cuda; the gradient is small next to
-  // the activations, and no CUDA-aware MPI is assumed).
+  // (cpu), on the GPUs with NCCL (--grad-sum nccl), or staged through the
+  // host (cuda, --grad-sum host; no CUDA-aware MPI is assumed).
   void allreduce_grad() {
+    if (gs_) {
+      OR_ABORT(g_, gs_->sum(grad_.data(), n_));
+      return;
+    }
     float* g = grad_.data();
     if (k_->backend() != ringattn::Backend::cpu) {
       OR_ABORT(g_, grad_.download(host_grad_.data(), size_t(n_)));
@@ -341,6 +363,7 @@ class Trainer {
   Buf<float> w_, m_, v_, grad_;   // the backend's copy of the state, and the gradient
   Buf<int32_t> tokens_, prev_;    // this step's tokens on the backend
   std::vector<float> host_grad_;  // cuda: the gradient's stop on the host for the all-reduce
+  std::unique_ptr<GradSum> gs_;   // --grad-sum nccl
 };
 
 std::string json_escape(const std::string& s) {
@@ -433,7 +456,7 @@ int run(int argc, char** argv) {
   if (!st.ok()) ringattn::cli::exit_job(st);
 
   std::unique_ptr<Kernels> kernels;
-  st = make_kernels(o.backend, &kernels);
+  st = make_kernels(o.backend, o.bf16_matmul, &kernels);
   std::unique_ptr<Trainer> trainer;
   if (st.ok()) {
     trainer = std::make_unique<Trainer>(o, g, ctx.get(), kernels.get());
@@ -442,6 +465,14 @@ int run(int argc, char** argv) {
   st = ringattn::cli::agree(g, st);
   if (!st.ok()) ringattn::cli::exit_job(st);
   Trainer& tr = *trainer;
+#ifdef RINGATTN_WITH_CUDA
+  if (o.nccl_grad_sum) {  // collective: every rank is here (after the agreement above)
+    std::unique_ptr<GradSum> gs;
+    st = ringattn::cli::agree(g, make_nccl_grad_sum(g.comm, &gs));
+    if (!st.ok()) ringattn::cli::exit_job(st);
+    tr.use_grad_sum(std::move(gs));
+  }
+#endif
   TrainState& s = tr.state();
   const int64_t n = tr.params();
   s.w.assign(size_t(n), 0.0f);
@@ -486,6 +517,10 @@ int run(int argc, char** argv) {
 
   const int64_t L = o.task.seq / g.size;
   const double chance = 1.0 / double(o.task.values);
+  // Useful attention FLOPs of a training step, all ranks: every layer's forward and backward (2.5x).
+  const double attn_flops =
+      3.5 * double(o.dims.layers) * ringattn::useful_flops(cfg, ringattn::Shape{o.batch, o.task.seq});
+  const double peak = o.peak_tflops > 0 ? o.peak_tflops : cuda ? known_peak_tflops(ringattn::dev::device_name(o.backend)) : 0;
   if (g.rank == 0) {
     std::printf("train: %lld tokens per sequence (%d ranks x %lld), batch %lld | model d=%lld heads=%lld layers=%lld mlp=%lld, "
                 "%lld params | attention %s causal | recall: %lld pairs, %lld keys, %lld values (chance %.3f), cell %lld, "
@@ -497,6 +532,10 @@ int run(int argc, char** argv) {
                 chance, static_cast<long long>(o.task.cell), static_cast<long long>(o.task.gap), static_cast<long long>(o.steps), o.lr,
                 ringattn::to_string(o.backend), ringattn::dev::device_name(o.backend), ringattn::to_string(cfg.dtype),
                 ringattn::to_string(cfg.transport));
+    std::printf("throughput: GEMMs in %s, gradient summed %s; useful attention %.3g TFLOP per step (all ranks, "
+                "backward 2.5x forward); MFU against %s\n",
+                o.bf16_matmul ? "bf16 (tensor cores, float32 accumulation)" : "float32", o.nccl_grad_sum ? "over NCCL" : "through the host",
+                attn_flops / 1e12, peak > 0 ? (fmt("%.1f", peak) + " TF/s per rank (dense bf16)").c_str() : "nothing (unknown peak: --peak-tflops)");
     if (s.step > 0) std::printf("resumed from %s at step %lld\n", checkpoint_path(o.resume).c_str(), static_cast<long long>(s.step));
     if (!o.init_from.empty()) std::printf("weights from %s (step 0, fresh optimizer state)\n", checkpoint_path(o.init_from).c_str());
     std::fflush(stdout);
@@ -519,33 +558,38 @@ int run(int argc, char** argv) {
 
   const int64_t end = o.stop_after > 0 ? o.stop_after : o.steps;
   const double run_t0 = now_ms();
-  double win_loss = 0, win_acc = 0, win_ms = 0, win_attn = 0;
+  double win_loss = 0, win_acc = 0, win_ms = 0, win_attn = 0, win_gemm = 0, win_flops = 0;
   int64_t win_n = 0;
   for (int64_t step = s.step; step < end; ++step) {
     const double t0 = now_ms();
     const Batch b = make_batch(o, g.rank, g.size, 0, uint64_t(step * o.batch));
-    double attn = 0;
-    const Totals t = tr.forward_backward(b, true, &attn);
+    double attn = 0, gemm = 0;
+    const Totals t = tr.forward_backward(b, true, &attn, &gemm);
     const double lr = tr.lr_at(step);
     const double gnorm = tr.update(step);
     s.step = step + 1;
-    double tm[2] = {now_ms() - t0, attn};  // the slowest rank's
-    mpi_check(g, MPI_Allreduce(MPI_IN_PLACE, tm, 2, MPI_DOUBLE, MPI_MAX, g.comm), "MPI_Allreduce (timing)");
+    double tm[3] = {now_ms() - t0, attn, gemm};  // the slowest rank's
+    mpi_check(g, MPI_Allreduce(MPI_IN_PLACE, tm, 3, MPI_DOUBLE, MPI_MAX, g.comm), "MPI_Allreduce (timing)");
     const double loss = t.loss / t.answers, acc = t.correct / t.answers;
-    win_loss += loss, win_acc += acc, win_ms += tm[0], win_attn += tm[1], ++win_n;
+    const double flops = t.matmul_flops + attn_flops;  // the step's model FLOPs, all ranks
+    win_loss += loss, win_acc += acc, win_ms += tm[0], win_attn += tm[1], win_gemm += tm[2], win_flops += flops, ++win_n;
     if (g.rank == 0) {
       steps_json += std::string(steps_json.empty() ? "" : ",\n    ") + "{\"step\": " + std::to_string(step + 1) +
                     ", \"loss\": " + fmt("%.17g", loss) + ", \"accuracy\": " + fmt("%.17g", acc) +
                     ", \"grad_norm\": " + fmt("%.17g", gnorm) + ", \"lr\": " + fmt("%.9g", lr) +
-                    ", \"ms\": " + fmt("%.3f", tm[0]) + ", \"attention_ms\": " + fmt("%.3f", tm[1]) + "}";
+                    ", \"ms\": " + fmt("%.3f", tm[0]) + ", \"attention_ms\": " + fmt("%.3f", tm[1]) + ", \"gemm_ms\": " + fmt("%.3f", tm[2]) +
+                    ", \"model_tflop\": " + fmt("%.6g", flops / 1e12) +
+                    ", \"tflops_per_rank\": " + fmt("%.3f", flops / g.size / tm[0] / 1e9) + "}";
       if ((step + 1) % o.log_every == 0 || step + 1 == end) {
         const double ms = win_ms / double(win_n);
-        std::printf("step %6lld/%lld  loss %.4f  acc %.3f  tok/s %7.0f  ms/step %7.1f  attn %2.0f%%  (%.0f s)\n",
+        const double tf = win_flops / g.size / win_ms / 1e9;  // per rank
+        std::printf("step %6lld/%lld  loss %.4f  acc %.3f  tok/s %7.0f  ms/step %7.1f  attn %2.0f%%  gemm %2.0f%%  TF/s %.3g%s  (%.0f s)\n",
                     static_cast<long long>(step + 1), static_cast<long long>(o.steps), win_loss / double(win_n),
                     win_acc / double(win_n), double(o.batch * o.task.seq) * 1000.0 / ms, ms, 100.0 * win_attn / win_ms,
+                    100.0 * win_gemm / win_ms, tf, peak > 0 ? ("  MFU " + fmt("%.1f", 100.0 * tf / peak) + "%").c_str() : "",
                     (now_ms() - run_t0) / 1000);
         std::fflush(stdout);
-        win_loss = win_acc = win_ms = win_attn = 0;
+        win_loss = win_acc = win_ms = win_attn = win_gemm = win_flops = 0;
         win_n = 0;
       }
     }
@@ -569,6 +613,9 @@ int run(int argc, char** argv) {
                              "\",\n  \"device\": \"" + json_escape(ringattn::dev::device_name(o.backend)) +
                              "\",\n  \"attention_dtype\": \"" + ringattn::to_string(cfg.dtype) +
                              "\",\n  \"transport\": \"" + ringattn::to_string(cfg.transport) + "\",\n  \"params\": " + std::to_string(n) +
+                             ",\n  \"matmul\": \"" + (o.bf16_matmul ? "bf16" : "f32") + "\",\n  \"grad_sum\": \"" +
+                             (o.nccl_grad_sum ? "nccl" : "host") + "\",\n  \"attention_tflop_per_step\": " +
+                             fmt("%.6g", attn_flops / 1e12) + ",\n  \"peak_tflops\": " + fmt("%.1f", peak) +
                              ",\n  \"chance\": " + fmt("%.17g", chance) + ",\n  \"options\": {" + opts +
                              "},\n  \"wall_s\": " + fmt("%.3f", wall) + ",\n  \"steps\": [\n    " + steps_json +
                              "\n  ],\n  \"evals\": [\n    " + evals_json + "\n  ]\n}\n";

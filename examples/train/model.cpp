@@ -147,6 +147,18 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
   // on cpu; CUDA events on the stream on cuda, so the time is the device's,
   // not the enqueue's), read once the step's work is done.
   ringattn::dev::Marks marks(b);
+  // Every GEMM of the step through here: its FLOPs (2 M N K) are the step's
+  // matmul work (MFU), its time (marks as for attention) the step's GEMM time.
+  out->matmul_flops = 0;
+  ringattn::dev::Marks gemm_marks(b);
+  ringattn::Status gemm_mark_st;
+  auto mm = [&](bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    out->matmul_flops += 2.0 * double(M) * double(N) * double(K);
+    if (gemm_mark_st.ok()) gemm_mark_st = gemm_marks.mark();
+    k_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (gemm_mark_st.ok()) gemm_mark_st = gemm_marks.mark();
+  };
   auto timed = [&](auto&& call) {
     RINGATTN_RETURN_IF_ERROR(marks.mark());
     RINGATTN_RETURN_IF_ERROR(call());
@@ -159,6 +171,13 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       double ms = 0;
       RINGATTN_RETURN_IF_ERROR(marks.elapsed_ms(i, i + 1, &ms));
       out->attn_ms += ms;
+    }
+    RINGATTN_RETURN_IF_ERROR(gemm_mark_st);
+    out->gemm_ms = 0;
+    for (size_t i = 0; i + 1 < gemm_marks.size(); i += 2) {
+      double ms = 0;
+      RINGATTN_RETURN_IF_ERROR(gemm_marks.elapsed_ms(i, i + 1, &ms));
+      out->gemm_ms += ms;
     }
     return ringattn::Status::Ok();
   };
@@ -176,9 +195,9 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     float* o = half() ? so_.data() : a.o.data();
     k_->copy(td, x_.data(), a.x_in.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm1"), 1e-5f, a.h.data(), a.rstd1.data());
-    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wq"), d, 0.0f, q, d);
-    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wk"), d, 0.0f, k, d);
-    k_->gemm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wv"), d, 0.0f, v, d);
+    mm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wq"), d, 0.0f, q, d);
+    mm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wk"), d, 0.0f, k, d);
+    mm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wv"), d, 0.0f, v, d);
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, q);
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, k);
     if (half()) {
@@ -192,12 +211,12 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     } else {
       RINGATTN_RETURN_IF_ERROR(timed([&] { return ctx_->forward(shape_, q, k, v, o, a.lse.data()); }));
     }
-    k_->gemm(false, false, T, d, d, 1.0f, o, d, P(w, p + "wo"), d, 1.0f, x_.data(), d);
+    mm(false, false, T, d, d, 1.0f, o, d, P(w, p + "wo"), d, 1.0f, x_.data(), d);
     k_->copy(td, x_.data(), a.x_mid.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm2"), 1e-5f, a.h2.data(), a.rstd2.data());
-    k_->gemm(false, false, T, f, d, 1.0f, a.h2.data(), d, P(w, p + "w1"), f, 0.0f, a.u.data(), f);
+    mm(false, false, T, f, d, 1.0f, a.h2.data(), d, P(w, p + "w1"), f, 0.0f, a.u.data(), f);
     k_->gelu_fwd(T * f, a.u.data(), a.a.data());
-    k_->gemm(false, false, T, d, f, 1.0f, a.a.data(), f, P(w, p + "w2"), d, 1.0f, x_.data(), d);
+    mm(false, false, T, d, f, 1.0f, a.a.data(), f, P(w, p + "w2"), d, 1.0f, x_.data(), d);
   }
   // The head runs on the answer rows only: the loss needs nothing else. Its
   // result comes to the host: wait for attention in flight under the timeout first.
@@ -206,9 +225,9 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     k_->gather_rows(n, d, rows_dev_.data(), x_.data(), hsel_.data());
     k_->rmsnorm_fwd(n, d, hsel_.data(), P(w, "normf"), 1e-5f, hf_.data(), rstdf_.data());
     if (dims_.tied)  // z = hf E^T, E: V x d
-      k_->gemm(false, true, n, V, d, 1.0f, hf_.data(), d, P(w, "embed"), d, 0.0f, zsel_.data(), V);
+      mm(false, true, n, V, d, 1.0f, hf_.data(), d, P(w, "embed"), d, 0.0f, zsel_.data(), V);
     else
-      k_->gemm(false, false, n, V, d, 1.0f, hf_.data(), d, P(w, "head"), V, 0.0f, zsel_.data(), V);
+      mm(false, false, n, V, d, 1.0f, hf_.data(), d, P(w, "head"), V, 0.0f, zsel_.data(), V);
     out->loss_sum = k_->xent(n, V, zsel_.data(), targets_dev_.data(), loss_scale, dz_.data(), &out->correct);
   }
   if (!grad) return attn_ms();
@@ -218,11 +237,11 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
   if (n > 0) {
     k_->zero(n * d, dsel_.data());
     if (dims_.tied) {  // dE += dz^T hf; dhf = dz E
-      k_->gemm(true, false, V, d, n, 1.0f, dz_.data(), V, hf_.data(), d, 1.0f, P(grad, "embed"), d);
-      k_->gemm(false, false, n, d, V, 1.0f, dz_.data(), V, P(w, "embed"), d, 0.0f, dhf_.data(), d);
+      mm(true, false, V, d, n, 1.0f, dz_.data(), V, hf_.data(), d, 1.0f, P(grad, "embed"), d);
+      mm(false, false, n, d, V, 1.0f, dz_.data(), V, P(w, "embed"), d, 0.0f, dhf_.data(), d);
     } else {
-      k_->gemm(true, false, d, V, n, 1.0f, hf_.data(), d, dz_.data(), V, 1.0f, P(grad, "head"), V);
-      k_->gemm(false, true, n, d, V, 1.0f, dz_.data(), V, P(w, "head"), V, 0.0f, dhf_.data(), d);
+      mm(true, false, d, V, n, 1.0f, hf_.data(), d, dz_.data(), V, 1.0f, P(grad, "head"), V);
+      mm(false, true, n, d, V, 1.0f, dz_.data(), V, P(w, "head"), V, 0.0f, dhf_.data(), d);
     }
     k_->rmsnorm_bwd(n, d, hsel_.data(), P(w, "normf"), rstdf_.data(), dhf_.data(), dsel_.data(), P(grad, "normf"));
     k_->scatter_add_rows(n, d, rows_dev_.data(), dsel_.data(), dx_.data());
@@ -231,11 +250,11 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     Layer& a = acts_[size_t(l)];
     const std::string p = "l" + std::to_string(l) + ".";
     // MLP: x_out = x_mid + gelu(norm2(x_mid) W1) W2.
-    k_->gemm(true, false, f, d, T, 1.0f, a.a.data(), f, dx_.data(), d, 1.0f, P(grad, p + "w2"), d);
-    k_->gemm(false, true, T, f, d, 1.0f, dx_.data(), d, P(w, p + "w2"), d, 0.0f, da_.data(), f);
+    mm(true, false, f, d, T, 1.0f, a.a.data(), f, dx_.data(), d, 1.0f, P(grad, p + "w2"), d);
+    mm(false, true, T, f, d, 1.0f, dx_.data(), d, P(w, p + "w2"), d, 0.0f, da_.data(), f);
     k_->gelu_bwd(T * f, a.u.data(), da_.data(), du_.data());
-    k_->gemm(true, false, d, f, T, 1.0f, a.h2.data(), d, du_.data(), f, 1.0f, P(grad, p + "w1"), f);
-    k_->gemm(false, true, T, d, f, 1.0f, du_.data(), f, P(w, p + "w1"), f, 0.0f, dh_.data(), d);
+    mm(true, false, d, f, T, 1.0f, a.h2.data(), d, du_.data(), f, 1.0f, P(grad, p + "w1"), f);
+    mm(false, true, T, d, f, 1.0f, du_.data(), f, P(w, p + "w1"), f, 0.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_mid.data(), P(w, p + "norm2"), a.rstd2.data(), dh_.data(), dx_.data(), P(grad, p + "norm2"));
     // Attention: x_mid = x_in + attn(rope(h Wq), rope(h Wk), h Wv) Wo, h = norm1(x_in).
     const float* o = a.o.data();
@@ -243,8 +262,8 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       k_->from_half(adt_, td, a.o16.data(), so_.data());
       o = so_.data();
     }
-    k_->gemm(true, false, d, d, T, 1.0f, o, d, dx_.data(), d, 1.0f, P(grad, p + "wo"), d);
-    k_->gemm(false, true, T, d, d, 1.0f, dx_.data(), d, P(w, p + "wo"), d, 0.0f, dout_.data(), d);
+    mm(true, false, d, d, T, 1.0f, o, d, dx_.data(), d, 1.0f, P(grad, p + "wo"), d);
+    mm(false, true, T, d, d, 1.0f, dx_.data(), d, P(w, p + "wo"), d, 0.0f, dout_.data(), d);
     if (half()) {
       k_->to_half(adt_, td, dout_.data(), dout16_.data());
       RINGATTN_RETURN_IF_ERROR(timed([&] {
@@ -262,12 +281,12 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     }
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq_.data());
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk_.data());
-    k_->gemm(true, false, d, d, T, 1.0f, a.h.data(), d, dq_.data(), d, 1.0f, P(grad, p + "wq"), d);
-    k_->gemm(true, false, d, d, T, 1.0f, a.h.data(), d, dk_.data(), d, 1.0f, P(grad, p + "wk"), d);
-    k_->gemm(true, false, d, d, T, 1.0f, a.h.data(), d, dv_.data(), d, 1.0f, P(grad, p + "wv"), d);
-    k_->gemm(false, true, T, d, d, 1.0f, dq_.data(), d, P(w, p + "wq"), d, 0.0f, dh_.data(), d);
-    k_->gemm(false, true, T, d, d, 1.0f, dk_.data(), d, P(w, p + "wk"), d, 1.0f, dh_.data(), d);
-    k_->gemm(false, true, T, d, d, 1.0f, dv_.data(), d, P(w, p + "wv"), d, 1.0f, dh_.data(), d);
+    mm(true, false, d, d, T, 1.0f, a.h.data(), d, dq_.data(), d, 1.0f, P(grad, p + "wq"), d);
+    mm(true, false, d, d, T, 1.0f, a.h.data(), d, dk_.data(), d, 1.0f, P(grad, p + "wk"), d);
+    mm(true, false, d, d, T, 1.0f, a.h.data(), d, dv_.data(), d, 1.0f, P(grad, p + "wv"), d);
+    mm(false, true, T, d, d, 1.0f, dq_.data(), d, P(w, p + "wq"), d, 0.0f, dh_.data(), d);
+    mm(false, true, T, d, d, 1.0f, dk_.data(), d, P(w, p + "wk"), d, 1.0f, dh_.data(), d);
+    mm(false, true, T, d, d, 1.0f, dv_.data(), d, P(w, p + "wv"), d, 1.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_in.data(), P(w, p + "norm1"), a.rstd1.data(), dh_.data(), dx_.data(), P(grad, p + "norm1"));
   }
   k_->embed_bwd(T, d, V, tokens, dx_.data(), P(grad, "embed"));

@@ -64,6 +64,8 @@ struct StepResult {
   int64_t correct = 0;   // answers whose argmax is right
   int64_t answers = 0;
   double attn_ms = 0;    // in Context::forward + Context::backward (cuda: events around the calls)
+  double matmul_flops = 0;  // 2 M N K over every GEMM this rank ran (forward and backward)
+  double gemm_ms = 0;       // in those GEMMs (marks as for attn_ms)
 };
 
 class Model {

@@ -18,11 +18,18 @@ const char* kUsage =
     "where it runs:\n"
     "  --backend cpu|cuda   (default cuda when this build has CUDA and every rank sees a GPU, else cpu);\n"
     "                     cuda: rank r takes GPU (its index on the host) mod (GPUs visible), cuBLAS\n"
-    "                     GEMMs, float32 weights and activations, 16-bit attention\n"
+    "                     GEMMs (bf16 inputs: --matmul), float32 weights and activations,\n"
+    "                     16-bit attention\n"
     "  --transport mpi|nccl   how the ring moves K/V (default: mpi on cpu, nccl on cuda; several\n"
     "                     ranks on one GPU need mpi, or NCCL_HOSTID per rank: tests/gpu/nccl_hostid.sh)\n"
     "  --attn-dtype f32|bf16|f16   Q/K/V/O of attention (default f32 on cpu, bf16 on cuda; cuda\n"
     "                     takes bf16 and f16)\n"
+    "  --matmul f32|bf16  the GEMMs' inputs (default bf16 on cuda: tensor cores, float32 accumulation\n"
+    "                     and weights; f32 on cpu, which takes only f32)\n"
+    "  --grad-sum host|nccl   the weights' gradient summed over the ranks through the host (MPI) or on\n"
+    "                     the GPUs (NCCL all-reduce; default nccl on cuda with --transport nccl, else host)\n"
+    "  --peak-tflops X    the device's dense bf16 peak for the MFU column (default: H100 SXM and H200\n"
+    "                     989.4, H100 PCIe 756; other devices and cpu: no MFU unless given)\n"
     "task:\n"
     "  --seq N            tokens per sequence, all ranks (default 4096 on cpu, 256k per rank on cuda;\n"
     "                     a multiple of ranks and --cell)\n"
@@ -92,7 +99,14 @@ Status parse_options(int argc, char** argv, TrainOptions* o) {
     } else if (a == "--attn-dtype") {
       if (v != "f32" && v != "bf16" && v != "f16") st = InvalidArgument("--attn-dtype '" + v + "' (allowed: f32, bf16, f16)");
       o->attn_dtype_text = v;
-    } else if (a == "--seq") st = count(1, kBig, &o->task.seq);
+    } else if (a == "--matmul") {
+      if (v != "f32" && v != "bf16") st = InvalidArgument("--matmul '" + v + "' (allowed: f32, bf16)");
+      o->matmul_text = v;
+    } else if (a == "--grad-sum") {
+      if (v != "host" && v != "nccl") st = InvalidArgument("--grad-sum '" + v + "' (allowed: host, nccl)");
+      o->grad_sum_text = v;
+    } else if (a == "--peak-tflops") st = real(0, 1e6, &o->peak_tflops);
+    else if (a == "--seq") st = count(1, kBig, &o->task.seq);
     else if (a == "--pairs") st = count(1, 1 << 20, &o->task.pairs);
     else if (a == "--keys") st = count(1, 1 << 20, &o->task.keys);
     else if (a == "--values") st = count(2, 1 << 20, &o->task.values);
@@ -207,6 +221,12 @@ Status validate_options(TrainOptions* o, int world) {
     return InvalidArgument("--stop-after " + s(o->stop_after) + " is beyond --steps " + s(o->steps));
   if (!cuda && o->transport_text == "nccl")
     return InvalidArgument("--transport nccl needs --backend cuda (the cpu backend moves K/V over mpi)");
+  if (!cuda && o->grad_sum_text == "nccl")
+    return InvalidArgument("--grad-sum nccl needs --backend cuda (the cpu backend sums the gradient over MPI; allowed: host)");
+  if (!cuda && o->matmul_text == "bf16")
+    return ringattn::Unsupported("--matmul bf16: the cpu backend's GEMMs are float32 (allowed: f32; or --backend cuda)");
+  o->bf16_matmul = o->matmul_text.empty() ? cuda : o->matmul_text == "bf16";
+  o->nccl_grad_sum = o->grad_sum_text.empty() ? cuda && o->transport_text != "mpi" : o->grad_sum_text == "nccl";
   // What the cuda attention takes (after the checks above, so an error they name reads the same on both backends).
   if (cuda && o->attn_dtype == ringattn::DType::f32)
     return ringattn::Unsupported("--attn-dtype f32: the cuda backend's attention takes 16-bit inputs (allowed: bf16, f16; "

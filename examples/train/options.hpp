@@ -23,6 +23,11 @@ struct TrainOptions {
   std::string backend_text, transport_text, attn_dtype_text;
   ringattn::Backend backend = ringattn::Backend::cpu;   // resolved
   ringattn::DType attn_dtype = ringattn::DType::f32;    // resolved (validate_options)
+  // --matmul f32|bf16 (empty: bf16 on cuda, f32 on cpu), --grad-sum host|nccl (empty: nccl on
+  // cuda with the nccl transport, else host), --peak-tflops (0: the device's, where known).
+  std::string matmul_text, grad_sum_text;
+  bool bf16_matmul = false, nccl_grad_sum = false;      // resolved (validate_options)
+  double peak_tflops = 0;
   TaskSpec task;
   ModelDims dims;
   std::string branches_text, config_name;   // --branches / --config; neither: the default below
