@@ -7,6 +7,7 @@
 #   bwd:   the backward: resource report, GPU backward tests, forward and forward+backward timings
 #   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
 #   mfu:   the training example's throughput on every GPU (issue 15: MFU of models of a training run's size)
+#   traintests: the training example's GPU tests (ctest -L gpu -R train_gpu)
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
 #   bwdws: the backward's kernels: default vs ping-pong vs atomic dQ (tests, kernels alone, runtime, ncu)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
@@ -309,12 +310,21 @@ if want train; then
     note "train: plot_train.py failed (the JSON logs are in logs.tgz)"
 fi
 
+if want traintests; then  # the training example's GPU tests alone (also in test and bwdws)
+  t0=$(date +%s)
+  ctest --test-dir build/gpu -L gpu -R train_gpu -j 3 --output-on-failure --timeout 600 > "$OUT/ctest_train_gpu.log" 2>&1
+  rc=$?; note "ctest -L gpu -R train_gpu: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_train_gpu.log")"
+  grep -E "Failed|\*\*\*|held-out accuracy on cuda|whole .* worst" "$OUT/ctest_train_gpu.log" | head -20
+fi
+
 if want mfu; then
   # Issue 15's throughput rows on every GPU: the gradient summed over NCCL against the host's sum
   # (step 0, the recall model), then models of a training run's size (MFU_RUNS: ";"-separated
-  # option sets; default d 2048 x 4 layers at N = 256k and d 1024 x 2 layers at N = 1M), each
-  # with the defaults (bf16 GEMMs, NCCL gradient sum), with --grad-sum host and with --matmul
-  # f32 (fewer steps): MFU and the step's split (attention, GEMMs) from the progress lines.
+  # option sets; default d 2048 x 4 layers at N = 256k with the recall task's branches and with
+  # longnet4's, d 1024 x 2 layers at N = 1M, d 4096 x 2 layers at 128k with longnet4's) with
+  # the defaults (bf16 GEMMs, NCCL gradient sum), the first also with --grad-sum host and with
+  # --matmul f32 (fewer steps): MFU and the step's split (attention, GEMMs) from the progress
+  # lines. Throughput only: 30 steps, the task is not learned (longnet4 spans 16k tokens).
   T=${TRAIN_TIMEOUT:-400}
   gd=(--seq 4096 --pairs 16 --gap 128 --d-model 128 --heads 2 --mlp 256)
   for gs in host nccl; do
@@ -322,13 +332,14 @@ if want mfu; then
     note "grad-dump --grad-sum $gs np$G: rc=$? $(grep -E 'grad-dump:' "$OUT/grad_$gs.log" | cut -c1-100)"
   done
   note "gradient, NCCL sum against host sum: $(paste -d' ' "$OUT/grad_host.txt" "$OUT/grad_nccl.txt" | awk 'NR > 1 { d = $2 - $4; D += d * d; B += $4 * $4 } END { if (NR < 2 || B == 0) print "no data"; else printf "relative L2 %.3e over %d parameters\n", sqrt(D / B), NR - 1 }')"
-  IFS=';' read -r -a runs <<< "${MFU_RUNS:---seq 256k --d-model 2048 --heads 16 --layers 4 --mlp 8192;--seq 1M --d-model 1024 --heads 8 --layers 2 --mlp 4096}"
+  IFS=';' read -r -a runs <<< "${MFU_RUNS:---seq 256k --d-model 2048 --heads 16 --layers 4 --mlp 8192;--seq 256k --d-model 2048 --heads 16 --layers 4 --mlp 8192 --config longnet4;--seq 1M --d-model 1024 --heads 8 --layers 2 --mlp 4096;--seq 128k --d-model 4096 --heads 32 --layers 2 --mlp 16384 --config longnet4}"
   i=0
   for r in "${runs[@]}"; do
     i=$((i + 1))
-    for v in default "--grad-sum host" "--matmul f32"; do
+    variants=(default); [ $i = 1 ] && variants=(default "--grad-sum host" "--matmul f32")  # what each costs, on the first
+    for v in "${variants[@]}"; do
       steps=(--steps 30 --log-every 10); [ "$v" = default ] || steps=(--steps 8 --log-every 4)
-      va=(); [ "$v" = default ] || va=($v)
+      va=(); [ "$v" = default ] || read -r -a va <<< "$v"
       name="mfu${i}_$(echo "$v" | tr -d ' -')"
       # shellcheck disable=SC2086
       timeout "$T" ./launch/train -np "$G" --backend cuda $r --lr 3e-4 --warmup 10 "${steps[@]}" "${va[@]}" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1

@@ -48,6 +48,12 @@ class Kernels {
   // lda); likewise op(B) is K x N. beta is 0 or 1.
   virtual void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                     const float* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
+  // The same with A and B in bf16 (the model's bf16 copies of float32
+  // operands, made by to_half), products accumulated in float32, C float32:
+  // the GEMMs of mixed precision (cuda: tensor cores; cpu: the operands
+  // widened, then gemm).
+  virtual void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                         const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
 
   // y[t,:] = x[t,:] * g / rms(x[t,:]), rstd[t] = 1 / sqrt(mean(x^2) + eps).
   virtual void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y,
@@ -102,11 +108,7 @@ class Kernels {
 std::unique_ptr<Kernels> make_cpu_kernels();
 // cuBLAS and small kernels on the current device (select it first), all on
 // the default stream, the stream the model passes to ringattn::Context.
-// bf16_matmul: the GEMMs on the tensor cores with bf16 inputs (cuBLAS's
-// CUBLAS_COMPUTE_32F_FAST_16BF: float32 buffers, each operand rounded to
-// bf16, products accumulated and written in float32), the mixed precision of
-// a training run; otherwise full float32 GEMMs (no TF32).
 // Defined when the project builds CUDA (RINGATTN_WITH_CUDA).
-std::unique_ptr<Kernels> make_cuda_kernels(bool bf16_matmul);
+std::unique_ptr<Kernels> make_cuda_kernels();
 
 }  // namespace train

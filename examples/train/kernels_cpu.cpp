@@ -120,6 +120,22 @@ class CpuKernels final : public Kernels {
     gemm_nn(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
+  // The bf16 operands widened (exactly), then the float32 GEMM: the same
+  // products as the tensor cores' up to the order of the float32 sums.
+  void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                 const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+    if (M == 0 || N == 0) return;
+    const auto widen = [&](const uint16_t* x, int64_t rows, int64_t cols, int64_t ld, std::vector<float>* out) {
+      const size_t n = rows > 0 ? size_t((rows - 1) * ld + cols) : 0;
+      out->resize(n);
+      from_half(ringattn::DType::bf16, int64_t(n), x, out->data());
+      return out->data();
+    };
+    const float* a = widen(A, ta ? K : M, ta ? M : K, lda, &a16_);
+    const float* b = widen(B, tb ? N : K, tb ? K : N, ldb, &b16_);
+    gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
+  }
+
   void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y,
                    float* rstd) override {
     for (int64_t t = 0; t < rows; ++t) {
@@ -270,6 +286,7 @@ class CpuKernels final : public Kernels {
  private:
   static constexpr float kK = 0.7978845608028654f;
   std::vector<float> at_, bt_, cs_;
+  std::vector<float> a16_, b16_;  // gemm_bf16: the operands widened
 };
 
 }  // namespace

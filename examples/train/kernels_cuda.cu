@@ -4,10 +4,11 @@
 //
 // GEMM: row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so
 // cuBLAS gets B before A with the same transpose flags and M, N swapped.
-// Full float32 (cublasSgemm, CUBLAS_DEFAULT_MATH: no TF32), or with
-// bf16_matmul cublasGemmEx on float32 buffers with
-// CUBLAS_COMPUTE_32F_FAST_16BF (tensor cores, inputs rounded to bf16,
-// float32 accumulation and output); atomics not allowed either way. cuBLAS
+// gemm: full float32 (cublasSgemm, CUBLAS_DEFAULT_MATH: no TF32); gemm_bf16:
+// cublasGemmEx, bf16 A and B, float32 C, CUBLAS_COMPUTE_32F (tensor cores).
+// Atomics not allowed either way. (Measured on 4 x H200, the d 2048 model:
+// CUBLAS_COMPUTE_32F_FAST_16BF on the float32 operands, which rounds them
+// inside cuBLAS, ran the step's GEMMs at ~310 TF/s; bench/results/.) cuBLAS
 // gives the same bits run after run for one toolkit, one architecture and
 // one SM count when a handle stays on one stream (ours does; the
 // CUBLAS_WORKSPACE_CONFIG setting is needed only when one handle's workspace
@@ -349,7 +350,7 @@ int to_int(int64_t x, const char* what) {
 
 class CudaKernels final : public Kernels {
  public:
-  explicit CudaKernels(bool bf16_matmul) : bf16_(bf16_matmul) {
+  CudaKernels() {
     TRAIN_CUBLAS_CHECK(cublasCreate(&h_));
     TRAIN_CUBLAS_CHECK(cublasSetStream(h_, nullptr));
     TRAIN_CUBLAS_CHECK(cublasSetMathMode(h_, CUBLAS_DEFAULT_MATH));
@@ -398,16 +399,18 @@ class CudaKernels final : public Kernels {
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
             const float* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
     if (M == 0 || N == 0) return;
-    if (bf16_) {
-      TRAIN_CUBLAS_CHECK(cublasGemmEx(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "N"),
-                                      to_int(M, "M"), to_int(K, "K"), &alpha, B, CUDA_R_32F, to_int(ldb, "ldb"), A,
-                                      CUDA_R_32F, to_int(lda, "lda"), &beta, C, CUDA_R_32F, to_int(ldc, "ldc"),
-                                      CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
-      return;
-    }
     TRAIN_CUBLAS_CHECK(cublasSgemm(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "N"),
                                    to_int(M, "M"), to_int(K, "K"), &alpha, B, to_int(ldb, "ldb"), A, to_int(lda, "lda"),
                                    &beta, C, to_int(ldc, "ldc")));
+  }
+
+  void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                 const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) override {
+    if (M == 0 || N == 0) return;
+    TRAIN_CUBLAS_CHECK(cublasGemmEx(h_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, to_int(N, "N"),
+                                    to_int(M, "M"), to_int(K, "K"), &alpha, B, CUDA_R_16BF, to_int(ldb, "ldb"), A,
+                                    CUDA_R_16BF, to_int(lda, "lda"), &beta, C, CUDA_R_32F, to_int(ldc, "ldc"),
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
   void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y, float* rstd) override {
@@ -517,7 +520,6 @@ class CudaKernels final : public Kernels {
                                                                                             s, dx, partial);
     TRAIN_LAUNCH(k_add_chunks, blocks_for(V * d), kThreads, c.count, V * d, partial, out);
   }
-  bool bf16_ = false;
   cublasHandle_t h_ = nullptr;
   Scratch<float> partial_;
   Scratch<double> loss_;
@@ -526,6 +528,6 @@ class CudaKernels final : public Kernels {
 
 }  // namespace
 
-std::unique_ptr<Kernels> make_cuda_kernels(bool bf16_matmul) { return std::make_unique<CudaKernels>(bf16_matmul); }
+std::unique_ptr<Kernels> make_cuda_kernels() { return std::make_unique<CudaKernels>(); }
 
 }  // namespace train

@@ -79,20 +79,19 @@ constexpr bool kCudaBuilt = false;
 #endif
 
 // The backend's Kernels (cuda: after select_local_device; a cuBLAS handle that cannot be made is an error value here).
-Status make_kernels(ringattn::Backend b, bool bf16_matmul, std::unique_ptr<Kernels>* out) {
+Status make_kernels(ringattn::Backend b, std::unique_ptr<Kernels>* out) {
   if (b == ringattn::Backend::cpu) {
     *out = make_cpu_kernels();
     return Status::Ok();
   }
 #ifdef RINGATTN_WITH_CUDA
   try {
-    *out = make_cuda_kernels(bf16_matmul);
+    *out = make_cuda_kernels();
     return Status::Ok();
   } catch (const std::exception& e) {
     return Status(StatusCode::kDeviceError, e.what());
   }
 #else
-  (void)bf16_matmul;
   return ringattn::Unsupported("--backend cuda: this build has no CUDA");
 #endif
 }
@@ -164,7 +163,7 @@ uint64_t hash_state(const TrainState& s) {
 class Trainer {
  public:
   Trainer(TrainOptions o, const Group& g, ringattn::Context* ctx, Kernels* k)
-      : o_(std::move(o)), g_(g), k_(k), model_(o_.dims, k, ctx, o_.batch, o_.task.seq) {
+      : o_(std::move(o)), g_(g), k_(k), model_(o_.dims, k, ctx, o_.batch, o_.task.seq, o_.bf16_matmul) {
     n_ = param_count(model_.layout());
   }
 
@@ -456,7 +455,7 @@ int run(int argc, char** argv) {
   if (!st.ok()) ringattn::cli::exit_job(st);
 
   std::unique_ptr<Kernels> kernels;
-  st = make_kernels(o.backend, o.bf16_matmul, &kernels);
+  st = make_kernels(o.backend, &kernels);
   std::unique_ptr<Trainer> trainer;
   if (st.ok()) {
     trainer = std::make_unique<Trainer>(o, g, ctx.get(), kernels.get());
@@ -534,7 +533,7 @@ int run(int argc, char** argv) {
                 ringattn::to_string(cfg.transport));
     std::printf("throughput: GEMMs in %s, gradient summed %s; useful attention %.3g TFLOP per step (all ranks, "
                 "backward 2.5x forward); MFU against %s\n",
-                o.bf16_matmul ? "bf16 (tensor cores, float32 accumulation)" : "float32", o.nccl_grad_sum ? "over NCCL" : "through the host",
+                o.bf16_matmul ? "bf16 (bf16 copies of the operands, float32 accumulation)" : "float32", o.nccl_grad_sum ? "over NCCL" : "through the host",
                 attn_flops / 1e12, peak > 0 ? (fmt("%.1f", peak) + " TF/s per rank (dense bf16)").c_str() : "nothing (unknown peak: --peak-tflops)");
     if (s.step > 0) std::printf("resumed from %s at step %lld\n", checkpoint_path(o.resume).c_str(), static_cast<long long>(s.step));
     if (!o.init_from.empty()) std::printf("weights from %s (step 0, fresh optimizer state)\n", checkpoint_path(o.init_from).c_str());

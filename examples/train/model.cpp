@@ -73,8 +73,9 @@ void init_params(const ModelDims& m, const std::vector<TensorInfo>& layout, uint
   }
 }
 
-Model::Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t batch, int64_t seq)
-    : dims_(dims), layout_(param_layout(dims)), k_(k), ctx_(ctx), shape_{batch, seq}, adt_(ctx->config().dtype) {
+Model::Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t batch, int64_t seq, bool bf16_matmul)
+    : dims_(dims), layout_(param_layout(dims)), k_(k), ctx_(ctx), shape_{batch, seq}, adt_(ctx->config().dtype),
+      bf16_(bf16_matmul) {
   const int64_t L = seq / ctx->world_size();
   rows_ = batch * L;
   pos0_ = int64_t(ctx->rank()) * L;
@@ -112,8 +113,26 @@ ringattn::Status Model::allocate() {
     for (auto* x : {&sq_, &sk_, &sv_, &so_}) RINGATTN_RETURN_IF_ERROR(f32(x, rd));
     for (auto* x : {&dout16_, &dq16_, &dk16_, &dv16_}) RINGATTN_RETURN_IF_ERROR(f16(x, rd));
   }
+  if (bf16_) {
+    for (Layer& a : acts_) {
+      for (auto* x : {&a.h16, &a.h2_16}) RINGATTN_RETURN_IF_ERROR(f16(x, rd));
+      RINGATTN_RETURN_IF_ERROR(f16(&a.a16, rf));
+    }
+    RINGATTN_RETURN_IF_ERROR(f16(&w16_, size_t(param_count(layout_))));
+    RINGATTN_RETURN_IF_ERROR(f16(&x16_, rd));
+    RINGATTN_RETURN_IF_ERROR(f16(&u16_, rf));
+    if (adt_ != ringattn::DType::bf16) RINGATTN_RETURN_IF_ERROR(f16(&o16s_, rd));
+    if (!half())
+      for (auto* x : {&dq16s_, &dk16s_, &dv16s_}) RINGATTN_RETURN_IF_ERROR(f16(x, rd));
+  }
   k_->synchronize();
   return ringattn::Status::Ok();
+}
+
+int64_t Model::offset(const std::string& name) const {
+  for (const TensorInfo& t : layout_)
+    if (t.name == name) return t.offset;
+  throw std::logic_error("no parameter " + name);
 }
 
 const float* Model::P(const float* w, const std::string& name) const {
@@ -152,11 +171,29 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
   out->matmul_flops = 0;
   ringattn::dev::Marks gemm_marks(b);
   ringattn::Status gemm_mark_st;
-  auto mm = [&](bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  // An operand: float32, and its bf16 copy where the GEMMs run on bf16 (bf16_);
+  // a GEMM with both copies runs on them, any other in float32.
+  struct Opnd {
+    const float* f;
+    const uint16_t* h;
+  };
+  const ringattn::DType kBf16 = ringattn::DType::bf16;
+  if (bf16_) k_->to_half(kBf16, param_count(layout_), w, w16_.data());  // the step's weights, rounded once
+  auto W = [&](const std::string& name) { return Opnd{P(w, name), bf16_ ? w16_.data() + offset(name) : nullptr}; };
+  auto rounded = [&](const float* x, int64_t count, uint16_t* h) {  // x, rounded into h now
+    if (bf16_) k_->to_half(kBf16, count, x, h);
+    return Opnd{x, bf16_ ? h : nullptr};
+  };
+  auto kept = [&](const float* x, const uint16_t* h) { return Opnd{x, bf16_ ? h : nullptr}; };  // rounded earlier
+  auto f32 = [](const float* x) { return Opnd{x, nullptr}; };
+  auto mm = [&](bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, Opnd A, int64_t lda, Opnd B,
+                int64_t ldb, float beta, float* C, int64_t ldc) {
     out->matmul_flops += 2.0 * double(M) * double(N) * double(K);
     if (gemm_mark_st.ok()) gemm_mark_st = gemm_marks.mark();
-    k_->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (A.h && B.h)
+      k_->gemm_bf16(ta, tb, M, N, K, alpha, A.h, lda, B.h, ldb, beta, C, ldc);
+    else
+      k_->gemm(ta, tb, M, N, K, alpha, A.f, lda, B.f, ldb, beta, C, ldc);
     if (gemm_mark_st.ok()) gemm_mark_st = gemm_marks.mark();
   };
   auto timed = [&](auto&& call) {
@@ -195,9 +232,10 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     float* o = half() ? so_.data() : a.o.data();
     k_->copy(td, x_.data(), a.x_in.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm1"), 1e-5f, a.h.data(), a.rstd1.data());
-    mm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wq"), d, 0.0f, q, d);
-    mm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wk"), d, 0.0f, k, d);
-    mm(false, false, T, d, d, 1.0f, a.h.data(), d, P(w, p + "wv"), d, 0.0f, v, d);
+    const Opnd h = rounded(a.h.data(), td, a.h16.data());
+    mm(false, false, T, d, d, 1.0f, h, d, W(p + "wq"), d, 0.0f, q, d);
+    mm(false, false, T, d, d, 1.0f, h, d, W(p + "wk"), d, 0.0f, k, d);
+    mm(false, false, T, d, d, 1.0f, h, d, W(p + "wv"), d, 0.0f, v, d);
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, q);
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, false, k);
     if (half()) {
@@ -211,12 +249,14 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     } else {
       RINGATTN_RETURN_IF_ERROR(timed([&] { return ctx_->forward(shape_, q, k, v, o, a.lse.data()); }));
     }
-    mm(false, false, T, d, d, 1.0f, o, d, P(w, p + "wo"), d, 1.0f, x_.data(), d);
+    // O: bf16 attention's output is already its bf16 copy (o is it, widened).
+    const Opnd op = adt_ == kBf16 ? kept(o, a.o16.data()) : rounded(o, td, o16s_.data());
+    mm(false, false, T, d, d, 1.0f, op, d, W(p + "wo"), d, 1.0f, x_.data(), d);
     k_->copy(td, x_.data(), a.x_mid.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm2"), 1e-5f, a.h2.data(), a.rstd2.data());
-    mm(false, false, T, f, d, 1.0f, a.h2.data(), d, P(w, p + "w1"), f, 0.0f, a.u.data(), f);
+    mm(false, false, T, f, d, 1.0f, rounded(a.h2.data(), td, a.h2_16.data()), d, W(p + "w1"), f, 0.0f, a.u.data(), f);
     k_->gelu_fwd(T * f, a.u.data(), a.a.data());
-    mm(false, false, T, d, f, 1.0f, a.a.data(), f, P(w, p + "w2"), d, 1.0f, x_.data(), d);
+    mm(false, false, T, d, f, 1.0f, rounded(a.a.data(), T * f, a.a16.data()), f, W(p + "w2"), d, 1.0f, x_.data(), d);
   }
   // The head runs on the answer rows only: the loss needs nothing else. Its
   // result comes to the host: wait for attention in flight under the timeout first.
@@ -225,9 +265,9 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     k_->gather_rows(n, d, rows_dev_.data(), x_.data(), hsel_.data());
     k_->rmsnorm_fwd(n, d, hsel_.data(), P(w, "normf"), 1e-5f, hf_.data(), rstdf_.data());
     if (dims_.tied)  // z = hf E^T, E: V x d
-      mm(false, true, n, V, d, 1.0f, hf_.data(), d, P(w, "embed"), d, 0.0f, zsel_.data(), V);
+      mm(false, true, n, V, d, 1.0f, f32(hf_.data()), d, f32(P(w, "embed")), d, 0.0f, zsel_.data(), V);
     else
-      mm(false, false, n, V, d, 1.0f, hf_.data(), d, P(w, "head"), V, 0.0f, zsel_.data(), V);
+      mm(false, false, n, V, d, 1.0f, f32(hf_.data()), d, f32(P(w, "head")), V, 0.0f, zsel_.data(), V);
     out->loss_sum = k_->xent(n, V, zsel_.data(), targets_dev_.data(), loss_scale, dz_.data(), &out->correct);
   }
   if (!grad) return attn_ms();
@@ -237,11 +277,11 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
   if (n > 0) {
     k_->zero(n * d, dsel_.data());
     if (dims_.tied) {  // dE += dz^T hf; dhf = dz E
-      mm(true, false, V, d, n, 1.0f, dz_.data(), V, hf_.data(), d, 1.0f, P(grad, "embed"), d);
-      mm(false, false, n, d, V, 1.0f, dz_.data(), V, P(w, "embed"), d, 0.0f, dhf_.data(), d);
+      mm(true, false, V, d, n, 1.0f, f32(dz_.data()), V, f32(hf_.data()), d, 1.0f, P(grad, "embed"), d);
+      mm(false, false, n, d, V, 1.0f, f32(dz_.data()), V, f32(P(w, "embed")), d, 0.0f, dhf_.data(), d);
     } else {
-      mm(true, false, d, V, n, 1.0f, hf_.data(), d, dz_.data(), V, 1.0f, P(grad, "head"), V);
-      mm(false, true, n, d, V, 1.0f, dz_.data(), V, P(w, "head"), V, 0.0f, dhf_.data(), d);
+      mm(true, false, d, V, n, 1.0f, f32(hf_.data()), d, f32(dz_.data()), V, 1.0f, P(grad, "head"), V);
+      mm(false, true, n, d, V, 1.0f, f32(dz_.data()), V, f32(P(w, "head")), V, 0.0f, dhf_.data(), d);
     }
     k_->rmsnorm_bwd(n, d, hsel_.data(), P(w, "normf"), rstdf_.data(), dhf_.data(), dsel_.data(), P(grad, "normf"));
     k_->scatter_add_rows(n, d, rows_dev_.data(), dsel_.data(), dx_.data());
@@ -250,11 +290,13 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     Layer& a = acts_[size_t(l)];
     const std::string p = "l" + std::to_string(l) + ".";
     // MLP: x_out = x_mid + gelu(norm2(x_mid) W1) W2.
-    mm(true, false, f, d, T, 1.0f, a.a.data(), f, dx_.data(), d, 1.0f, P(grad, p + "w2"), d);
-    mm(false, true, T, f, d, 1.0f, dx_.data(), d, P(w, p + "w2"), d, 0.0f, da_.data(), f);
+    const Opnd dxm = rounded(dx_.data(), td, x16_.data());
+    mm(true, false, f, d, T, 1.0f, kept(a.a.data(), a.a16.data()), f, dxm, d, 1.0f, P(grad, p + "w2"), d);
+    mm(false, true, T, f, d, 1.0f, dxm, d, W(p + "w2"), d, 0.0f, da_.data(), f);
     k_->gelu_bwd(T * f, a.u.data(), da_.data(), du_.data());
-    mm(true, false, d, f, T, 1.0f, a.h2.data(), d, du_.data(), f, 1.0f, P(grad, p + "w1"), f);
-    mm(false, true, T, d, f, 1.0f, du_.data(), f, P(w, p + "w1"), f, 0.0f, dh_.data(), d);
+    const Opnd du = rounded(du_.data(), T * f, u16_.data());
+    mm(true, false, d, f, T, 1.0f, kept(a.h2.data(), a.h2_16.data()), d, du, f, 1.0f, P(grad, p + "w1"), f);
+    mm(false, true, T, d, f, 1.0f, du, f, W(p + "w1"), f, 0.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_mid.data(), P(w, p + "norm2"), a.rstd2.data(), dh_.data(), dx_.data(), P(grad, p + "norm2"));
     // Attention: x_mid = x_in + attn(rope(h Wq), rope(h Wk), h Wv) Wo, h = norm1(x_in).
     const float* o = a.o.data();
@@ -262,8 +304,10 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       k_->from_half(adt_, td, a.o16.data(), so_.data());
       o = so_.data();
     }
-    mm(true, false, d, d, T, 1.0f, o, d, dx_.data(), d, 1.0f, P(grad, p + "wo"), d);
-    mm(false, true, T, d, d, 1.0f, dx_.data(), d, P(w, p + "wo"), d, 0.0f, dout_.data(), d);
+    const Opnd op = adt_ == kBf16 ? kept(o, a.o16.data()) : rounded(o, td, o16s_.data());
+    const Opnd dxa = rounded(dx_.data(), td, x16_.data());
+    mm(true, false, d, d, T, 1.0f, op, d, dxa, d, 1.0f, P(grad, p + "wo"), d);
+    mm(false, true, T, d, d, 1.0f, dxa, d, W(p + "wo"), d, 0.0f, dout_.data(), d);
     if (half()) {
       k_->to_half(adt_, td, dout_.data(), dout16_.data());
       RINGATTN_RETURN_IF_ERROR(timed([&] {
@@ -281,12 +325,17 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     }
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq_.data());
     k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk_.data());
-    mm(true, false, d, d, T, 1.0f, a.h.data(), d, dq_.data(), d, 1.0f, P(grad, p + "wq"), d);
-    mm(true, false, d, d, T, 1.0f, a.h.data(), d, dk_.data(), d, 1.0f, P(grad, p + "wk"), d);
-    mm(true, false, d, d, T, 1.0f, a.h.data(), d, dv_.data(), d, 1.0f, P(grad, p + "wv"), d);
-    mm(false, true, T, d, d, 1.0f, dq_.data(), d, P(w, p + "wq"), d, 0.0f, dh_.data(), d);
-    mm(false, true, T, d, d, 1.0f, dk_.data(), d, P(w, p + "wk"), d, 1.0f, dh_.data(), d);
-    mm(false, true, T, d, d, 1.0f, dv_.data(), d, P(w, p + "wv"), d, 1.0f, dh_.data(), d);
+    // dQ, dK, dV rounded: into the 16-bit attention's own dq16_.. (read above, free now) or scratch.
+    const Opnd dq = rounded(dq_.data(), td, half() ? dq16_.data() : dq16s_.data());
+    const Opnd dk = rounded(dk_.data(), td, half() ? dk16_.data() : dk16s_.data());
+    const Opnd dv = rounded(dv_.data(), td, half() ? dv16_.data() : dv16s_.data());
+    const Opnd h = kept(a.h.data(), a.h16.data());
+    mm(true, false, d, d, T, 1.0f, h, d, dq, d, 1.0f, P(grad, p + "wq"), d);
+    mm(true, false, d, d, T, 1.0f, h, d, dk, d, 1.0f, P(grad, p + "wk"), d);
+    mm(true, false, d, d, T, 1.0f, h, d, dv, d, 1.0f, P(grad, p + "wv"), d);
+    mm(false, true, T, d, d, 1.0f, dq, d, W(p + "wq"), d, 0.0f, dh_.data(), d);
+    mm(false, true, T, d, d, 1.0f, dk, d, W(p + "wk"), d, 1.0f, dh_.data(), d);
+    mm(false, true, T, d, d, 1.0f, dv, d, W(p + "wv"), d, 1.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_in.data(), P(w, p + "norm1"), a.rstd1.data(), dh_.data(), dx_.data(), P(grad, p + "norm1"));
   }
   k_->embed_bwd(T, d, V, tokens, dx_.data(), P(grad, "embed"));

@@ -20,6 +20,14 @@
 // widened for the O projection; dO is rounded before Context::backward and
 // dQ, dK, dV are widened after it. The 16-bit q, k, v, o of every layer are
 // what the backward needs (float32 copies are scratch shared by the layers).
+//
+// GEMMs (bf16_matmul, the cuda default): the weights are rounded to a bf16
+// copy once per step, and every activation a GEMM reads to a bf16 copy where
+// it is made (the forward's kept for the backward: norm outputs, the MLP's
+// hidden activation; O is attention's own bf16 output), so each GEMM runs on
+// the tensor cores with float32 accumulation into float32 results; the
+// master weights, the optimizer and every other op stay float32. The head
+// (answer rows only) stays float32.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -72,7 +80,7 @@ class Model {
  public:
   // batch sequences of seq tokens; this rank holds tokens [rank*L, (rank+1)*L).
   // Nothing is allocated until allocate().
-  Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t batch, int64_t seq);
+  Model(const ModelDims& dims, Kernels* k, ringattn::Context* ctx, int64_t batch, int64_t seq, bool bf16_matmul = false);
   // The activations of every layer and the scratch of a step, on k's backend.
   ringattn::Status allocate();
 
@@ -95,10 +103,12 @@ class Model {
     Buf<float> x_in, h, x_mid, h2, u, a, rstd1, rstd2, lse;
     Buf<float> q, k, v, o;              // float32 attention: the Context's own inputs and output
     Buf<uint16_t> q16, k16, v16, o16;   // 16-bit attention: what the Context took and gave
+    Buf<uint16_t> h16, h2_16, a16;      // bf16_matmul: the GEMM inputs h, h2, a, rounded
   };
   const float* P(const float* w, const std::string& name) const;
   float* P(float* w, const std::string& name) const;
   bool half() const { return adt_ != ringattn::DType::f32; }
+  int64_t offset(const std::string& name) const;
 
   ModelDims dims_;
   std::vector<TensorInfo> layout_;
@@ -106,11 +116,15 @@ class Model {
   ringattn::Context* ctx_;
   ringattn::Shape shape_;
   ringattn::DType adt_;
+  bool bf16_ = false;  // GEMMs on bf16 copies of their operands
   int64_t rows_ = 0, pos0_ = 0;
   std::vector<Layer> acts_;
   Buf<float> x_, dx_, dh_, dq_, dk_, dv_, dout_, da_, du_;
   Buf<float> sq_, sk_, sv_, so_;                    // 16-bit attention: float32 q, k, v, o of the layer at hand
   Buf<uint16_t> dout16_, dq16_, dk16_, dv16_;       // 16-bit attention: dO in, dQ, dK, dV out
+  // bf16_matmul: the weights; dx and du rounded for their GEMMs; O rounded where attention is not
+  // bf16; dQ, dK, dV rounded where attention is float32 (16-bit attention: in dq16_.. after use).
+  Buf<uint16_t> w16_, x16_, u16_, o16s_, dq16s_, dk16s_, dv16s_;
   // The head, on the answer rows only (sized per step).
   Buf<float> hsel_, hf_, rstdf_, zsel_, dz_, dhf_, dsel_;
   Buf<int64_t> rows_dev_;

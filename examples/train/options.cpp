@@ -24,8 +24,9 @@ const char* kUsage =
     "                     ranks on one GPU need mpi, or NCCL_HOSTID per rank: tests/gpu/nccl_hostid.sh)\n"
     "  --attn-dtype f32|bf16|f16   Q/K/V/O of attention (default f32 on cpu, bf16 on cuda; cuda\n"
     "                     takes bf16 and f16)\n"
-    "  --matmul f32|bf16  the GEMMs' inputs (default bf16 on cuda: tensor cores, float32 accumulation\n"
-    "                     and weights; f32 on cpu, which takes only f32)\n"
+    "  --matmul f32|bf16  the GEMMs' inputs (default bf16 on cuda: bf16 copies of the weights and\n"
+    "                     activations on the tensor cores, float32 accumulation, float32 master weights;\n"
+    "                     f32 on cpu, where bf16 rounds the same operands and multiplies in float32)\n"
     "  --grad-sum host|nccl   the weights' gradient summed over the ranks through the host (MPI) or on\n"
     "                     the GPUs (NCCL all-reduce; default nccl on cuda with --transport nccl, else host)\n"
     "  --peak-tflops X    the device's dense bf16 peak for the MFU column (default: H100 SXM and H200\n"
@@ -223,8 +224,6 @@ Status validate_options(TrainOptions* o, int world) {
     return InvalidArgument("--transport nccl needs --backend cuda (the cpu backend moves K/V over mpi)");
   if (!cuda && o->grad_sum_text == "nccl")
     return InvalidArgument("--grad-sum nccl needs --backend cuda (the cpu backend sums the gradient over MPI; allowed: host)");
-  if (!cuda && o->matmul_text == "bf16")
-    return ringattn::Unsupported("--matmul bf16: the cpu backend's GEMMs are float32 (allowed: f32; or --backend cuda)");
   o->bf16_matmul = o->matmul_text.empty() ? cuda : o->matmul_text == "bf16";
   o->nccl_grad_sum = o->grad_sum_text.empty() ? cuda && o->transport_text != "mpi" : o->grad_sum_text == "nccl";
   // What the cuda attention takes (after the checks above, so an error they name reads the same on both backends).
