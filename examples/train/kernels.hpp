@@ -55,9 +55,10 @@ class Kernels {
   virtual void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                          const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) = 0;
 
-  // y[t,:] = x[t,:] * g / rms(x[t,:]), rstd[t] = 1 / sqrt(mean(x^2) + eps).
+  // y[t,:] = x[t,:] * g / rms(x[t,:]), rstd[t] = 1 / sqrt(mean(x^2) + eps);
+  // y16 (may be null): y rounded to bf16 too, in the same pass (a GEMM's operand).
   virtual void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y,
-                           float* rstd) = 0;
+                           float* rstd, uint16_t* y16) = 0;
   // dx += d(y)/d(x)^T dy; dg += sum over rows of dy * x * rstd.
   virtual void rmsnorm_bwd(int64_t rows, int64_t d, const float* x, const float* g, const float* rstd,
                            const float* dy, float* dx, float* dg) = 0;
@@ -69,9 +70,10 @@ class Kernels {
   virtual void rope(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
                     bool inverse, float* x) = 0;
 
-  // a = gelu(u) (tanh form); du = da * gelu'(u).
-  virtual void gelu_fwd(int64_t n, const float* u, float* a) = 0;
-  virtual void gelu_bwd(int64_t n, const float* u, const float* da, float* du) = 0;
+  // a = gelu(u) (tanh form); du = da * gelu'(u); a16, du16 (may be null): the
+  // results rounded to bf16 too, in the same pass.
+  virtual void gelu_fwd(int64_t n, const float* u, float* a, uint16_t* a16) = 0;
+  virtual void gelu_bwd(int64_t n, const float* u, const float* da, float* du, uint16_t* du16) = 0;
 
   // E, dE: vocab x d.
   // x[t,:] = E[tok[t],:];  dE[tok[t],:] += dx[t,:] (in a fixed order: cpu row

@@ -136,8 +136,8 @@ class CpuKernels final : public Kernels {
     gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc);
   }
 
-  void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y,
-                   float* rstd) override {
+  void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y, float* rstd,
+                   uint16_t* y16) override {
     for (int64_t t = 0; t < rows; ++t) {
       const float* xr = x + t * d;
       double ss = 0;
@@ -146,6 +146,7 @@ class CpuKernels final : public Kernels {
       rstd[t] = r;
       for (int64_t i = 0; i < d; ++i) y[t * d + i] = xr[i] * r * g[i];
     }
+    if (y16) to_half(ringattn::DType::bf16, rows * d, y, y16);
   }
 
   // y_i = g_i x_i r, r = (mean x^2 + eps)^-1/2:
@@ -193,19 +194,21 @@ class CpuKernels final : public Kernels {
   }
 
   // gelu(u) = u/2 (1 + tanh(k (u + 0.044715 u^3))), k = sqrt(2/pi).
-  void gelu_fwd(int64_t n, const float* u, float* a) override {
+  void gelu_fwd(int64_t n, const float* u, float* a, uint16_t* a16) override {
     for (int64_t i = 0; i < n; ++i) {
       const float x = u[i];
       a[i] = 0.5f * x * (1.0f + std::tanh(kK * (x + 0.044715f * x * x * x)));
     }
+    if (a16) to_half(ringattn::DType::bf16, n, a, a16);
   }
-  void gelu_bwd(int64_t n, const float* u, const float* da, float* du) override {
+  void gelu_bwd(int64_t n, const float* u, const float* da, float* du, uint16_t* du16) override {
     for (int64_t i = 0; i < n; ++i) {
       const float x = u[i];
       const float th = std::tanh(kK * (x + 0.044715f * x * x * x));
       const float dth = (1.0f - th * th) * kK * (1.0f + 3.0f * 0.044715f * x * x);
       du[i] = da[i] * (0.5f * (1.0f + th) + 0.5f * x * dth);
     }
+    if (du16) to_half(ringattn::DType::bf16, n, du, du16);
   }
 
   void embed_fwd(int64_t rows, int64_t d, const int32_t* tok, const float* E, float* x) override {

@@ -130,7 +130,8 @@ __global__ void k_to_f16(int64_t n, const float* x, __half* y) { GRID_LOOP(i, n)
 __global__ void k_from_f16(int64_t n, const __half* x, float* y) { GRID_LOOP(i, n) y[i] = __half2float(x[i]); }
 
 // One warp per row: rstd = 1/sqrt(mean(x^2) + eps) (double sum), y = x * rstd * g.
-__global__ void k_rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y, float* rstd) {
+__global__ void k_rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y, float* rstd,
+                              __nv_bfloat16* y16) {
   const int64_t t = int64_t(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (t >= rows) return;
@@ -140,7 +141,11 @@ __global__ void k_rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const flo
   ss = warp_sum(ss);
   const float r = float(1.0 / sqrt(ss / double(d) + double(eps)));
   if (lane == 0) rstd[t] = r;
-  for (int64_t i = lane; i < d; i += 32) y[t * d + i] = xr[i] * r * g[i];
+  for (int64_t i = lane; i < d; i += 32) {
+    const float v = xr[i] * r * g[i];
+    y[t * d + i] = v;
+    if (y16) y16[t * d + i] = __float2bfloat16_rn(v);
+  }
 }
 
 // One warp per row: dx_j += r g_j dy_j - r^3 x_j / d * sum_i dy_i g_i x_i.
@@ -226,18 +231,22 @@ __global__ void k_rope(int64_t batch_rows, int64_t tokens, int64_t heads, int64_
 }
 
 constexpr float kK = 0.7978845608028654f;  // sqrt(2/pi)
-__global__ void k_gelu_fwd(int64_t n, const float* u, float* a) {
+__global__ void k_gelu_fwd(int64_t n, const float* u, float* a, __nv_bfloat16* a16) {
   GRID_LOOP(i, n) {
     const float x = u[i];
-    a[i] = 0.5f * x * (1.0f + tanhf(kK * (x + 0.044715f * x * x * x)));
+    const float v = 0.5f * x * (1.0f + tanhf(kK * (x + 0.044715f * x * x * x)));
+    a[i] = v;
+    if (a16) a16[i] = __float2bfloat16_rn(v);
   }
 }
-__global__ void k_gelu_bwd(int64_t n, const float* u, const float* da, float* du) {
+__global__ void k_gelu_bwd(int64_t n, const float* u, const float* da, float* du, __nv_bfloat16* du16) {
   GRID_LOOP(i, n) {
     const float x = u[i];
     const float th = tanhf(kK * (x + 0.044715f * x * x * x));
     const float dth = (1.0f - th * th) * kK * (1.0f + 3.0f * 0.044715f * x * x);
-    du[i] = da[i] * (0.5f * (1.0f + th) + 0.5f * x * dth);
+    const float v = da[i] * (0.5f * (1.0f + th) + 0.5f * x * dth);
+    du[i] = v;
+    if (du16) du16[i] = __float2bfloat16_rn(v);
   }
 }
 
@@ -413,10 +422,11 @@ class CudaKernels final : public Kernels {
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 
-  void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y, float* rstd) override {
+  void rmsnorm_fwd(int64_t rows, int64_t d, const float* x, const float* g, float eps, float* y, float* rstd,
+                   uint16_t* y16) override {
     if (rows == 0) return;
     const unsigned blocks = unsigned((rows + kThreads / 32 - 1) / (kThreads / 32));
-    TRAIN_LAUNCH(k_rmsnorm_fwd, blocks, kThreads, rows, d, x, g, eps, y, rstd);
+    TRAIN_LAUNCH(k_rmsnorm_fwd, blocks, kThreads, rows, d, x, g, eps, y, rstd, reinterpret_cast<__nv_bfloat16*>(y16));
   }
   void rmsnorm_bwd(int64_t rows, int64_t d, const float* x, const float* g, const float* rstd, const float* dy,
                    float* dx, float* dg) override {
@@ -438,13 +448,13 @@ class CudaKernels final : public Kernels {
                                                         inverse, x);
   }
 
-  void gelu_fwd(int64_t n, const float* u, float* a) override {
+  void gelu_fwd(int64_t n, const float* u, float* a, uint16_t* a16) override {
     if (n == 0) return;
-    TRAIN_LAUNCH(k_gelu_fwd, blocks_for(n), kThreads, n, u, a);
+    TRAIN_LAUNCH(k_gelu_fwd, blocks_for(n), kThreads, n, u, a, reinterpret_cast<__nv_bfloat16*>(a16));
   }
-  void gelu_bwd(int64_t n, const float* u, const float* da, float* du) override {
+  void gelu_bwd(int64_t n, const float* u, const float* da, float* du, uint16_t* du16) override {
     if (n == 0) return;
-    TRAIN_LAUNCH(k_gelu_bwd, blocks_for(n), kThreads, n, u, da, du);
+    TRAIN_LAUNCH(k_gelu_bwd, blocks_for(n), kThreads, n, u, da, du, reinterpret_cast<__nv_bfloat16*>(du16));
   }
 
   void embed_fwd(int64_t rows, int64_t d, const int32_t* tok, const float* E, float* x) override {

@@ -186,6 +186,11 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
   };
   auto kept = [&](const float* x, const uint16_t* h) { return Opnd{x, bf16_ ? h : nullptr}; };  // rounded earlier
   auto f32 = [](const float* x) { return Opnd{x, nullptr}; };
+  uint16_t* const none = nullptr;
+  auto copy16 = [&](Buf<uint16_t>& h) { return bf16_ ? h.data() : none; };  // where a kernel also writes its output's bf16 copy
+  // bf16 attention with bf16 GEMMs: O and dV as attention gives them are the GEMMs' operands
+  // (their float32 widenings are not needed).
+  const bool attn16_is_operand = bf16_ && adt_ == kBf16;
   auto mm = [&](bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, Opnd A, int64_t lda, Opnd B,
                 int64_t ldb, float beta, float* C, int64_t ldc) {
     out->matmul_flops += 2.0 * double(M) * double(N) * double(K);
@@ -231,8 +236,8 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     float* v = half() ? sv_.data() : a.v.data();
     float* o = half() ? so_.data() : a.o.data();
     k_->copy(td, x_.data(), a.x_in.data());
-    k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm1"), 1e-5f, a.h.data(), a.rstd1.data());
-    const Opnd h = rounded(a.h.data(), td, a.h16.data());
+    k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm1"), 1e-5f, a.h.data(), a.rstd1.data(), copy16(a.h16));
+    const Opnd h = kept(a.h.data(), a.h16.data());
     mm(false, false, T, d, d, 1.0f, h, d, W(p + "wq"), d, 0.0f, q, d);
     mm(false, false, T, d, d, 1.0f, h, d, W(p + "wk"), d, 0.0f, k, d);
     mm(false, false, T, d, d, 1.0f, h, d, W(p + "wv"), d, 0.0f, v, d);
@@ -245,25 +250,25 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       RINGATTN_RETURN_IF_ERROR(timed([&] {
         return ctx_->forward(shape_, a.q16.data(), a.k16.data(), a.v16.data(), a.o16.data(), a.lse.data());
       }));
-      k_->from_half(adt_, td, a.o16.data(), o);
+      if (!attn16_is_operand) k_->from_half(adt_, td, a.o16.data(), o);
     } else {
       RINGATTN_RETURN_IF_ERROR(timed([&] { return ctx_->forward(shape_, q, k, v, o, a.lse.data()); }));
     }
     // O: bf16 attention's output is already its bf16 copy (o is it, widened).
-    const Opnd op = adt_ == kBf16 ? kept(o, a.o16.data()) : rounded(o, td, o16s_.data());
+    const Opnd op = adt_ == kBf16 ? kept(o, a.o16.data()) : rounded(o, td, o16s_.data());  // attention's own bf16 O
     mm(false, false, T, d, d, 1.0f, op, d, W(p + "wo"), d, 1.0f, x_.data(), d);
     k_->copy(td, x_.data(), a.x_mid.data());
-    k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm2"), 1e-5f, a.h2.data(), a.rstd2.data());
-    mm(false, false, T, f, d, 1.0f, rounded(a.h2.data(), td, a.h2_16.data()), d, W(p + "w1"), f, 0.0f, a.u.data(), f);
-    k_->gelu_fwd(T * f, a.u.data(), a.a.data());
-    mm(false, false, T, d, f, 1.0f, rounded(a.a.data(), T * f, a.a16.data()), f, W(p + "w2"), d, 1.0f, x_.data(), d);
+    k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm2"), 1e-5f, a.h2.data(), a.rstd2.data(), copy16(a.h2_16));
+    mm(false, false, T, f, d, 1.0f, kept(a.h2.data(), a.h2_16.data()), d, W(p + "w1"), f, 0.0f, a.u.data(), f);
+    k_->gelu_fwd(T * f, a.u.data(), a.a.data(), copy16(a.a16));
+    mm(false, false, T, d, f, 1.0f, kept(a.a.data(), a.a16.data()), f, W(p + "w2"), d, 1.0f, x_.data(), d);
   }
   // The head runs on the answer rows only: the loss needs nothing else. Its
   // result comes to the host: wait for attention in flight under the timeout first.
   RINGATTN_RETURN_IF_ERROR(ctx_->synchronize());
   if (n > 0) {
     k_->gather_rows(n, d, rows_dev_.data(), x_.data(), hsel_.data());
-    k_->rmsnorm_fwd(n, d, hsel_.data(), P(w, "normf"), 1e-5f, hf_.data(), rstdf_.data());
+    k_->rmsnorm_fwd(n, d, hsel_.data(), P(w, "normf"), 1e-5f, hf_.data(), rstdf_.data(), nullptr);
     if (dims_.tied)  // z = hf E^T, E: V x d
       mm(false, true, n, V, d, 1.0f, f32(hf_.data()), d, f32(P(w, "embed")), d, 0.0f, zsel_.data(), V);
     else
@@ -293,14 +298,14 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     const Opnd dxm = rounded(dx_.data(), td, x16_.data());
     mm(true, false, f, d, T, 1.0f, kept(a.a.data(), a.a16.data()), f, dxm, d, 1.0f, P(grad, p + "w2"), d);
     mm(false, true, T, f, d, 1.0f, dxm, d, W(p + "w2"), d, 0.0f, da_.data(), f);
-    k_->gelu_bwd(T * f, a.u.data(), da_.data(), du_.data());
-    const Opnd du = rounded(du_.data(), T * f, u16_.data());
+    k_->gelu_bwd(T * f, a.u.data(), da_.data(), du_.data(), copy16(u16_));
+    const Opnd du = kept(du_.data(), u16_.data());
     mm(true, false, d, f, T, 1.0f, kept(a.h2.data(), a.h2_16.data()), d, du, f, 1.0f, P(grad, p + "w1"), f);
     mm(false, true, T, d, f, 1.0f, du, f, W(p + "w1"), f, 0.0f, dh_.data(), d);
     k_->rmsnorm_bwd(T, d, a.x_mid.data(), P(w, p + "norm2"), a.rstd2.data(), dh_.data(), dx_.data(), P(grad, p + "norm2"));
     // Attention: x_mid = x_in + attn(rope(h Wq), rope(h Wk), h Wv) Wo, h = norm1(x_in).
     const float* o = a.o.data();
-    if (half()) {  // the O the forward used, widened again (the same bits)
+    if (half() && !attn16_is_operand) {  // the O the forward used, widened again (the same bits)
       k_->from_half(adt_, td, a.o16.data(), so_.data());
       o = so_.data();
     }
@@ -316,7 +321,7 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       }));
       k_->from_half(adt_, td, dq16_.data(), dq_.data());
       k_->from_half(adt_, td, dk16_.data(), dk_.data());
-      k_->from_half(adt_, td, dv16_.data(), dv_.data());
+      if (!attn16_is_operand) k_->from_half(adt_, td, dv16_.data(), dv_.data());  // else dv16_ is the operand
     } else {
       RINGATTN_RETURN_IF_ERROR(timed([&] {
         return ctx_->backward(shape_, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), dout_.data(),
@@ -328,7 +333,8 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
     // dQ, dK, dV rounded: into the 16-bit attention's own dq16_.. (read above, free now) or scratch.
     const Opnd dq = rounded(dq_.data(), td, half() ? dq16_.data() : dq16s_.data());
     const Opnd dk = rounded(dk_.data(), td, half() ? dk16_.data() : dk16s_.data());
-    const Opnd dv = rounded(dv_.data(), td, half() ? dv16_.data() : dv16s_.data());
+    const Opnd dv = attn16_is_operand ? kept(dv_.data(), dv16_.data())
+                                      : rounded(dv_.data(), td, half() ? dv16_.data() : dv16s_.data());
     const Opnd h = kept(a.h.data(), a.h16.data());
     mm(true, false, d, d, T, 1.0f, h, d, dq, d, 1.0f, P(grad, p + "wq"), d);
     mm(true, false, d, d, T, 1.0f, h, d, dk, d, 1.0f, P(grad, p + "wk"), d);
