@@ -69,6 +69,10 @@ class Kernels {
   // The backward applies the inverse rotation (the map is orthogonal).
   virtual void rope(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
                     bool inverse, float* x) = 0;
+  // The same on bf16 x in place: each rotated pair widened, rotated in float32 as rope
+  // does, rounded back; the other dims untouched (the same bits as widening x, rope, rounding).
+  virtual void rope_bf16(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0,
+                         float base, bool inverse, uint16_t* x) = 0;
 
   // a = gelu(u) (tanh form); du = da * gelu'(u); a16, du16 (may be null): the
   // results rounded to bf16 too, in the same pass.

@@ -167,6 +167,14 @@ class CpuKernels final : public Kernels {
     }
   }
 
+  void rope_bf16(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
+                 bool inverse, uint16_t* x) override {
+    const int64_t n = batch * tokens * heads * D;  // widened whole (exact), rotated, rounded back: untouched dims keep their bits
+    w16_.resize(size_t(n));
+    from_half(ringattn::DType::bf16, n, x, w16_.data());
+    rope(batch, tokens, heads, D, rot, pos0, base, inverse, w16_.data());
+    to_half(ringattn::DType::bf16, n, w16_.data(), x);
+  }
   void rope(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
             bool inverse, float* x) override {
     const int64_t half = rot / 2;
@@ -290,6 +298,7 @@ class CpuKernels final : public Kernels {
   static constexpr float kK = 0.7978845608028654f;
   std::vector<float> at_, bt_, cs_;
   std::vector<float> a16_, b16_;  // gemm_bf16: the operands widened
+  std::vector<float> w16_;        // rope_bf16: x widened
 };
 
 }  // namespace

@@ -230,6 +230,20 @@ __global__ void k_rope(int64_t batch_rows, int64_t tokens, int64_t heads, int64_
   }
 }
 
+__global__ void k_rope_bf16(int64_t batch_rows, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
+                            double base, int64_t rot, bool inverse, __nv_bfloat16* x) {
+  GRID_LOOP(e, batch_rows * heads * half) {
+    const int64_t i = e % half, h = (e / half) % heads, r = e / (half * heads);
+    const double pos = double(pos0 + r % tokens);
+    const double ang = pos * pow(base, -2.0 * double(i) / double(rot));
+    const float c = float(cos(ang)), sn = float(inverse ? -sin(ang) : sin(ang));
+    __nv_bfloat16* p = x + (r * heads + h) * D;
+    const float x0 = __bfloat162float(p[2 * i]), x1 = __bfloat162float(p[2 * i + 1]);
+    p[2 * i] = __float2bfloat16_rn(x0 * c - x1 * sn);
+    p[2 * i + 1] = __float2bfloat16_rn(x0 * sn + x1 * c);
+  }
+}
+
 constexpr float kK = 0.7978845608028654f;  // sqrt(2/pi)
 __global__ void k_gelu_fwd(int64_t n, const float* u, float* a, __nv_bfloat16* a16) {
   GRID_LOOP(i, n) {
@@ -446,6 +460,13 @@ class CudaKernels final : public Kernels {
     if (n == 0) return;
     TRAIN_LAUNCH(k_rope, blocks_for(n), kThreads, batch * tokens, tokens, heads, D, half, pos0, double(base), rot,
                                                         inverse, x);
+  }
+  void rope_bf16(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
+                 bool inverse, uint16_t* x) override {
+    const int64_t half = rot / 2, n = batch * tokens * heads * half;
+    if (n == 0) return;
+    TRAIN_LAUNCH(k_rope_bf16, blocks_for(n), kThreads, batch * tokens, tokens, heads, D, half, pos0, double(base), rot,
+                 inverse, reinterpret_cast<__nv_bfloat16*>(x));
   }
 
   void gelu_fwd(int64_t n, const float* u, float* a, uint16_t* a16) override {

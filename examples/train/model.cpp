@@ -319,8 +319,10 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
         return ctx_->backward(shape_, a.q16.data(), a.k16.data(), a.v16.data(), a.o16.data(), a.lse.data(),
                               dout16_.data(), dq16_.data(), dk16_.data(), dv16_.data());
       }));
-      k_->from_half(adt_, td, dq16_.data(), dq_.data());
-      k_->from_half(adt_, td, dk16_.data(), dk_.data());
+      if (!attn16_is_operand) {  // else dq16_, dk16_ are rotated in place below and are the operands
+        k_->from_half(adt_, td, dq16_.data(), dq_.data());
+        k_->from_half(adt_, td, dk16_.data(), dk_.data());
+      }
       if (!attn16_is_operand) k_->from_half(adt_, td, dv16_.data(), dv_.data());  // else dv16_ is the operand
     } else {
       RINGATTN_RETURN_IF_ERROR(timed([&] {
@@ -328,11 +330,18 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
                               dq_.data(), dk_.data(), dv_.data());
       }));
     }
-    k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq_.data());
-    k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk_.data());
+    if (attn16_is_operand) {  // the same bits as widening, rotating and rounding again
+      k_->rope_bf16(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq16_.data());
+      k_->rope_bf16(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk16_.data());
+    } else {
+      k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq_.data());
+      k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk_.data());
+    }
     // dQ, dK, dV rounded: into the 16-bit attention's own dq16_.. (read above, free now) or scratch.
-    const Opnd dq = rounded(dq_.data(), td, half() ? dq16_.data() : dq16s_.data());
-    const Opnd dk = rounded(dk_.data(), td, half() ? dk16_.data() : dk16s_.data());
+    const Opnd dq = attn16_is_operand ? kept(dq_.data(), dq16_.data())
+                                      : rounded(dq_.data(), td, half() ? dq16_.data() : dq16s_.data());
+    const Opnd dk = attn16_is_operand ? kept(dk_.data(), dk16_.data())
+                                      : rounded(dk_.data(), td, half() ? dk16_.data() : dk16s_.data());
     const Opnd dv = attn16_is_operand ? kept(dv_.data(), dv16_.data())
                                       : rounded(dv_.data(), td, half() ? dv16_.data() : dv16s_.data());
     const Opnd h = kept(a.h.data(), a.h16.data());
