@@ -186,7 +186,7 @@ class Trainer {
     }
     RINGATTN_RETURN_IF_ERROR(tokens_.resize(b, size_t(model_.rows())));
     RINGATTN_RETURN_IF_ERROR(prev_.resize(b, size_t(model_.rows())));
-    if (b != ringattn::Backend::cpu && !o_.nccl_grad_sum) host_grad_.resize(size_t(n_));
+    if (b != ringattn::Backend::cpu && !o_.nccl_grad_sum && g_.size > 1) host_grad_.resize(size_t(n_));
     k_->synchronize();
     return Status::Ok();
   }
@@ -224,6 +224,7 @@ class Trainer {
   // (cpu), on the GPUs with NCCL (--grad-sum nccl), or staged through the
   // host (cuda, --grad-sum host; no CUDA-aware MPI is assumed).
   void allreduce_grad() {
+    if (g_.size == 1) return;  // one rank: the sum is the gradient itself
     if (gs_) {
       OR_ABORT(g_, gs_->sum(grad_.data(), n_));
       return;
@@ -465,7 +466,7 @@ int run(int argc, char** argv) {
   if (!st.ok()) ringattn::cli::exit_job(st);
   Trainer& tr = *trainer;
 #ifdef RINGATTN_WITH_CUDA
-  if (o.nccl_grad_sum) {  // collective: every rank is here (after the agreement above)
+  if (o.nccl_grad_sum && g.size > 1) {  // collective: every rank is here (after the agreement above)
     std::unique_ptr<GradSum> gs;
     st = ringattn::cli::agree(g, make_nccl_grad_sum(g.comm, &gs));
     if (!st.ok()) ringattn::cli::exit_job(st);
