@@ -194,8 +194,9 @@ std::vector<uint64_t> tile_triples(const Config& c, const Plan& plan, int64_t N,
         const int64_t qrow = t.q_row0 + i * t.q_stride;
         EXPECT_TRUE(qrow >= 0 && qrow < L) << "query row " << qrow;
         EXPECT_TRUE(queries.insert({qrow, t.head}).second) << "two tiles of one pass share query " << qrow << " head " << t.head;
-        const int64_t nk = kern::tile_visible_keys(t, i, c.causal);
-        for (int64_t j = 0; j < nk; ++j) {
+        int64_t j0, j1;  // a prefix of the keys, or (packed segments) query i's segment of it
+        kern::tile_visible_range(t, i, c.causal, &j0, &j1);
+        for (int64_t j = j0; j < j1; ++j) {
           int64_t u;
           if (ps.step == 0) {
             EXPECT_GT(t.k_stride, 0);
