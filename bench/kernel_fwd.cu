@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "ringattn/names.hpp"
+#include "backend/env_choice.hpp"
 #include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
 #include "plan/plan.hpp"
@@ -126,7 +127,10 @@ int main(int argc, char** argv) {
   const kc::ElemType et = c.dtype == DType::bf16 ? kc::ElemType::bf16 : kc::ElemType::f16;
   const int64_t B = s.batch, N = s.seq, H = c.heads, D = c.head_dim;
   const size_t elems = size_t(B * N * H * D), rows = size_t(B * N * H);
-  const Plan plan = build_plan(c, s, 1, 0);
+  // RINGATTN_PACK_SEGMENTS=1 (default) | 0, as the runtime reads it (PlanOptions).
+  PlanOptions popt;
+  check(env_choice("RINGATTN_PACK_SEGMENTS", "1", "0", false, &popt.pack_segments));
+  const Plan plan = build_plan(c, s, 1, 0, popt);
   const PlanImage im = build_plan_image(plan, kc::fwd_block_m(et, int(D)));
   const double flops = useful_flops(c, s);
 
@@ -189,6 +193,10 @@ int main(int argc, char** argv) {
   std::printf("%-28s %9lld %5lld %4lld %4lld %6s %12.3e %10.3f %10.3f %9.1f%s%s\n", format_branches(c.branches).c_str(),
               (long long)N, (long long)B, (long long)H, (long long)D, to_string(c.dtype), flops, med, ms.front(),
               flops / (med * 1e-3) / 1e12, c.causal ? "  causal" : "", bad ? "  NON-FINITE OUTPUT" : "");
+  int64_t packed = 0;
+  for (const kern::Tile& t : plan.tiles) packed += t.seg_len > 0;
+  std::printf("plan: %zu tiles, %lld of them packed segments (RINGATTN_PACK_SEGMENTS=%d)\n", plan.tiles.size(),
+              (long long)packed, popt.pack_segments ? 1 : 0);
   if (bwd) {
     // The backward of the last forward (set (warmup + iters - 1) % sets), each launch kind timed apart.
     const int set = (warmup + iters - 1) % sets;

@@ -12,6 +12,8 @@
 #   bwdws: the backward's kernels: default vs ping-pong vs atomic dQ (tests, kernels alone, runtime, ncu)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
+#   pack:  short segments packed into one tile (RINGATTN_PACK_SEGMENTS): their GPU tests, then
+#          the kernels alone and forward+backward, packing on vs off, interleaved (one GPU)
 # Logs go to $OUT (or ./build/gpu-logs); the last lines are a summary table.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -118,6 +120,33 @@ if want bwdws; then
   grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_atomic.log" | head -1 | cut -c1-160 | sed "s/^/   /"
   RINGATTN_BWD_PINGPONG=1 bench fb_longnet4_64k_pingpong 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
   grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_pingpong.log" | head -1 | cut -c1-160 | sed "s/^/   /"
+fi
+
+# Short segments packed into one tile with a block-diagonal mask (PlanOptions::
+# pack_segments): the GPU tests that cover it, then packing on (1) vs off (0)
+# on the training branches (64:1, 512:8 and a long one; 64k tokens, one GPU):
+# the kernels alone (kernel_fwd --bwd) and forward+backward through the runtime.
+if want pack; then
+  t0=$(date +%s)
+  ctest --test-dir build/gpu -L gpu -R "${PACK_TESTS:-short}" -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_gpu_pack.log" 2>&1
+  rc=$?; note "ctest -L gpu -R '${PACK_TESTS:-short}': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_pack.log")"
+  grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_pack.log" | head -20
+  K=build/gpu/bench/ringattn_kernel_fwd
+  PACK_BRANCHES="${PACK_BRANCHES:-64:1,512:8,262144:16}"
+  for round in 1 2; do
+    for pk in 1 0; do
+      for causal in "" "--causal"; do
+        line=$(RINGATTN_PACK_SEGMENTS=$pk timeout 120 $K --branches "$PACK_BRANCHES" --seq 65536 --heads 16 --head-dim 128 $causal \
+               --bwd --iters 10 2>&1 | tee -a "$OUT/pack_kernels.log" | grep -E "^$PACK_BRANCHES|^backward|^plan" | \
+               awk '{printf "%s | ", $0}' | cut -c1-400)
+        note "pack=$pk round $round ${causal:-non-causal}: $line"
+      done
+    done
+  done
+  for pk in 1 0; do
+    RINGATTN_PACK_SEGMENTS=$pk bench "fb_pack${pk}_64k" 1 --op backward --branches "$PACK_BRANCHES" --seq 64k --heads 16 --head-dim 128 --causal
+    grep -h "^# forward .* backward" "$OUT/fb_pack${pk}_64k.log" | head -1 | cut -c1-160 | sed "s/^/   pack=$pk: /"
+  done
 fi
 
 if want bwd; then

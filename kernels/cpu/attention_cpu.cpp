@@ -32,7 +32,9 @@ void cpu_forward_pass(const CpuPassParams& p) {
         std::copy(V + off, V + off + D, vt.data() + j * D);
       }
       for (int64_t i = 0; i < t.q_count; ++i) {
-        const int64_t nk = tile_visible_keys(t, i, p.causal);
+        int64_t ja, je;  // visible keys [ja, je) (packed segments: query i's own)
+        tile_visible_range(t, i, p.causal, &ja, &je);
+        const int64_t nk = je - ja;
         if (nk == 0) continue;
         const int64_t row = t.q_row0 + i * t.q_stride;
         const float* qr = p.q + b * p.q_batch_stride + row * p.q_row_stride + int64_t(t.head) * D;
@@ -42,7 +44,7 @@ void cpu_forward_pass(const CpuPassParams& p) {
           const int64_t nb = std::min(kKeyBlock, nk - j0);
           float bm = -INFINITY;
           for (int64_t j = 0; j < nb; ++j) {
-            s[j] = p.scale * dot(qr, kt.data() + (j0 + j) * D, D);
+            s[j] = p.scale * dot(qr, kt.data() + (ja + j0 + j) * D, D);
             bm = std::max(bm, s[j]);
           }
           const float mn = std::max(m, bm);
@@ -52,7 +54,7 @@ void cpu_forward_pass(const CpuPassParams& p) {
           for (int64_t j = 0; j < nb; ++j) {
             const float pj = std::exp(s[j] - mn);
             l += pj;
-            const float* vr = vt.data() + (j0 + j) * D;
+            const float* vr = vt.data() + (ja + j0 + j) * D;
             for (int64_t d = 0; d < D; ++d) acc[d] += pj * vr[d];
           }
           m = mn;

@@ -33,8 +33,9 @@ void cpu_backward_pass(const CpuBwdParams& p) {
       dvt.assign(n, 0.f);
       int64_t last_key = 0;  // keys [0, last_key) got a contribution
       for (int64_t i = 0; i < t.q_count; ++i) {
-        const int64_t nk = tile_visible_keys(t, i, p.causal);
-        if (nk == 0) continue;
+        int64_t ja, je;  // visible keys [ja, je) (packed segments: query i's own)
+        tile_visible_range(t, i, p.causal, &ja, &je);
+        if (je == ja) continue;
         const int64_t row = t.q_row0 + i * t.q_stride;
         const int64_t li = b * p.lse_batch_stride + row * p.lse_row_stride + t.head;
         const float lse = p.lse[li], delta = p.delta[li];
@@ -43,7 +44,7 @@ void cpu_backward_pass(const CpuBwdParams& p) {
         const float* qr = p.q + qo;
         const float* gr = p.dout + qo;
         std::fill(dq.begin(), dq.end(), 0.f);
-        for (int64_t j = 0; j < nk; ++j) {
+        for (int64_t j = ja; j < je; ++j) {
           const float* kr = kt.data() + j * D;
           const float* vr = vt.data() + j * D;
           const float pj = std::exp(p.scale * dot(qr, kr, D) - lse);  // the forward's logit, bit for bit
@@ -58,7 +59,7 @@ void cpu_backward_pass(const CpuBwdParams& p) {
         }
         float* dqo = p.dq_acc + qo;
         for (int64_t d = 0; d < D; ++d) dqo[d] += p.scale * dq[size_t(d)];
-        last_key = std::max(last_key, nk);
+        last_key = std::max(last_key, je);
       }
       // Keys no query of the tile sees (causal) got nothing: leave them alone.
       for (int64_t j = 0; j < last_key; ++j) {

@@ -106,6 +106,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   warpgroup_reg_alloc<240>();
 
   const float sl2 = p.scale * kLog2e;
+  // Packed segments (t.seg_len > 0): the queries [seg_lo, seg_hi) of each of
+  // the thread's two keys' segment (tile indices); all of them otherwise.
+  int seg_lo[2], seg_hi[2];
+  segment_keys(n0 + 64 * wg + r_lo, t.seg_len, &seg_lo[0], &seg_hi[0]);
+  segment_keys(n0 + 64 * wg + r_lo + 8, t.seg_len, &seg_lo[1], &seg_hi[1]);
   float dk[kON * 4], dv[kON * 4];
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dk[i] = dv[i] = 0.f;
@@ -126,12 +131,14 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
     float st[kSN * 4], dpt[kSN * 4];
     // P^T and dS^T: key kr of the block is visible to query col iff
-    // kr < kn and (causal) n0 + kr <= diag + m0 + col. A warpgroup whose 64
-    // keys are all present and (causal) all visible to every query of the
-    // block skips the mask (most blocks); LSE and Delta are read as pairs.
+    // kr < kn, (causal) n0 + kr <= diag + m0 + col and (packed segments)
+    // m0 + col is in the key's segment. A warpgroup whose 64 keys are all
+    // present and (causal) all visible to every query of the block skips the
+    // mask (most blocks; never with packed segments); LSE and Delta are read
+    // as pairs.
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
     const int k_hi = 64 * wg + 63;
-    const bool all = k_hi < kn && (!kCausal || k_hi <= lim);
+    const bool all = t.seg_len == 0 && k_hi < kn && (!kCausal || k_hi <= lim);
     uint32_t pf[BQ / 16][4], dsf[BQ / 16][4];
     // S^T and dP^T as two groups; P under the dP GEMM, dS under the dV GEMM.
     if (pp) named_sync(my_bar);
@@ -149,7 +156,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
-        const bool ok = all || (kr < kn && (!kCausal || kr <= lim + col0 + (e & 1)));
+        const int qi = m0 + col0 + (e & 1);
+        const bool ok = all || (kr < kn && qi >= seg_lo[e >> 1] && qi < seg_hi[e >> 1] &&
+                                (!kCausal || kr <= lim + col0 + (e & 1)));
         st[nb * 4 + e] = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
       }
     }

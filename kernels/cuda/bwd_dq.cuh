@@ -91,6 +91,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     }
   }
   const float sl2 = p.scale * kLog2e;
+  // Packed segments (t.seg_len > 0): the keys [seg_lo, seg_hi) of each of the
+  // thread's two rows' segment (tile indices); all of them otherwise.
+  int seg_lo[2], seg_hi[2];
+  segment_keys(m0 + 64 * wg + r_lo, t.seg_len, &seg_lo[0], &seg_hi[0]);
+  segment_keys(m0 + 64 * wg + r_lo + 8, t.seg_len, &seg_lo[1], &seg_hi[1]);
   float dq[kON * 4];
 #pragma unroll
   for (int i = 0; i < kON * 4; ++i) dq[i] = 0.f;
@@ -113,19 +118,22 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     wgmma_commit();
     wgmma_wait<1>();
     if (pp) named_arrive(other_bar);
-    // dS: key col visible to row r iff col < k_count - n0 and (causal)
-    // n0 + col <= diag + m0 + r; blocks with every key visible to every row of
-    // this warpgroup skip the mask.
+    // dS: key col visible to row r iff col < k_count - n0, (causal)
+    // n0 + col <= diag + m0 + r and (packed segments) n0 + col is in the
+    // row's segment; blocks with every key visible to every row of this
+    // warpgroup skip the mask (never with packed segments).
     const int kvalid = t.k_count - n0;
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
-    const bool full = BK <= kvalid && (!kCausal || BK - 1 <= lim + 64 * wg);
+    const bool full = t.seg_len == 0 && BK <= kvalid && (!kCausal || BK - 1 <= lim + 64 * wg);
 #pragma unroll
     for (int nb = 0; nb < kSN; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int h = e >> 1;
         const int col = nb * 8 + qc + (e & 1);
-        const bool ok = full || (col < kvalid && (!kCausal || col <= lim + 64 * wg + r_lo + 8 * h));
+        const int kj = n0 + col;
+        const bool ok = full || (col < kvalid && kj >= seg_lo[h] && kj < seg_hi[h] &&
+                                 (!kCausal || col <= lim + 64 * wg + r_lo + 8 * h));
         s[nb * 4 + e] = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
       }
     wgmma_wait<0>();  // dP

@@ -25,7 +25,10 @@ struct WorkItem {
   int32_t diag;      // key j is visible to query i iff j <= diag + i (clamped to +-2^30)
   int32_t k_count;
   int32_t batch;
+  int32_t seg_len;   // packed segments (Tile::seg_len): key j visible to query i only if j / seg_len == i / seg_len
 };
+// The dynamic scheduler's two `next` slots follow the item at +48 (SmemLayout).
+static_assert(sizeof(WorkItem) <= 48, "WorkItem ends before the next-item slots");
 
 template <typename Elem, int kHeadDim_>
 struct FwdTraits {

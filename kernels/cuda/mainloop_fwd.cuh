@@ -67,7 +67,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     fence_proxy_async();
     const WorkItem it = *sm.item;
     if (it.q_rows == 0) break;  // the producer has no more items
-    const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks;
+    const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks, seg_len = it.seg_len;
     Epilogue<Traits> epilogue(p, it, r_lo, qc, lane);
 
     float o_acc[kON * 4];
@@ -98,8 +98,9 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
 
       // ---- softmax of S_blk (overlaps P_{blk-1} V_{blk-1}) ----
       const int n0 = blk * BN;
-      const bool need_mask = n0 + BN > k_count || (kCausal && n0 + BN - 1 > diag + m0 + cw * 16);
-      if (need_mask) mask_scores<kSN, kCausal>(s, n0, qc, m0 + r_lo, k_count, diag);
+      // Packed segments (seg_len > 0) always mask: blocks of c keys on the diagonal.
+      const bool need_mask = seg_len > 0 || n0 + BN > k_count || (kCausal && n0 + BN - 1 > diag + m0 + cw * 16);
+      if (need_mask) mask_scores<kSN, kCausal>(s, n0, qc, m0 + r_lo, k_count, diag, seg_len);
       float corr[2];
       online_softmax_step<kSN>(s, row_max, row_sum, sl2, corr);
       // P_{blk-1} V_{blk-1} done: O and pf are free, so is the stage.

@@ -12,17 +12,36 @@
 
 namespace ringattn::kern::cuda::detail {
 
-// Sets S to -inf past the tile's keys (col >= k_count) and, if causal, above
-// the diagonal (key position in I > query position: col > diag + query row).
+// Keys [*lo, *hi) of a tile of packed segments (seg_len > 0) share query qi's
+// segment (Tile::seg_len); every key for an ordinary tile (seg_len == 0).
+__device__ __forceinline__ void segment_keys(int qi, int seg_len, int* lo, int* hi) {
+  if (seg_len > 0) {
+    *lo = qi / seg_len * seg_len;
+    *hi = *lo + seg_len;
+  } else {
+    *lo = 0;
+    *hi = 0x7fffffff;
+  }
+}
+
+// Sets S to -inf past the tile's keys (col >= k_count), if causal above
+// the diagonal (key position in I > query position: col > diag + query row),
+// and for packed segments (seg_len > 0) outside the query's segment.
+// (q_row_lo: the thread's first row as a query index of the tile.)
 template <int kSN, bool kCausal>
-__device__ __forceinline__ void mask_scores(float* s, int n0, int qc, int q_row_lo, int k_count, int diag) {
+__device__ __forceinline__ void mask_scores(float* s, int n0, int qc, int q_row_lo, int k_count, int diag,
+                                            int seg_len) {
+  int seg_lo[2], seg_hi[2];  // the thread's two rows: q_row_lo and q_row_lo + 8
+  segment_keys(q_row_lo, seg_len, &seg_lo[0], &seg_hi[0]);
+  segment_keys(q_row_lo + 8, seg_len, &seg_lo[1], &seg_hi[1]);
 #pragma unroll
   for (int nb = 0; nb < kSN; ++nb) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int col = n0 + nb * 8 + qc + (e & 1);
-      const int qi = q_row_lo + ((e >> 1) << 3);
-      bool ok = col < k_count;
+      const int h = e >> 1;
+      const int qi = q_row_lo + (h << 3);
+      bool ok = col < k_count && col >= seg_lo[h] && col < seg_hi[h];
       if (kCausal) ok = ok && col <= diag + qi;
       if (!ok) s[nb * 4 + e] = -INFINITY;
     }

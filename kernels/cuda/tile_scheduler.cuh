@@ -27,7 +27,7 @@ struct ItemBlock {
     WorkItem it;
     it.q_row0 = t.q_row0; it.q_stride = t.q_stride; it.head = t.head; it.m0 = m0;
     it.q_rows = q_rows; it.n_blocks = n_blocks; it.diag = diag; it.k_count = t.k_count;
-    it.batch = batch;
+    it.batch = batch; it.seg_len = t.seg_len;
     return it;
   }
 };

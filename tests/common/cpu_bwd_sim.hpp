@@ -80,11 +80,12 @@ inline void scatter_add_block(const RowList& recv, const float* part, int64_t B,
 // tested too; the result must not change by a bit.
 inline RankBackward simulate_rank_backward(const Config& c, const Shape& s, int P, int rank, const std::vector<float>& q,
                                            const std::vector<float>& k, const std::vector<float>& v,
-                                           const std::vector<float>& dout, bool index_lists = false) {
+                                           const std::vector<float>& dout, bool index_lists = false,
+                                           const PlanOptions& opt = PlanOptions()) {
   const int64_t B = s.batch, N = s.seq, L = N / P, H = c.heads, D = c.head_dim;
   RankBackward r;
   Plan plan;
-  simulate_rank(c, s, P, rank, q, k, v, &r.o, &r.lse, &plan);
+  simulate_rank(c, s, P, rank, q, k, v, &r.o, &r.lse, &plan, opt);
   if (index_lists) plan = with_index_lists(std::move(plan));
   const std::vector<float> qs = cut_shard(q, B, N, L, rank, H * D), ks = cut_shard(k, B, N, L, rank, H * D),
                            vs = cut_shard(v, B, N, L, rank, H * D), gs = cut_shard(dout, B, N, L, rank, H * D);
@@ -158,10 +159,11 @@ struct Gradients {
 // The whole P-rank backward, gathered into global tensors.
 inline Gradients simulate_backward(const Config& c, const Shape& s, int P, const std::vector<float>& q,
                                    const std::vector<float>& k, const std::vector<float>& v,
-                                   const std::vector<float>& dout, bool index_lists = false) {
+                                   const std::vector<float>& dout, bool index_lists = false,
+                                   const PlanOptions& opt = PlanOptions()) {
   const int64_t B = s.batch, N = s.seq, L = N / P, H = c.heads, D = c.head_dim;
   std::vector<RankBackward> ranks;
-  for (int p = 0; p < P; ++p) ranks.push_back(simulate_rank_backward(c, s, P, p, q, k, v, dout, index_lists));
+  for (int p = 0; p < P; ++p) ranks.push_back(simulate_rank_backward(c, s, P, p, q, k, v, dout, index_lists, opt));
   Gradients g;
   g.dq.resize(size_t(B * N * H * D));
   g.dk.resize(g.dq.size());

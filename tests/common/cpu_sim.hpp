@@ -22,9 +22,9 @@ namespace ringattn::test {
 // accumulator does).
 inline void simulate_rank(const Config& c, const Shape& s, int P, int rank, const std::vector<float>& q,
                           const std::vector<float>& k, const std::vector<float>& v, std::vector<float>* o,
-                          std::vector<float>* lse, Plan* plan_out = nullptr) {
+                          std::vector<float>* lse, Plan* plan_out = nullptr, const PlanOptions& opt = PlanOptions()) {
   const int64_t B = s.batch, N = s.seq, L = N / P, H = c.heads, D = c.head_dim;
-  const Plan plan = build_plan(c, s, P, rank);
+  const Plan plan = build_plan(c, s, P, rank, opt);
   auto shard_of = [&](const std::vector<float>& x, int r) {
     std::vector<float> y(size_t(B * L * H * D));
     for (int64_t b = 0; b < B; ++b)

@@ -17,6 +17,15 @@
 // each run, so a row the kernel forgets stays NaN and fails (NaN never
 // passes a bound); every rank runs twice and must give the same bits.
 // Skips cleanly where no CUDA device is present.
+//
+// Short segments (ShortSegments/*, ctest gpu_kernel_short_segments): whole
+// segments of c = w / r <= 64 keys packed into one tile with a block-diagonal
+// mask (PlanOptions::pack_segments, kern::Tile::seg_len), every case also with
+// packing off; the forward as above, and at one rank the backward too
+// (KernelBwd: bwd_launch on the same plan, the GPU's own O and LSE, against
+// the float64 reference backward, with the dQ pass and split accumulators and
+// again with atomic dQ and float32 accumulators converted into NaN-poisoned
+// outputs).
 #include <gtest/gtest.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +42,7 @@
 #include "kernels/common/convert.hpp"
 #include "kernels/cpu/reference.hpp"
 #include "kernels/cpu/synth.hpp"
+#include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"
@@ -77,6 +87,7 @@ struct KernelCase {
   HeadOffsets offsets;
   int64_t batch;
   double amplitude;  // inputs in [-amplitude, amplitude): 100 gives logits of ~1e4
+  bool pack = true;  // PlanOptions::pack_segments (the runtime's default)
 };
 
 struct Variant {
@@ -148,19 +159,28 @@ std::vector<T> shard_of(const std::vector<T>& x, int64_t B, int64_t N, int64_t L
   return y;
 }
 
-class KernelFwd : public ::testing::TestWithParam<std::tuple<KernelCase, Variant>> {
+// Packed tiles of a plan (seg_len > 0).
+int64_t packed_tiles(const Plan& plan) {
+  int64_t n = 0;
+  for (const kern::Tile& t : plan.tiles) n += t.seg_len > 0;
+  return n;
+}
+
+class KernelRunner : public ::testing::Test {
  protected:
   // One rank's forward, run twice (each run on NaN-poisoned outputs); its O
-  // (dtype bits) and LSE.
+  // (dtype bits) and LSE; *packed: packed tiles of its plan.
   void run_rank(const KernelCase& kc_case, const Config& c, const Inputs& in, int rank, std::vector<uint16_t>* o,
-                std::vector<float>* lse, bool lists, bool* received) {
+                std::vector<float>* lse, bool lists, bool* received, int64_t* packed = nullptr) {
     const int64_t B = kc_case.batch, N = kc_case.seq, P = kc_case.world, L = N / P, H = c.heads, D = c.head_dim;
     const kc::ElemType et = c.dtype == DType::bf16 ? kc::ElemType::bf16 : kc::ElemType::f16;
     Shape s;
     s.batch = B;
     s.seq = N;
     ASSERT_TRUE(validate_shape(c, s, int(P)).ok());
-    const Plan plan = lists ? with_index_lists(build_plan(c, s, int(P), rank)) : build_plan(c, s, int(P), rank);
+    const PlanOptions opt{kc_case.pack};
+    const Plan plan = lists ? with_index_lists(build_plan(c, s, int(P), rank, opt)) : build_plan(c, s, int(P), rank, opt);
+    if (packed) *packed = packed_tiles(plan);
     const PlanImage im = build_plan_image(plan, kc::fwd_block_m(et, int(D)));
 
     DeviceBuffer image(im.blob.size()), q(size_t(B * L * H * D) * 2), k(size_t(B * L * H * D) * 2),
@@ -237,6 +257,8 @@ class KernelFwd : public ::testing::TestWithParam<std::tuple<KernelCase, Variant
   }
 };
 
+class KernelFwd : public KernelRunner, public ::testing::WithParamInterface<std::tuple<KernelCase, Variant>> {};
+
 TEST_P(KernelFwd, MatchesFloat64Reference) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   const KernelCase& kcase = std::get<0>(GetParam());
@@ -260,6 +282,7 @@ TEST_P(KernelFwd, MatchesFloat64Reference) {
   const kern::Tolerance tol = kern::spec_tolerance(int(var.dtype), /*gpu=*/true);
 
   bool any_received = false;
+  int64_t any_packed = 0;
   // Received keys as planned (affine where evenly spaced, whole shards by
   // source row) and again with every packed tile as an index list.
   for (int rank_run = 0; rank_run < 2 * P; ++rank_run) {
@@ -270,8 +293,10 @@ TEST_P(KernelFwd, MatchesFloat64Reference) {
     std::vector<uint16_t> o_bits;
     std::vector<float> lse;
     bool received = false;
-    run_rank(kcase, c, in, rank, &o_bits, &lse, lists, &received);
+    int64_t packed = 0;
+    run_rank(kcase, c, in, rank, &o_bits, &lse, lists, &received, &packed);
     any_received |= received;
+    any_packed += packed;
     if (HasFatalFailure()) return;
     std::vector<float> o(o_bits.size());
     kern::to_float(kind, o_bits.data(), o_bits.size(), o.data());
@@ -304,6 +329,7 @@ TEST_P(KernelFwd, MatchesFloat64Reference) {
                             << lse_ratio << ")";
   }
   if (P > 1) EXPECT_TRUE(any_received) << "no rank read received keys: the case tests nothing remote";
+  if (!kcase.pack) EXPECT_EQ(any_packed, 0) << "packing off, yet the plan has packed tiles";
 }
 
 std::string param_name(const ::testing::TestParamInfo<std::tuple<KernelCase, Variant>>& info) {
@@ -311,11 +337,222 @@ std::string param_name(const ::testing::TestParamInfo<std::tuple<KernelCase, Var
   return std::get<0>(info.param).name + "_" + to_string(v.dtype) + "_d" + std::to_string(v.head_dim);
 }
 
-INSTANTIATE_TEST_SUITE_P(SpecCases, KernelFwd,
-                         ::testing::Combine(::testing::ValuesIn(kernel_cases()),
-                                            ::testing::Values(Variant{DType::bf16, 128}, Variant{DType::f16, 128},
-                                                              Variant{DType::bf16, 64}, Variant{DType::f16, 64})),
+const auto kVariants = ::testing::Values(Variant{DType::bf16, 128}, Variant{DType::f16, 128}, Variant{DType::bf16, 64},
+                                        Variant{DType::f16, 64});
+
+INSTANTIATE_TEST_SUITE_P(SpecCases, KernelFwd, ::testing::Combine(::testing::ValuesIn(kernel_cases()), kVariants),
                          param_name);
+
+// ---- short segments: packed tiles (block-diagonal mask) and the same unpacked
+
+// Each case twice: packing on (the default; `packs`: some tile must pack)
+// and off (name + "_nopack"). Shards of N / P tokens cut segments, so
+// shard-edge pieces and received keys stay unpacked beside packed tiles.
+// backward: the cases KernelBwd runs: one rank, logits of order 1 (at 1e4
+// f16 gradients overflow and dQ, dK's relative error is not bounded: see
+// tests/unit/cpu_backward_test.cpp).
+std::vector<KernelCase> short_segment_cases(bool backward) {
+  const HeadOffsets il = HeadOffsets::interleaved, bl = HeadOffsets::blocked;
+  const std::vector<KernelCase> base = {
+      {"w64_r1_local", {{64, 1}}, 4096, 1, 4, false, il, 1, 1.0},
+      {"w32_r1_causal_local", {{32, 1}}, 4096, 1, 4, true, il, 1, 1.0},
+      {"w512_r8_causal_local", {{512, 8}}, 8192, 1, 4, true, il, 1, 1.0},
+      // c = 1 (every query sees only itself) and c = 4; batch 2; N = 2000 cuts the last segment short.
+      {"w16_r16_w8_r2_batch2_local", {{16, 16}, {8, 2}}, 2000, 1, 3, false, bl, 2, 1.0},
+      // The training branches (64:1, 512:8 and a long one), logits of ~1e4.
+      {"training_mix_causal_local_logits_1e4", {{64, 1}, {512, 8}, {4096, 16}}, 8192, 1, 4, true, il, 1, 100.0},
+      {"training_mix_causal_2ranks", {{64, 1}, {512, 8}, {4096, 16}}, 8192, 2, 4, true, il, 1, 1.0},
+      // L = 1250: shard edges inside segments of 64, 32, 128 and 512 tokens; r not dividing w beside them.
+      {"short_mix_blocked_4ranks", {{64, 1}, {32, 1}, {512, 8}, {128, 4}, {100, 3}}, 5000, 4, 3, false, bl, 1, 1.0},
+  };
+  std::vector<KernelCase> out;
+  for (const KernelCase& k : base) {
+    if (backward && (k.world != 1 || k.amplitude != 1.0)) continue;
+    out.push_back(k);
+    KernelCase off = k;
+    off.name += "_nopack";
+    off.pack = false;
+    out.push_back(off);
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(ShortSegments, KernelFwd,
+                         ::testing::Combine(::testing::ValuesIn(short_segment_cases(false)), kVariants), param_name);
+
+// Packing on must pack: checked once per case on the host (no device needed).
+TEST(ShortSegmentsPlan, PackedCasesPack) {
+  for (const KernelCase& k : short_segment_cases(false)) {
+    const Config c = make_config(k.branches, k.heads, 128, k.causal, k.offsets);
+    int64_t packed = 0;
+    for (int rank = 0; rank < k.world; ++rank)
+      packed += packed_tiles(build_plan(c, Shape{k.batch, k.seq}, k.world, rank, PlanOptions{k.pack}));
+    if (k.pack) EXPECT_GT(packed, 0) << k.name << " packs nothing";
+    else EXPECT_EQ(packed, 0) << k.name;
+  }
+}
+
+// The backward at one rank, kernel-level: the GPU forward's O and LSE (as the
+// runtime hands them to the backward), Delta by bwd_delta, then bwd_launch for
+// every pass, the way the CUDA executor runs the local step:
+//   run 0: the dQ pass, split accumulators (hi = the gradient in the dtype,
+//          zeroed, lo = bf16 remainder), the runtime's default;
+//   run 1: the same again: the same bits (no atomics);
+//   run 2: atomic dQ, float32 accumulators, converted by bwd_convert into
+//          NaN-poisoned outputs.
+// dQ, dK, dV against the float64 reference backward (from the reference
+// forward): relative L2 within SPEC's gradient bound (the O bound times 2).
+class KernelBwd : public KernelRunner, public ::testing::WithParamInterface<std::tuple<KernelCase, Variant>> {};
+
+TEST_P(KernelBwd, MatchesFloat64Reference) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const KernelCase& kcase = std::get<0>(GetParam());
+  const Variant& var = std::get<1>(GetParam());
+  ASSERT_EQ(kcase.world, 1) << "the kernel-level backward runs the local step only";
+  const int64_t B = kcase.batch, N = kcase.seq, H = kcase.heads, D = var.head_dim;
+  Config c = make_config(kcase.branches, H, D, kcase.causal, kcase.offsets, var.dtype);
+  c.backend = Backend::cuda;
+  ASSERT_TRUE(validate_config(c).ok());
+  const kern::ElemKind kind = elem_kind(var.dtype);
+  const kc::ElemType et = var.dtype == DType::bf16 ? kc::ElemType::bf16 : kc::ElemType::f16;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(describe(c, N, B) + " amplitude=" + std::to_string(kcase.amplitude) + " pack=" +
+               std::to_string(kcase.pack) + " seed=" + std::to_string(seed));
+  const size_t n = size_t(B * N * H * D), rows = size_t(B * N * H);
+  const Inputs in = make_inputs(kind, seed, n, kcase.amplitude);
+  std::vector<uint16_t> dout(n);
+  std::vector<double> doutd(n);
+  {
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = float(kern::synth_value(seed, kern::SynthTensor::dout, i));
+    kern::from_float(kind, f.data(), n, dout.data());
+    kern::to_float(kind, dout.data(), n, f.data());
+    doutd.assign(f.begin(), f.end());
+  }
+
+  // The reference: forward, then the exact gradient from its O and LSE.
+  std::vector<double> ro(n), rl(rows), rdq(n), rdk(n), rdv(n);
+  kern::RefOptions ropt;
+  ropt.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  kern::reference_forward(ref_problem(c), B, N, in.qd.data(), in.kd.data(), in.vd.data(), 0, N, ro.data(), rl.data(),
+                          ropt);
+  kern::reference_backward(ref_problem(c), B, N, in.qd.data(), in.kd.data(), in.vd.data(), ro.data(), rl.data(),
+                           doutd.data(), rdq.data(), rdk.data(), rdv.data(), ropt);
+  const double bound = 2 * kern::spec_tolerance(int(var.dtype), /*gpu=*/true).o;
+
+  // The GPU forward (checked by KernelFwd on the same cases).
+  std::vector<uint16_t> o_bits;
+  std::vector<float> lse;
+  bool received = false;
+  int64_t packed = 0;
+  run_rank(kcase, c, in, 0, &o_bits, &lse, false, &received, &packed);
+  if (HasFatalFailure()) return;
+  if (!kcase.pack) EXPECT_EQ(packed, 0);
+
+  Shape s;
+  s.batch = B;
+  s.seq = N;
+  const Plan plan = build_plan(c, s, 1, 0, PlanOptions{kcase.pack});
+  const PlanImage im = build_plan_image(plan, kc::fwd_block_m(et, int(D)));
+  ASSERT_EQ(im.block_m, kc::kBwdBlockM);
+  ASSERT_EQ(im.block_n, kc::kBwdBlockN);
+  DeviceBuffer image(im.blob.size()), q(n * 2), k(n * 2), v(n * 2), o(n * 2), dO(n * 2), lse_d(rows * 4),
+      delta(rows * 4), acc(3 * n * 4), hi(3 * n * 2), lo(3 * n * 2);
+  for (const DeviceBuffer* d : {&image, &q, &k, &v, &o, &dO, &lse_d, &delta, &acc, &hi, &lo})
+    ASSERT_EQ(d->status(), cudaSuccess);
+  ASSERT_EQ(image.upload(im.blob.data()), cudaSuccess);
+  ASSERT_EQ(q.upload(in.q.data()), cudaSuccess);
+  ASSERT_EQ(k.upload(in.k.data()), cudaSuccess);
+  ASSERT_EQ(v.upload(in.v.data()), cudaSuccess);
+  ASSERT_EQ(o.upload(o_bits.data()), cudaSuccess);
+  ASSERT_EQ(dO.upload(dout.data()), cudaSuccess);
+  ASSERT_EQ(lse_d.upload(lse.data()), cudaSuccess);
+  ASSERT_EQ(kc::bwd_delta(o.get(), dO.get(), static_cast<float*>(delta.get()), B, N, H, D, et, nullptr), cudaSuccess);
+
+  const char* base = static_cast<const char*>(image.get());
+  kc::BwdParams bp;
+  bp.q = q.get();
+  bp.dout = dO.get();
+  bp.q_batch_stride = N * H * D;
+  bp.q_row_stride = H * D;
+  bp.lse = static_cast<const float*>(lse_d.get());
+  bp.delta = static_cast<const float*>(delta.get());
+  bp.lse_batch_stride = N * H;
+  bp.lse_row_stride = H;
+  bp.src = kern::KeySource{k.get(), v.get(), N * H * D, H * D, D, nullptr};
+  bp.batch = int32_t(B);
+  bp.heads = int32_t(H);
+  bp.head_dim = int32_t(D);
+  bp.scale = float(1.0 / std::sqrt(double(D)));
+  bp.causal = c.causal;
+  bp.dtype = et;
+  float* const f32 = static_cast<float*>(acc.get());
+  char* const hib = static_cast<char*>(hi.get());
+  uint16_t* const lob = static_cast<uint16_t*>(lo.get());
+
+  std::vector<uint16_t> first[3];
+  for (int run = 0; run < 3; ++run) {
+    SCOPED_TRACE(run < 2 ? "dQ pass, split accumulators (run " + std::to_string(run) + ")"
+                         : std::string("atomic dQ, float32 accumulators"));
+    const bool split = run < 2;
+    bp.dq_atomic = !split;
+    if (split) {
+      ASSERT_EQ(cudaMemset(hi.get(), 0, 3 * n * 2), cudaSuccess);
+      ASSERT_EQ(cudaMemset(lo.get(), 0, 3 * n * 2), cudaSuccess);
+      bp.dq_acc = bp.dk_acc = bp.dv_acc = nullptr;
+      bp.dq_hi = hib;
+      bp.dk_hi = hib + n * 2;
+      bp.dv_hi = hib + 2 * n * 2;
+      bp.dq_lo = lob;
+      bp.dk_lo = lob + n;
+      bp.dv_lo = lob + 2 * n;
+    } else {
+      ASSERT_EQ(cudaMemset(acc.get(), 0, 3 * n * 4), cudaSuccess);
+      ASSERT_EQ(cudaMemset(hi.get(), 0xFF, 3 * n * 2), cudaSuccess);  // NaN in bf16 and f16
+      bp.dq_acc = f32;
+      bp.dk_acc = f32 + n;
+      bp.dv_acc = f32 + 2 * n;
+      bp.dq_hi = bp.dk_hi = bp.dv_hi = nullptr;
+      bp.dq_lo = bp.dk_lo = bp.dv_lo = nullptr;
+    }
+    for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+      const Pass& ps = plan.passes[pi];
+      ASSERT_EQ(ps.step, 0);
+      bp.tiles = reinterpret_cast<const kern::Tile*>(base + im.tiles_offset) + ps.tile_begin;
+      bp.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
+      bp.q_prefix = reinterpret_cast<const int32_t*>(base + im.prefix_offset) + im.pass_prefix_offset[pi];
+      bp.k_prefix = reinterpret_cast<const int32_t*>(base + im.key_prefix_offset) + im.pass_prefix_offset[pi];
+      bp.q_items = im.pass_blocks[pi];
+      bp.k_items = im.pass_key_blocks[pi];
+      ASSERT_EQ(kc::bwd_launch(bp, nullptr), cudaSuccess) << "pass " << pi;
+    }
+    if (!split)
+      for (int g = 0; g < 3; ++g) ASSERT_EQ(kc::bwd_convert(f32 + g * n, hib + g * n * 2, int64_t(n), et, nullptr), cudaSuccess);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const char* names[3] = {"dQ", "dK", "dV"};
+    const std::vector<double>* ref[3] = {&rdq, &rdk, &rdv};
+    for (int g = 0; g < 3; ++g) {
+      std::vector<uint16_t> bits(n);
+      ASSERT_EQ(cudaMemcpy(bits.data(), hib + g * n * 2, n * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+      std::vector<float> x(n);
+      kern::to_float(kind, bits.data(), n, x.data());
+      kern::ErrorAccumulator e;
+      int64_t nonfinite = 0;
+      for (size_t i = 0; i < n; ++i) {
+        nonfinite += !std::isfinite(x[i]);
+        e.add(x[i], (*ref[g])[i]);
+      }
+      EXPECT_EQ(nonfinite, 0) << names[g] << ": non-finite values";
+      EXPECT_LE(e.rel_l2(), bound) << names[g] << " relative L2";
+      if (run == 0) first[g] = bits;
+      if (run == 1)
+        EXPECT_EQ(std::memcmp(first[g].data(), bits.data(), n * 2), 0) << names[g] << " differs between two runs";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(ShortSegments, KernelBwd,
+                         ::testing::Combine(::testing::ValuesIn(short_segment_cases(true)), kVariants), param_name);
 
 TEST(KernelFwdApi, RejectsBadArgumentsBeforeAnyDeviceCall) {
   kc::FwdParams p;

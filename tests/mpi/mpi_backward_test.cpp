@@ -13,8 +13,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "common/mpi_util.hpp"
 #include "common/spec_cases.hpp"
@@ -40,6 +42,8 @@ const BwdCase kCases[] = {
     {{"longnet_straddle", {{128, 1}, {256, 2}, {512, 4}, {1024, 8}}, 3072, 1, 3, 16, false, HeadOffsets::blocked}, DType::f32},
     {{"r_not_dividing_w", {{300, 3}, {700, 7}, {1000, 6}}, 4200, 1, 4, 8, false, HeadOffsets::interleaved}, DType::f32},
     {{"no_branch_selects", {{512, 4}, {1024, 8}}, 3072, 1, 2, 16, false, HeadOffsets::interleaved}, DType::f32},
+    // Short segments packed into one tile (c = 64; RINGATTN_PACK_SEGMENTS's default).
+    {{"short_segments_causal_bf16", {{64, 1}, {512, 8}, {1536, 16}}, 3072, 1, 4, 16, true, HeadOffsets::interleaved}, DType::bf16},
 };
 
 class DistributedBackward : public MpiTestWithParam<BwdCase> {};
@@ -184,6 +188,60 @@ TEST_P(DistributedBackward, ExactGradientAtEveryWorldSize) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, DistributedBackward, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<BwdCase>& i) { return std::string(i.param.name); });
+
+// Short segments packed into one tile (RINGATTN_PACK_SEGMENTS=1, the
+// default) or not (0), through Context on the cpu backend: the float32 CPU
+// path walks a packed tile's queries over their own segment's keys in the
+// unpacked order, so O, LSE, dQ, dK and dV are the same bits either way (the
+// choice is read by Context::create; plans are cached per choice).
+TEST_F(MpiTest, PackSegmentsOnAndOffGiveTheSameBits) {
+  const int P = mpi_size(), p = mpi_rank();
+  const int64_t B = 2, N = 1440 * 2, H = 3, D = 16, L = N / P;  // shard edges inside segments
+  const Shape shape{B, N};
+  const uint64_t seed = shared_seed();
+  for (bool causal : {true, false}) {
+    const Config c = make_config({{64, 1}, {512, 8}, {128, 4}, {96, 5}}, H, D, causal);
+    SCOPED_TRACE(describe(c, N, B) + " P=" + std::to_string(P) + " seed=" + std::to_string(seed));
+    const size_t n = size_t(B * L * H * D);
+    std::vector<float> x[4];  // q, k, v, dout of my shard
+    for (int t = 0; t < 4; ++t) {
+      x[t].resize(n);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < L * H * D; ++i)
+          x[t][size_t(b * L * H * D + i)] =
+              float(kern::synth_value(seed, kern::SynthTensor(t + 1), uint64_t((b * N + p * L) * H * D + i)));
+    }
+    std::vector<float> out[2][5];  // per setting: o, lse, dq, dk, dv
+    const char* setting[2] = {"1", "0"};
+    for (int k = 0; k < 2; ++k) {
+      const char* saved = std::getenv("RINGATTN_PACK_SEGMENTS");
+      const std::string keep = saved ? saved : "";
+      setenv("RINGATTN_PACK_SEGMENTS", setting[k], 1);
+      std::unique_ptr<Context> ctx;
+      Status st = Context::create(c, MPI_COMM_WORLD, &ctx);
+      if (saved) setenv("RINGATTN_PACK_SEGMENTS", keep.c_str(), 1);
+      else unsetenv("RINGATTN_PACK_SEGMENTS");
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      std::vector<float>* o = out[k];
+      o[0].assign(n, NAN);
+      o[1].assign(size_t(B * L * H), NAN);
+      for (int g = 2; g < 5; ++g) o[g].assign(n, NAN);
+      st = ctx->forward(shape, x[0].data(), x[1].data(), x[2].data(), o[0].data(), o[1].data());
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      st = ctx->backward(shape, x[0].data(), x[1].data(), x[2].data(), o[0].data(), o[1].data(), x[3].data(),
+                         o[2].data(), o[3].data(), o[4].data());
+      ASSERT_TRUE(st.ok()) << st.to_string();
+    }
+    const char* names[5] = {"O", "LSE", "dQ", "dK", "dV"};
+    for (int g = 0; g < 5; ++g) {
+      EXPECT_EQ(std::memcmp(out[0][g].data(), out[1][g].data(), out[0][g].size() * sizeof(float)), 0)
+          << names[g] << " differs between RINGATTN_PACK_SEGMENTS=1 and 0";
+      int64_t nan = 0;
+      for (float v : out[0][g]) nan += std::isnan(v);
+      EXPECT_EQ(nan, 0) << names[g] << " has NaN (an element no pass wrote)";
+    }
+  }
+}
 
 // A null gradient buffer on one rank: every rank gets the error, none hangs.
 TEST_F(MpiTest, BackwardNullBufferFailsEveryRank) {

@@ -4,7 +4,9 @@
 // it). After a rejected call the context still works.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "common/mpi_util.hpp"
 #include "common/test_util.hpp"
@@ -237,6 +239,55 @@ TEST_F(BadConfig, RanksDisagreeOnHeadDimAndBranches) {
   c = good_config();
   if (mpi_rank() == mpi_size() - 1) c.branches.push_back({1024, 4});
   expect_create_fails_everywhere(c, StatusCode::kMismatch, {"disagree"});
+}
+
+// RINGATTN_PACK_SEGMENTS set for the scope (unset: the default, 1), then
+// restored as it was.
+class ScopedPackEnv {
+ public:
+  explicit ScopedPackEnv(const char* value) {
+    const char* e = std::getenv(kVar);
+    had_ = e != nullptr;
+    if (had_) saved_ = e;
+    if (value) setenv(kVar, value, 1);
+    else unsetenv(kVar);
+  }
+  ~ScopedPackEnv() {
+    if (had_) setenv(kVar, saved_.c_str(), 1);
+    else unsetenv(kVar);
+  }
+
+ private:
+  static constexpr const char* kVar = "RINGATTN_PACK_SEGMENTS";
+  bool had_ = false;
+  std::string saved_;
+};
+
+// Packing short segments changes only a rank's own tiles, but the ranks must
+// still decide alike (the same work everywhere): a disagreement is refused
+// like a config mismatch, on every rank, in Context::create.
+TEST_F(BadConfig, RanksDisagreeOnPackSegments) {
+  if (mpi_size() == 1) GTEST_SKIP() << "needs two ranks to disagree";
+  {
+    ScopedPackEnv env(mpi_rank() == 0 ? "0" : "1");
+    expect_create_fails_everywhere(good_config(), StatusCode::kMismatch, {"disagree", "RINGATTN_PACK_SEGMENTS"});
+  }
+  {
+    ScopedPackEnv env(mpi_rank() == 0 ? nullptr : "0");  // unset means 1
+    expect_create_fails_everywhere(good_config(), StatusCode::kMismatch, {"disagree"});
+  }
+  ScopedPackEnv env(mpi_rank() == 0 ? nullptr : "1");  // unset and 1 agree
+  std::unique_ptr<Context> ctx;
+  const Status st = Context::create(good_config(), MPI_COMM_WORLD, &ctx);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+}
+
+TEST_F(BadConfig, BadPackSegmentsValueOnOneRank) {
+  const int last = mpi_size() - 1;
+  ScopedPackEnv env(mpi_rank() == last ? "yes" : "0");
+  std::vector<std::string> names = {"RINGATTN_PACK_SEGMENTS='yes'", "allowed: 1, 0"};
+  if (mpi_size() > 1) names.push_back("rank " + std::to_string(last));
+  expect_create_fails_everywhere(good_config(), StatusCode::kInvalidArgument, names);
 }
 
 TEST_F(BadConfig, NcclTransportWithCpuBackend) {

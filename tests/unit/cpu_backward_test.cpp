@@ -186,6 +186,54 @@ TEST_P(CpuBackward, SimulatedRanksMatchReference) {
 INSTANTIATE_TEST_SUITE_P(Configs, CpuBackward, ::testing::ValuesIn(spec_cases()),
                          [](const ::testing::TestParamInfo<SpecCase>& i) { return std::string(i.param.name); });
 
+// Short segments packed into one tile (PlanOptions::pack_segments, the
+// default) against the same plan unpacked: every key of a packed tile gets
+// the contributions of its own segment's queries in the same order as in the
+// unpacked tile, every query those of its own segment's keys, so dQ, dK and
+// dV must be the same bits at every simulated world size; the packed
+// gradients match the float64 reference (which does not read the plan).
+TEST(CpuBackwardPacked, SameBitsAsUnpackedAndMatchesReference) {
+  struct Case {
+    const char* name;
+    std::vector<Branch> branches;
+    int64_t N, B, H, D;
+    bool causal;
+    HeadOffsets offsets;
+  };
+  const Case cases[] = {
+      {"w64_r1_w512_r8_causal", {{64, 1}, {512, 8}}, 3072, 1, 3, 16, true, HeadOffsets::interleaved},
+      {"w64_r1_w512_r8", {{64, 1}, {512, 8}}, 1536, 2, 2, 16, false, HeadOffsets::interleaved},
+      {"w128_r4_w32_r1_unpackable_blocked_causal", {{128, 4}, {32, 1}, {100, 3}}, 1440, 1, 5, 8, true, HeadOffsets::blocked},
+      {"w8_r8_w64_r2", {{8, 8}, {64, 2}}, 960, 1, 3, 8, false, HeadOffsets::interleaved},
+  };
+  const double tol = 2 * tolerance_of(DType::f32).o;  // SPEC: gradients, twice the O bound
+  for (const Case& pc : cases) {
+    const Config c = make_config(pc.branches, pc.H, pc.D, pc.causal, pc.offsets);
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE(std::string(pc.name) + ": " + describe(c, pc.N, pc.B) + " seed=" + std::to_string(seed));
+    const Inputs in = make_inputs(seed, size_t(pc.B * pc.N * pc.H * pc.D), 1.0);
+    const std::vector<float> q = to_f32(in.q), k = to_f32(in.k), v = to_f32(in.v), dout = to_f32(in.dout);
+    Shape s;
+    s.batch = pc.B;
+    s.seq = pc.N;
+    int64_t packed = 0;
+    for (int P = 1; P <= 4; ++P) {
+      if (pc.N % P) continue;
+      SCOPED_TRACE("P=" + std::to_string(P));
+      for (int rank = 0; rank < P; ++rank)
+        for (const kern::Tile& t : build_plan(c, s, P, rank).tiles) packed += t.seg_len > 0;
+      const Gradients on = simulate_backward(c, s, P, q, k, v, dout, false, PlanOptions{true});
+      const Gradients off = simulate_backward(c, s, P, q, k, v, dout, false, PlanOptions{false});
+      EXPECT_TRUE(same_bits(on.o, off.o) && same_bits(on.lse, off.lse)) << "the forward differs";
+      EXPECT_TRUE(same_bits(on.dq, off.dq)) << "dQ differs";
+      EXPECT_TRUE(same_bits(on.dk, off.dk)) << "dK differs";
+      EXPECT_TRUE(same_bits(on.dv, off.dv)) << "dV differs";
+    }
+    EXPECT_GT(packed, 0) << "the case packs nothing: it tests nothing";
+    check_backward(c, pc.B, pc.N, in, seed, {tol, tol, tol}, pc.name);
+  }
+}
+
 // Logits of magnitude 1e4 (q, k scaled by 100): no NaN or Inf, unselected
 // tokens exactly zero, and errors at the floors float32 sets:
 // - P = exp(x - LSE) takes LSE as the forward stored it, in float32: near

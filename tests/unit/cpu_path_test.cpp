@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "common/cpu_sim.hpp"
@@ -107,6 +108,59 @@ TEST_P(CpuPath, SimulatedRanksMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(Configs, CpuPath, ::testing::ValuesIn(spec_cases()),
                          [](const ::testing::TestParamInfo<SpecCase>& i) { return std::string(i.param.name); });
+
+// Short segments packed into one tile (PlanOptions::pack_segments, the
+// default; kern::Tile::seg_len) against the same plan unpacked: the CPU path
+// walks each query of a packed tile over its own segment's keys, in the same
+// order as the unpacked tile, so O and LSE must be the same bits; and both
+// match the float64 reference (which does not read the plan). Shards of N / P
+// tokens cut segments, so shard-edge pieces and received keys stay unpacked
+// beside packed tiles.
+struct PackedCase {
+  const char* name;
+  std::vector<Branch> branches;
+  int64_t N, B, H, D;
+  bool causal;
+  HeadOffsets offsets;
+};
+const PackedCase kPackedCases[] = {
+    {"w64_r1", {{64, 1}}, 1440, 1, 2, 16, false, HeadOffsets::interleaved},
+    {"w64_r1_w512_r8_causal", {{64, 1}, {512, 8}}, 3072, 2, 3, 16, true, HeadOffsets::interleaved},
+    {"w128_r4_w32_r1_unpackable_blocked_causal", {{128, 4}, {32, 1}, {100, 3}}, 1440, 1, 5, 8, true, HeadOffsets::blocked},
+    {"w8_r8_w64_r2", {{8, 8}, {64, 2}}, 960, 1, 3, 8, false, HeadOffsets::interleaved},
+};
+
+TEST(CpuPathPacked, SameBitsAsUnpackedAndMatchesReference) {
+  for (const PackedCase& pc : kPackedCases) {
+    const Config c = make_config(pc.branches, pc.H, pc.D, pc.causal, pc.offsets);
+    const uint64_t seed = fresh_seed();
+    SCOPED_TRACE(std::string(pc.name) + ": " + describe(c, pc.N, pc.B) + " seed=" + std::to_string(seed));
+    const Inputs in = make_inputs(seed, size_t(pc.B * pc.N * pc.H * pc.D), 1.0);
+    const std::vector<float> q = to_f32(in.q), k = to_f32(in.k), v = to_f32(in.v);
+    Shape s;
+    s.batch = pc.B;
+    s.seq = pc.N;
+    int64_t packed = 0;
+    for (int P = 1; P <= 4; ++P) {
+      if (pc.N % P) continue;
+      for (int rank = 0; rank < P; ++rank) {
+        SCOPED_TRACE("P=" + std::to_string(P) + " rank=" + std::to_string(rank));
+        std::vector<float> o_on, lse_on, o_off, lse_off;
+        Plan plan_on;
+        simulate_rank(c, s, P, rank, q, k, v, &o_on, &lse_on, &plan_on, PlanOptions{true});
+        simulate_rank(c, s, P, rank, q, k, v, &o_off, &lse_off, nullptr, PlanOptions{false});
+        for (const kern::Tile& t : plan_on.tiles) packed += t.seg_len > 0;
+        ASSERT_EQ(o_on.size(), o_off.size());
+        EXPECT_EQ(std::memcmp(o_on.data(), o_off.data(), o_on.size() * sizeof(float)), 0) << "O differs";
+        EXPECT_EQ(std::memcmp(lse_on.data(), lse_off.data(), lse_on.size() * sizeof(float)), 0) << "LSE differs";
+      }
+    }
+    EXPECT_GT(packed, 0) << "the case packs nothing: it tests nothing";
+    // The packed plan (the default) against the float64 reference.
+    const kern::Tolerance tol = tolerance_of(DType::f32);
+    for (int P : {1, 3}) check_cpu_path(c, pc.B, pc.N, P, in, seed, {tol.o, tol.lse});
+  }
+}
 
 // Logits of magnitude 1e4 (inputs scaled by 100): nothing may overflow, and
 // the result must stay accurate.

@@ -100,6 +100,60 @@ TEST(TileCounts, VisiblePairsMatchLoop) {
   }
 }
 
+// Packed segments (seg_len = c > 0): key j is visible to query i iff j / c
+// == i / c, besides j < k_count and causality; the visible keys of a query
+// are then a run [j0, j1) (tile_visible_range), and tile_visible_pairs counts
+// the diagonal blocks.
+TEST(TileCounts, PackedSegmentsMatchLoop) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed=" + std::to_string(seed));
+  std::mt19937_64 g(seed);
+  std::uniform_int_distribution<int64_t> idx(0, 80), cnt(1, 130), seg(1, 70);
+  for (int iter = 0; iter < 5000; ++iter) {
+    kern::Tile t{};
+    const bool planner_shape = iter % 2 == 0;  // what the planner makes: whole segments from index 0
+    t.seg_len = int32_t(seg(g));
+    if (planner_shape) {
+      t.q_count = t.k_count = int32_t(t.seg_len * (1 + cnt(g) % 8));
+    } else {
+      t.q_idx0 = idx(g);
+      t.k_idx0 = idx(g);
+      t.q_count = int32_t(cnt(g));
+      t.k_count = int32_t(cnt(g));
+    }
+    t.q_stride = t.k_stride = 1;
+    for (bool causal : {false, true}) {
+      int64_t total = 0;
+      for (int64_t i = 0; i < t.q_count; ++i) {
+        int64_t n = 0, first = -1, last = -1;
+        for (int64_t j = 0; j < t.k_count; ++j) {
+          const bool vis = j / t.seg_len == i / t.seg_len && (!causal || t.k_idx0 + j <= t.q_idx0 + i);
+          n += vis;
+          if (vis && first < 0) first = j;
+          if (vis) last = j;
+        }
+        int64_t j0, j1;
+        kern::tile_visible_range(t, i, causal, &j0, &j1);
+        ASSERT_EQ(j1 - j0, n) << "seg_len=" << t.seg_len << " q_idx0=" << t.q_idx0 << " k_idx0=" << t.k_idx0
+                              << " K=" << t.k_count << " i=" << i << " causal=" << causal;
+        if (n > 0) {
+          ASSERT_EQ(j0, first) << "i=" << i;
+          ASSERT_EQ(j1, last + 1) << "i=" << i;
+        }
+        ASSERT_EQ(kern::tile_visible_keys(t, i, causal), n);
+        total += n;
+      }
+      ASSERT_EQ(kern::tile_visible_pairs(t, causal), total)
+          << "seg_len=" << t.seg_len << " q_idx0=" << t.q_idx0 << " k_idx0=" << t.k_idx0 << " Q=" << t.q_count
+          << " K=" << t.k_count << " causal=" << causal;
+      if (planner_shape) {
+        const int64_t m = t.q_count / t.seg_len, c = t.seg_len;
+        EXPECT_EQ(total, causal ? m * c * (c + 1) / 2 : m * c * c);
+      }
+    }
+  }
+}
+
 TEST(TileCounts, EdgeCases) {
   kern::Tile t{};
   t.q_count = 4;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "ringattn/names.hpp"
@@ -194,8 +195,9 @@ std::vector<uint64_t> tile_triples(const Config& c, const Plan& plan, int64_t N,
         const int64_t qrow = t.q_row0 + i * t.q_stride;
         EXPECT_TRUE(qrow >= 0 && qrow < L) << "query row " << qrow;
         EXPECT_TRUE(queries.insert({qrow, t.head}).second) << "two tiles of one pass share query " << qrow << " head " << t.head;
-        const int64_t nk = kern::tile_visible_keys(t, i, c.causal);
-        for (int64_t j = 0; j < nk; ++j) {
+        int64_t j0, j1;  // a prefix of the keys, or (packed segments) query i's segment of it
+        kern::tile_visible_range(t, i, c.causal, &j0, &j1);
+        for (int64_t j = j0; j < j1; ++j) {
           int64_t u;
           if (ps.step == 0) {
             EXPECT_GT(t.k_stride, 0);
@@ -303,6 +305,180 @@ TEST(PlannerTiles, DuplicateBranchesCountTwice) {
     auto a = tile_triples(one, build_plan(one, s, 3, rank), 96, 3, rank);
     auto b = tile_triples(two, build_plan(two, s, 3, rank), 96, 3, rank);
     EXPECT_EQ(b.size(), 2 * a.size());
+  }
+}
+
+// ---- packed segments (PlanOptions::pack_segments) ---------------------------
+
+// The plan with only pass pi (its tiles re-based), for per-pass triples.
+Plan only_pass(const Plan& plan, size_t pi) {
+  Plan one = plan;
+  Pass ps = plan.passes[pi];
+  one.tiles.assign(plan.tiles.begin() + ps.tile_begin, plan.tiles.begin() + ps.tile_end);
+  ps.tile_end -= ps.tile_begin;
+  ps.tile_begin = 0;
+  one.passes = {ps};
+  return one;
+}
+
+// Packed tiles per SPEC's rule for them (tile.hpp): whole segments of one
+// (branch, head) on local keys, c = w / r each, at most kPackRows rows.
+int64_t check_packed_tiles(const Config& c, const Plan& plan) {
+  int64_t packed = 0;
+  for (const Pass& ps : plan.passes)
+    for (int64_t ti = ps.tile_begin; ti < ps.tile_end; ++ti) {
+      const kern::Tile& t = plan.tiles[size_t(ti)];
+      if (t.seg_len == 0) continue;
+      ++packed;
+      const Branch& b = c.branches[size_t(t.branch)];
+      EXPECT_EQ(b.w % b.r, 0) << "packed a branch whose r does not divide w";
+      EXPECT_EQ(int64_t(t.seg_len), b.w / b.r);
+      EXPECT_EQ(ps.step, 0) << "packed tiles read local keys";
+      EXPECT_EQ(t.q_idx0, 0);
+      EXPECT_EQ(t.k_idx0, 0);
+      EXPECT_EQ(t.q_count, t.k_count);
+      EXPECT_EQ(t.q_count % t.seg_len, 0);
+      EXPECT_GE(t.q_count, 2 * t.seg_len) << "a packed tile holds two segments or more";
+      EXPECT_LE(t.q_count, kPackRows);
+      EXPECT_EQ(t.k_stride, t.q_stride);
+      EXPECT_EQ(t.k_row0, t.q_row0);
+      EXPECT_EQ(t.reserved, 0);
+    }
+  return packed;
+}
+
+struct PackCase {
+  const char* name;
+  std::vector<Branch> branches;
+  int64_t N, H;
+  bool causal;
+  HeadOffsets offsets;
+  bool packs;  // some tiles pack (else the packed plan must equal the unpacked one)
+};
+
+// Every N is a multiple of 12, so P = 1..4 divide it; shards of N / P tokens
+// cut segments (e.g. 64:1 at N = 1440, P = 3: segment 7 is [448, 512), the
+// shard edge at 480), so shard-edge pieces stay ordinary tiles.
+const PackCase kPackCases[] = {
+    {"w64_r1", {{64, 1}}, 1440, 2, false, HeadOffsets::interleaved, true},
+    {"w64_r1_causal", {{64, 1}}, 1440, 2, true, HeadOffsets::interleaved, true},
+    {"w512_r8", {{512, 8}}, 4608, 3, false, HeadOffsets::interleaved, true},
+    {"w512_r8_causal_blocked", {{512, 8}}, 4608, 5, true, HeadOffsets::blocked, true},
+    {"w128_r4_causal", {{128, 4}}, 1440, 3, true, HeadOffsets::interleaved, true},
+    {"w8_r8_one_token_segments", {{8, 8}, {32, 2}}, 1440, 3, false, HeadOffsets::interleaved, true},
+    {"training_mix_causal", {{64, 1}, {512, 8}, {2048, 16}}, 4608, 4, true, HeadOffsets::interleaved, true},
+    {"mixed_with_unpackable", {{64, 1}, {100, 3}, {96, 5}, {256, 2}}, 1440, 3, true, HeadOffsets::blocked, true},
+    // r not dividing w, or c = w / r >= kPackRows: nothing packs.
+    {"r_not_dividing_w", {{100, 3}, {96, 5}, {70, 4}}, 1440, 3, false, HeadOffsets::interleaved, false},
+    {"c_128_or_more", {{128, 1}, {512, 2}, {300, 1}}, 1440, 2, true, HeadOffsets::interleaved, false},
+};
+
+TEST(PlannerPack, SamePairsAsUnpackedWithFewerTiles) {
+  for (const PackCase& pc : kPackCases) {
+    const Config c = make_config(pc.branches, pc.H, 8, pc.causal, pc.offsets);
+    Shape s;
+    s.batch = 1;
+    s.seq = pc.N;
+    int64_t tiles_on = 0, tiles_off = 0, packed = 0;
+    for (int P = 1; P <= 4; ++P) {
+      ASSERT_EQ(pc.N % P, 0);
+      for (int rank = 0; rank < P; ++rank) {
+        SCOPED_TRACE(std::string(pc.name) + ": " + describe(c, pc.N) + " P=" + std::to_string(P) + " rank=" +
+                     std::to_string(rank));
+        const Plan on = build_plan(c, s, P, rank, PlanOptions{true});
+        const Plan off = build_plan(c, s, P, rank, PlanOptions{false});
+        EXPECT_FALSE(on.key == off.key) << "the packing choice must be part of the cache key";
+        EXPECT_TRUE(on.key.pack_segments);
+        EXPECT_FALSE(off.key.pack_segments);
+        for (const kern::Tile& t : off.tiles) ASSERT_EQ(t.seg_len, 0);
+        packed += check_packed_tiles(c, on);
+        tiles_on += int64_t(on.tiles.size());
+        tiles_off += int64_t(off.tiles.size());
+        EXPECT_LE(on.tiles.size(), off.tiles.size());
+        // What travels does not change; the work counted does not either.
+        EXPECT_EQ(on.rows_sent(), off.rows_sent());
+        EXPECT_EQ(on.rows_received(), off.rows_received());
+        EXPECT_EQ(on.key_index, off.key_index);
+        EXPECT_DOUBLE_EQ(on.local_flops, off.local_flops);
+        // Pass by pass (the same key source and branch), the same multiset of
+        // (query, head, key) triples: a tile packed wrongly, or a mask that
+        // lets a query see another segment, changes it.
+        ASSERT_EQ(on.passes.size(), off.passes.size());
+        for (size_t pi = 0; pi < on.passes.size(); ++pi) {
+          SCOPED_TRACE("pass " + std::to_string(pi));
+          EXPECT_EQ(on.passes[pi].step, off.passes[pi].step);
+          EXPECT_EQ(on.passes[pi].branch, off.passes[pi].branch);
+          EXPECT_EQ(tile_triples(c, only_pass(on, pi), pc.N, P, rank), tile_triples(c, only_pass(off, pi), pc.N, P, rank));
+        }
+        // And SPEC's pairs as a whole (the brute force scans every key of
+        // every query: the smaller cases only).
+        if (pc.N <= 1440) {
+          EXPECT_EQ(tile_triples(c, on, pc.N, P, rank), brute_triples(c, pc.N, P, rank));
+        }
+        if (!pc.packs) {
+          ASSERT_EQ(on.tiles.size(), off.tiles.size());
+          EXPECT_EQ(std::memcmp(on.tiles.data(), off.tiles.data(), on.tiles.size() * sizeof(kern::Tile)), 0)
+              << "nothing to pack, yet the tiles changed";
+        }
+      }
+    }
+    if (pc.packs) {
+      EXPECT_GT(packed, 0) << pc.name << ": nothing packed";
+      EXPECT_LT(tiles_on, tiles_off) << pc.name;
+    } else {
+      EXPECT_EQ(packed, 0) << pc.name;
+      EXPECT_EQ(tiles_on, tiles_off) << pc.name;
+    }
+  }
+}
+
+// Exact tile counts where the arithmetic is easy: one rank, N = 1024, H = 2.
+TEST(PlannerPack, TileCounts) {
+  struct Count {
+    std::vector<Branch> b;
+    size_t off, on;
+  };
+  const Count counts[] = {
+      {{{64, 1}}, 2 * 16, 2 * 8},    // c = 64: 16 segments per head, 2 per tile
+      {{{512, 8}}, 2 * 2, 2 * 1},    // c = 64: 2 segments per head
+      {{{128, 4}}, 2 * 8, 2 * 2},    // c = 32: 8 segments per head, 4 per tile
+      {{{16, 1}}, 2 * 64, 2 * 8},    // c = 16: 64 segments per head, 8 per tile
+      {{{4, 4}}, 2 * 256, 2 * 2},    // c = 1: 256 segments per head, 128 per tile
+      {{{128, 1}}, 2 * 8, 2 * 8},    // c = 128: already one block
+      {{{96, 5}}, 2 * 11, 2 * 11},   // r does not divide w
+  };
+  for (const Count& ct : counts)
+    for (bool causal : {false, true}) {
+      const Config c = make_config(ct.b, 2, 8, causal);
+      SCOPED_TRACE(describe(c, 1024));
+      EXPECT_EQ(build_plan(c, Shape{1, 1024}, 1, 0, PlanOptions{false}).tiles.size(), ct.off);
+      EXPECT_EQ(build_plan(c, Shape{1, 1024}, 1, 0).tiles.size(), ct.on) << "packing is the default";
+    }
+}
+
+// The comparison above can fail: a packed tile without its block-diagonal
+// rule (seg_len cleared) or with the wrong segment length reaches keys of
+// other segments, and its pairs differ from the unpacked plan's.
+TEST(PlannerPack, BrokenPackingIsCaught) {
+  const Config c = make_config({{64, 1}, {128, 4}}, 2, 8, true);
+  const int64_t N = 1440;
+  for (int P : {1, 3}) {
+    const Plan off = build_plan(c, Shape{1, N}, P, 0, PlanOptions{false});
+    const Plan on = build_plan(c, Shape{1, N}, P, 0);
+    const std::vector<uint64_t> want = tile_triples(c, off, N, P, 0);
+    ASSERT_EQ(tile_triples(c, on, N, P, 0), want);
+    size_t first = on.tiles.size();
+    for (size_t i = 0; i < on.tiles.size() && first == on.tiles.size(); ++i)
+      if (on.tiles[i].seg_len > 0) first = i;
+    ASSERT_LT(first, on.tiles.size()) << "nothing packed";
+    for (int32_t bad : {0, 2 * on.tiles[first].seg_len, on.tiles[first].seg_len / 2}) {
+      Plan broken = on;
+      broken.tiles[first].seg_len = bad;
+      EXPECT_NE(tile_triples(c, broken, N, P, 0), want) << "seg_len " << bad << " went unnoticed";
+    }
+    Plan shifted = on;  // key rows that are not the queries' own segments
+    shifted.tiles[first].k_row0 += 1;
+    EXPECT_NE(tile_triples(c, shifted, N, P, 0), want);
   }
 }
 

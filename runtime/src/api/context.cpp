@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "api/agree.hpp"
+#include "backend/env_choice.hpp"
 #include "cache/device_tier.hpp"
 #include "device/check.hpp"
 #include "backend/executor.hpp"
@@ -22,7 +23,8 @@ const char* version() { return "0.1.0"; }
 
 struct Context::Impl {
   Config cfg;
-  uint64_t hash = 0;
+  uint64_t hash = 0;      // config_hash(cfg)
+  PlanOptions plan_opt;   // from the environment, fixed for the context's life
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, world = 1;
   std::unique_ptr<Executor> executor;
@@ -34,6 +36,12 @@ struct Context::Impl {
                size_t first_output);
   template <typename F>
   Status with_plan(const Shape& shape, void* stream, F&& run);
+  PlanKey key(const Shape& s) const { return PlanKey{hash, s.batch, s.seq, world, rank, plan_opt.pack_segments}; }
+  // What the ranks agree on before any data moves: the config and the plan
+  // options (a rank that packs while another does not would still compute
+  // the same function, but at a different speed: refused, as a config
+  // mismatch is).
+  uint64_t agreed_hash() const { return plan_opt.pack_segments ? hash : hash ^ 0x9e6c63d0676a9a99ull; }
 
   ~Impl() {
     // The executor first: it waits for the forward in flight (under the
@@ -75,10 +83,14 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
   if (out == nullptr) local = InvalidArgument("Context::create: output pointer is null");
   WaitPolicy unused;
   if (local.ok()) local = parse_wait_env(WaitPolicy::spin, &unused);
+  // RINGATTN_PACK_SEGMENTS=1 (default) | 0: pack whole short segments into
+  // tiles of kPackRows rows with a block-diagonal mask (PlanOptions); must be
+  // the same on every rank (agreed below with the config).
+  if (local.ok()) local = env_choice("RINGATTN_PACK_SEGMENTS", "1", "0", false, &im.plan_opt.pack_segments);
   // Agree first: executor set-up is collective (the NCCL bootstrap), so every
   // rank must enter it with the same valid config or none may.
   im.hash = config_hash(config);
-  RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.hash, 0, 0));
+  RINGATTN_RETURN_IF_ERROR(agree(im.comm, local, im.agreed_hash(), 0, 0));
   std::unique_ptr<DeviceTier> tier;  // the pattern cache's device tier (cuda backend)
   if (config.backend == Backend::cpu) {
     local = make_cpu_executor(config, im.comm, &im.executor);
@@ -94,8 +106,8 @@ Status Context::create(const Config& config, MPI_Comm comm, std::unique_ptr<Cont
     Status st = validate_shape(config, s, im.world);
     if (!st.ok()) return Status(st.code(), "pregenerate: " + st.message());
     const int world = im.world, rank = im.rank;
-    pregen.emplace_back(PlanKey{im.hash, s.batch, s.seq, world, rank},
-                        [config, s, world, rank] { return build_plan(config, s, world, rank); });
+    const PlanOptions opt = im.plan_opt;
+    pregen.emplace_back(im.key(s), [config, s, world, rank, opt] { return build_plan(config, s, world, rank, opt); });
   }
   // Built now, pinned, and placed on the device in one batched copy.
   Status st = im.cache->pregenerate(pregen);
@@ -111,8 +123,8 @@ Status Context::prefetch(const Shape& shape) {
   RINGATTN_RETURN_IF_ERROR(validate_shape(im.cfg, shape, im.world));
   Config cfg = im.cfg;
   int world = im.world, rank = im.rank;
-  im.cache->prefetch(PlanKey{im.hash, shape.batch, shape.seq, world, rank},
-                     [cfg, shape, world, rank] { return build_plan(cfg, shape, world, rank); });
+  const PlanOptions opt = im.plan_opt;
+  im.cache->prefetch(im.key(shape), [cfg, shape, world, rank, opt] { return build_plan(cfg, shape, world, rank, opt); });
   return Status::Ok();
 }
 
@@ -146,7 +158,7 @@ Status Context::Impl::check(const Shape& shape, std::initializer_list<std::pair<
         }
       }
   }
-  return agree(comm, local, hash, shape.seq, shape.batch);
+  return agree(comm, local, agreed_hash(), shape.seq, shape.batch);
 }
 
 // Runs `run(plan, image, image_device)` on the shape's plan, leased from the
@@ -159,8 +171,7 @@ Status Context::Impl::with_plan(const Shape& shape, void* stream, F&& run) {
   PlanLease lease;
   const Config& c = cfg;
   const int w = world, r = rank;
-  Status got = cache->acquire(PlanKey{hash, shape.batch, shape.seq, w, r}, [&] { return build_plan(c, shape, w, r); },
-                              stream, &lease);
+  Status got = cache->acquire(key(shape), [&] { return build_plan(c, shape, w, r, plan_opt); }, stream, &lease);
   stats.last_plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
   RINGATTN_RETURN_IF_ERROR(got);
   Status st = run(*lease.plan, lease.image.get(), lease.device);

@@ -30,6 +30,11 @@ namespace {
 
 namespace kc = kern::cuda;
 
+// A packed tile of segments (plan.hpp, PlanOptions) is one work item of each
+// kernel: the masks are right at any size, this is only about the work.
+static_assert(kPackRows == kc::kBwdBlockM && kPackRows == kc::kBwdBlockN && kPackRows == kImageBlockN,
+              "packed tiles fill one query block and one key block");
+
 // A plan's device arrays: the image the pattern cache copied to the device
 // (plan_image.hpp), turned into pointers.
 struct DevicePlan {

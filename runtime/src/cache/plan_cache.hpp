@@ -1,6 +1,6 @@
 // The tiered pattern cache: compiled plans (plan.hpp) and their device
 // images (plan_image.hpp), keyed by PlanKey (config hash, batch, N, world,
-// rank; the config hash covers branches, causality, head rule, heads, dtype,
+// rank, PlanOptions; the config hash covers branches, causality, head rule, heads, dtype,
 // backend...).
 //
 // Tiers (both LRU, each under its own byte budget, MRU first):
@@ -58,6 +58,7 @@ struct PlanKeyHash {
     h ^= uint64_t(k.batch) * 0x9e3779b97f4a7c15ull;
     h ^= uint64_t(k.seq) * 0xc2b2ae3d27d4eb4full;
     h ^= uint64_t(k.world) << 32 ^ uint64_t(k.rank);
+    h ^= k.pack_segments ? 0 : 0x8f1bbcdcca62c1d6ull;
     return size_t(h);
   }
 };

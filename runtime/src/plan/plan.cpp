@@ -67,9 +67,9 @@ RowList needed_rows(const Config& c, int64_t seq, int world, int dst, int src) {
   return out;
 }
 
-Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
+Plan build_plan(const Config& c, const Shape& shape, int world, int rank, const PlanOptions& opt) {
   Plan p;
-  p.key = PlanKey{config_hash(c), shape.batch, shape.seq, world, rank};
+  p.key = PlanKey{config_hash(c), shape.batch, shape.seq, world, rank, opt.pack_segments};
   p.seq = shape.seq;
   p.world = world;
   p.rank = rank;
@@ -156,7 +156,6 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
               p.key_index.insert(p.key_index.end(), pos.begin(), pos.end());
             }
           }
-          p.local_flops += 4.0 * double(kern::tile_visible_pairs(t, c.causal)) * double(c.head_dim);
           by_pass[d][bi].push_back(t);
         }
       }
@@ -176,10 +175,54 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank) {
     }
   }
 
+  if (opt.pack_segments) pack_segments(c, &p);
+  for (const kern::Tile& t : p.tiles)
+    p.local_flops += 4.0 * double(kern::tile_visible_pairs(t, c.causal)) * double(c.head_dim);
+
   // Coverage: with a branch of r == 1 every token of every head is selected.
   p.covers_all = false;
   for (const Branch& b : c.branches) p.covers_all |= (b.r == 1);
   return p;
+}
+
+int64_t pack_segments(const Config& c, Plan* plan) {
+  std::vector<kern::Tile> out;
+  out.reserve(plan->tiles.size());
+  for (Pass& ps : plan->passes) {
+    const Branch& b = c.branches[size_t(ps.branch)];
+    const int64_t seg = b.w / b.r;  // keys (and queries) of a whole segment
+    const bool packable_branch = b.w % b.r == 0 && seg < kPackRows && kPackRows % seg == 0;
+    const int64_t most = packable_branch ? kPackRows / seg : 1;  // segments per packed tile
+    // A whole segment alone: all c queries and the same c keys, rows by stride.
+    auto whole = [&](const kern::Tile& t) {
+      return t.seg_len == 0 && t.q_idx0 == 0 && t.k_idx0 == 0 && t.q_count == seg && t.k_count == seg &&
+             t.q_stride == b.r && t.k_stride > 0;
+    };
+    const int64_t begin = int64_t(out.size());
+    int64_t run = 0;  // segments in out.back() (0: out.back() is not a packable run)
+    for (int64_t ti = ps.tile_begin; ti < ps.tile_end; ++ti) {
+      const kern::Tile& t = plan->tiles[size_t(ti)];
+      if (packable_branch && whole(t) && run > 0 && run < most) {
+        kern::Tile& r = out.back();
+        // The next segment's rows continue the run's: one affine tile.
+        if (t.head == r.head && t.branch == r.branch && t.k_stride == r.k_stride &&
+            t.q_row0 == r.q_row0 + run * seg * r.q_stride && t.k_row0 == r.k_row0 + run * seg * r.k_stride) {
+          ++run;
+          r.q_count = int32_t(run * seg);
+          r.k_count = int32_t(run * seg);
+          r.seg_len = int32_t(seg);
+          continue;
+        }
+      }
+      out.push_back(t);
+      run = packable_branch && whole(t) ? 1 : 0;
+    }
+    ps.tile_begin = begin;
+    ps.tile_end = int64_t(out.size());
+  }
+  const int64_t removed = int64_t(plan->tiles.size()) - int64_t(out.size());
+  plan->tiles = std::move(out);
+  return removed;
 }
 
 }  // namespace ringattn

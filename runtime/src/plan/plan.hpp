@@ -47,12 +47,32 @@ struct PlanStep {
   RowList recv;  // rows of rank (p-d) mod P's shard that I need
 };
 
+// How a plan is built, beyond the config and shape (part of its cache key).
+struct PlanOptions {
+  // Pack whole short segments of one (branch, head) into tiles of up to
+  // kPackRows queries with a block-diagonal mask (kern::Tile::seg_len).
+  // RINGATTN_PACK_SEGMENTS=1 (default) | 0 (plan_options_from_env); only
+  // this rank's tiles change, never what travels, so results do not depend
+  // on it beyond float rounding inside the CUDA kernels; set it the same on
+  // every rank (Context::create checks that the ranks agree).
+  bool pack_segments = true;
+};
+
+// Rows of a packed tile at most: the CUDA kernels' query and key blocks
+// (forward kBlockM = kBlockN, backward kBwdBlockM = kBwdBlockN = 128), so a
+// packed tile is one work item of every kernel. Segments of c = w / r keys
+// are packed when c divides it (c = 64, 32, ... 1: m = kPackRows / c
+// segments per tile).
+constexpr int kPackRows = 128;
+
 struct PlanKey {
   uint64_t config_hash = 0;
   int64_t batch = 0, seq = 0;
   int world = 1, rank = 0;
+  bool pack_segments = true;
   bool operator==(const PlanKey& o) const {
-    return config_hash == o.config_hash && batch == o.batch && seq == o.seq && world == o.world && rank == o.rank;
+    return config_hash == o.config_hash && batch == o.batch && seq == o.seq && world == o.world && rank == o.rank &&
+           pack_segments == o.pack_segments;
   }
 };
 
@@ -78,6 +98,16 @@ struct Plan {
 RowList needed_rows(const Config& c, int64_t seq, int world, int dst, int src);
 
 // Builds the plan of `rank`. Config and shape must be valid.
-Plan build_plan(const Config& c, const Shape& s, int world, int rank);
+Plan build_plan(const Config& c, const Shape& s, int world, int rank, const PlanOptions& opt = PlanOptions());
+
+// Packs runs of whole short segments in place (build_plan does it when
+// opt.pack_segments): consecutive tiles of one pass with the same head, each
+// a whole segment of c = w / r queries and the same c keys (q_idx0 = k_idx0 =
+// 0, q_count = k_count = c, r dividing w, c dividing kPackRows, c <
+// kPackRows), whose query and key rows continue each other (the next
+// segment's first row = the previous one's + c * stride), become one tile of
+// up to kPackRows / c segments with seg_len = c. Everything else is left as
+// it is. Returns the number of tiles removed.
+int64_t pack_segments(const Config& c, Plan* plan);
 
 }  // namespace ringattn
