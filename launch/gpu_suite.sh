@@ -365,13 +365,16 @@ if want mfu; then
   i=0
   for r in "${runs[@]}"; do
     i=$((i + 1))
-    variants=(default); [ $i = 1 ] && variants=(default "--grad-sum host" "--matmul f32")  # what each costs, on the first
+    # What each part buys, on the first: MFU_VARIANTS (default: packing of short segments off);
+    # e.g. MFU_VARIANTS="nopack --grad-sum host;--matmul f32" (";"-separated; nopack = RINGATTN_PACK_SEGMENTS=0).
+    variants=(default); [ $i = 1 ] && IFS=';' read -r -a more <<< "${MFU_VARIANTS:-nopack}" && variants+=("${more[@]}")
     for v in "${variants[@]}"; do
-      steps=(--steps 30 --log-every 10); [ "$v" = default ] || steps=(--steps 8 --log-every 4)
-      va=(); [ "$v" = default ] || read -r -a va <<< "$v"
+      steps=(--steps 30 --log-every 10); [ "$v" = default ] || [ "$v" = nopack ] || steps=(--steps 8 --log-every 4)
+      va=(); [ "$v" = default ] || [ "$v" = nopack ] || read -r -a va <<< "$v"
+      pack=1; [ "$v" = nopack ] && pack=0
       name="mfu${i}_$(echo "$v" | tr -d ' -')"
       # shellcheck disable=SC2086
-      timeout "$T" ./launch/train -np "$G" --backend cuda $r --lr 3e-4 --warmup 10 "${steps[@]}" "${va[@]}" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+      RINGATTN_PACK_SEGMENTS=$pack timeout "$T" ./launch/train -np "$G" --backend cuda $r --lr 3e-4 --warmup 10 "${steps[@]}" "${va[@]}" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
       note "$name ($r ${va[*]}): rc=$? $(grep -E '^ *step' "$OUT/$name.log" | tail -1)"
     done
     grep -E "^train:|^throughput:" "$OUT/mfu${i}_default.log" | sed 's/^/   /'
