@@ -8,6 +8,7 @@
 #   train: the training example on every GPU (issue 15: dilated and local-only, held-out accuracy)
 #   mfu:   the training example's throughput on every GPU (issue 15: MFU of models of a training run's size)
 #   traintests: the training example's GPU tests (ctest -L gpu -R train_gpu)
+#   ctest: the GPU tests matching CTEST_R (a regex) only
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
 #   bwdws: the backward's kernels: default vs ping-pong vs atomic dQ (tests, kernels alone, runtime, ncu)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
@@ -315,9 +316,10 @@ if want train; then
   # 128: the GPU model, d 128, leaves the plateau here reliably; at N = 4096 from scratch it did
   # in 1 of 3 runs), stage 1 at N = 4096 (the task's defaults) from those weights, stage 2 at
   # each N of TRAIN_SEQ from stage 1's weights. The same for the local-only ablation.
-  # TRAIN_STAGE0_STEPS, TRAIN_STAGE1_STEPS, TRAIN_STEPS (stage 2), TRAIN_TIMEOUT (per run).
+  # TRAIN_STAGE0_STEPS, TRAIN_STAGE1_STEPS, TRAIN_STEPS (stage 2), TRAIN_TIMEOUT (per run),
+  # TRAIN_KINDS (default "dilated local_only"), TRAIN_ARGS (added to every run, e.g. a model size).
   T=${TRAIN_TIMEOUT:-400}
-  for kind in dilated local_only; do
+  for kind in ${TRAIN_KINDS:-dilated local_only}; do
     b=(); [ "$kind" = local_only ] && b=(--branches 64:1)
     ck0="/tmp/ringattn-train-stage0-$kind" ck="/tmp/ringattn-train-stage1-$kind"; rm -rf "$ck0" "$ck"
     name="train_np${G}_1024_$kind"
@@ -337,6 +339,13 @@ if want train; then
   done
   python3 examples/train/plot_train.py "$OUT/train_curves.png" "$OUT"/train_np${G}_*.json > "$OUT/train_table.txt" 2>&1 ||
     note "train: plot_train.py failed (the JSON logs are in logs.tgz)"
+fi
+
+if want ctest && [ -n "${CTEST_R:-}" ]; then  # a chosen subset of the GPU tests: CTEST_R=regex
+  t0=$(date +%s)
+  ctest --test-dir build/gpu -L gpu -R "$CTEST_R" -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_subset.log" 2>&1
+  rc=$?; note "ctest -L gpu -R '$CTEST_R': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_subset.log")"
+  grep -E "Failed|\*\*\*" "$OUT/ctest_subset.log" | head -20
 fi
 
 if want traintests; then  # the training example's GPU tests alone (also in test and bwdws)

@@ -361,7 +361,8 @@ std::vector<KernelCase> short_segment_cases(bool backward) {
       {"w16_r16_w8_r2_batch2_local", {{16, 16}, {8, 2}}, 2000, 1, 3, false, bl, 2, 1.0},
       // The training branches (64:1, 512:8 and a long one), logits of ~1e4.
       {"training_mix_causal_local_logits_1e4", {{64, 1}, {512, 8}, {4096, 16}}, 8192, 1, 4, true, il, 1, 100.0},
-      {"training_mix_causal_2ranks", {{64, 1}, {512, 8}, {4096, 16}}, 8192, 2, 4, true, il, 1, 1.0},
+      // At 2 ranks the long branch spans both shards (N:16, as in training), so rank 1 reads received keys.
+      {"training_mix_causal_2ranks", {{64, 1}, {512, 8}, {8192, 16}}, 8192, 2, 4, true, il, 1, 1.0},
       // L = 1250: shard edges inside segments of 64, 32, 128 and 512 tokens; r not dividing w beside them.
       {"short_mix_blocked_4ranks", {{64, 1}, {32, 1}, {512, 8}, {128, 4}, {100, 3}}, 5000, 4, 3, false, bl, 1, 1.0},
   };
