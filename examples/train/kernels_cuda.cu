@@ -216,14 +216,27 @@ __global__ void k_scatter_partial(int64_t rows, int64_t d, int64_t V, int64_t ro
   }
 }
 
+// Element e of a rotary pass (pair i of head h of row r): its cosine and sine
+// (negated for the inverse), the same on every rope kernel.
+struct RopePair {
+  int64_t i, offset;  // pair, and its head's offset in x
+  float c, sn;
+};
+__device__ RopePair rope_pair(int64_t e, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
+                              double base, int64_t rot, bool inverse) {
+  const int64_t i = e % half, h = (e / half) % heads, r = e / (half * heads);
+  const double pos = double(pos0 + r % tokens);
+  const double ang = pos * pow(base, -2.0 * double(i) / double(rot));
+  return {i, (r * heads + h) * D, float(cos(ang)), float(inverse ? -sin(ang) : sin(ang))};
+}
+
 __global__ void k_rope(int64_t batch_rows, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
                        double base, int64_t rot, bool inverse, float* x) {
   GRID_LOOP(e, batch_rows * heads * half) {
-    const int64_t i = e % half, h = (e / half) % heads, r = e / (half * heads);
-    const double pos = double(pos0 + r % tokens);
-    const double ang = pos * pow(base, -2.0 * double(i) / double(rot));
-    const float c = float(cos(ang)), sn = float(inverse ? -sin(ang) : sin(ang));
-    float* p = x + (r * heads + h) * D;
+    const RopePair q = rope_pair(e, tokens, heads, D, half, pos0, base, rot, inverse);
+    const int64_t i = q.i;
+    const float c = q.c, sn = q.sn;
+    float* p = x + q.offset;
     const float x0 = p[2 * i], x1 = p[2 * i + 1];
     p[2 * i] = x0 * c - x1 * sn;
     p[2 * i + 1] = x0 * sn + x1 * c;
@@ -233,11 +246,10 @@ __global__ void k_rope(int64_t batch_rows, int64_t tokens, int64_t heads, int64_
 __global__ void k_rope_bf16(int64_t batch_rows, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
                             double base, int64_t rot, bool inverse, __nv_bfloat16* x) {
   GRID_LOOP(e, batch_rows * heads * half) {
-    const int64_t i = e % half, h = (e / half) % heads, r = e / (half * heads);
-    const double pos = double(pos0 + r % tokens);
-    const double ang = pos * pow(base, -2.0 * double(i) / double(rot));
-    const float c = float(cos(ang)), sn = float(inverse ? -sin(ang) : sin(ang));
-    __nv_bfloat16* p = x + (r * heads + h) * D;
+    const RopePair q = rope_pair(e, tokens, heads, D, half, pos0, base, rot, inverse);
+    const int64_t i = q.i;
+    const float c = q.c, sn = q.sn;
+    __nv_bfloat16* p = x + q.offset;
     const float x0 = __bfloat162float(p[2 * i]), x1 = __bfloat162float(p[2 * i + 1]);
     p[2 * i] = __float2bfloat16_rn(x0 * c - x1 * sn);
     p[2 * i + 1] = __float2bfloat16_rn(x0 * sn + x1 * c);
