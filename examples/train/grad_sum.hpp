@@ -19,14 +19,15 @@ namespace train {
 class GradSum {
  public:
   virtual ~GradSum() = default;
-  // g (n floats, device memory) = the sum over the ranks of g, enqueued on
-  // the default stream (the caller's next synchronize waits for it).
+  // g (n floats, device memory) = the sum over the ranks of g, on the
+  // default stream, waited for before returning (under the timeout).
   virtual ringattn::Status sum(float* g, int64_t n) = 0;
 };
 
 // Collective over comm (every rank calls it; the current device selected):
 // rank 0 makes the NCCL id and broadcasts it over MPI. A failure is this
-// rank's error value (the caller agrees on it and ends the job).
-ringattn::Status make_nccl_grad_sum(MPI_Comm comm, std::unique_ptr<GradSum>* out);
+// rank's error value (the caller agrees on it and ends the job). The init
+// and every sum wait at most timeout_s (a lost peer: kTimeout, not a hang).
+ringattn::Status make_nccl_grad_sum(MPI_Comm comm, double timeout_s, std::unique_ptr<GradSum>* out);
 
 }  // namespace train

@@ -98,9 +98,12 @@ Status make_kernels(ringattn::Backend b, std::unique_ptr<Kernels>* out) {
 
 // The device's dense bf16 tensor peak in TF/s (0: unknown), from its name.
 double known_peak_tflops(const std::string& device) {
-  if (device.find("H100") != std::string::npos) return device.find("PCIe") != std::string::npos ? 756.0 : 989.4;
-  if (device.find("H200") != std::string::npos) return 989.4;
-  return 0;
+  const auto has = [&](const char* s) { return device.find(s) != std::string::npos; };
+  if (has("H200")) return 989.4;
+  if (has("H100") && has("PCIe")) return 756.0;
+  if (has("H100") && has("NVL")) return 835.0;
+  if (has("H100") && (has("SXM") || has("HBM3"))) return 989.4;  // "NVIDIA H100 80GB HBM3" is the SXM part
+  return 0;  // unknown: no MFU unless --peak-tflops
 }
 
 double now_ms() {
@@ -468,7 +471,7 @@ int run(int argc, char** argv) {
 #ifdef RINGATTN_WITH_CUDA
   if (o.nccl_grad_sum && g.size > 1) {  // collective: every rank is here (after the agreement above)
     std::unique_ptr<GradSum> gs;
-    st = ringattn::cli::agree(g, make_nccl_grad_sum(g.comm, &gs));
+    st = ringattn::cli::agree(g, make_nccl_grad_sum(g.comm, o.timeout, &gs));
     if (!st.ok()) ringattn::cli::exit_job(st);
     tr.use_grad_sum(std::move(gs));
   }
@@ -534,7 +537,8 @@ int run(int argc, char** argv) {
                 ringattn::to_string(cfg.transport));
     std::printf("throughput: GEMMs in %s, gradient summed %s; useful attention %.3g TFLOP per step (all ranks, "
                 "backward 2.5x forward); MFU against %s\n",
-                o.bf16_matmul ? "bf16 (bf16 copies of the operands, float32 accumulation)" : "float32", o.nccl_grad_sum ? "over NCCL" : "through the host",
+                o.bf16_matmul ? "bf16 (bf16 copies of the operands, float32 accumulation)" : "float32",
+                g.size == 1 ? "nowhere (one rank)" : o.nccl_grad_sum ? "over NCCL" : "through the host",
                 attn_flops / 1e12, peak > 0 ? (fmt("%.1f", peak) + " TF/s per rank (dense bf16)").c_str() : "nothing (unknown peak: --peak-tflops)");
     if (s.step > 0) std::printf("resumed from %s at step %lld\n", checkpoint_path(o.resume).c_str(), static_cast<long long>(s.step));
     if (!o.init_from.empty()) std::printf("weights from %s (step 0, fresh optimizer state)\n", checkpoint_path(o.init_from).c_str());
@@ -614,7 +618,8 @@ int run(int argc, char** argv) {
                              "\",\n  \"attention_dtype\": \"" + ringattn::to_string(cfg.dtype) +
                              "\",\n  \"transport\": \"" + ringattn::to_string(cfg.transport) + "\",\n  \"params\": " + std::to_string(n) +
                              ",\n  \"matmul\": \"" + (o.bf16_matmul ? "bf16" : "f32") + "\",\n  \"grad_sum\": \"" +
-                             (o.nccl_grad_sum ? "nccl" : "host") + "\",\n  \"attention_tflop_per_step\": " +
+                             (g.size == 1 ? "none" : o.nccl_grad_sum ? "nccl" : "host") +
+                             "\",\n  \"attention_tflop_per_step\": " +
                              fmt("%.6g", attn_flops / 1e12) + ",\n  \"peak_tflops\": " + fmt("%.1f", peak) +
                              ",\n  \"chance\": " + fmt("%.17g", chance) + ",\n  \"options\": {" + opts +
                              "},\n  \"wall_s\": " + fmt("%.3f", wall) + ",\n  \"steps\": [\n    " + steps_json +

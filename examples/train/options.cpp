@@ -61,7 +61,7 @@ const char* kUsage =
     "  --eval             accuracy on --eval-seqs E held-out sequences at the end (default 8)\n"
     "  --eval-every K     also every K steps\n"
     "  --check-grad       the whole model's gradient at step 0 against central differences, per tensor\n"
-    "                     (its tolerance is float32's: use --attn-dtype f32, i.e. the cpu backend)\n"
+    "                     (its tolerance is float32's: --attn-dtype f32 and --matmul f32, i.e. the cpu backend)\n"
     "  --grad-dump FILE   write step 0's gradient (summed over ranks, before clipping) as text and\n"
     "                     exit: a line 'loss L answers A', then 'tensor value' per parameter\n"
     "  --timeout SEC      a silent peer fails the job after this long (default 60)\n";
@@ -225,6 +225,11 @@ Status validate_options(TrainOptions* o, int world) {
   if (!cuda && o->grad_sum_text == "nccl")
     return InvalidArgument("--grad-sum nccl needs --backend cuda (the cpu backend sums the gradient over MPI; allowed: host)");
   o->bf16_matmul = o->matmul_text.empty() ? cuda : o->matmul_text == "bf16";
+  if (o->check_grad && o->bf16_matmul)  // the perturbations (~1e-4 per weight) are below bf16's spacing of the weights
+    return InvalidArgument(std::string("--check-grad needs float32 GEMMs") +
+                           (o->matmul_text.empty() ? " (the cuda default is --matmul bf16)" : "") +
+                           ": bf16 copies of the weights round the difference quotient's perturbations away "
+                           "(allowed: --matmul f32, with --attn-dtype f32 on the cpu backend)");
   o->nccl_grad_sum = o->grad_sum_text.empty() ? cuda && o->transport_text != "mpi" : o->grad_sum_text == "nccl";
   // What the cuda attention takes (after the checks above, so an error they name reads the same on both backends).
   if (cuda && o->attn_dtype == ringattn::DType::f32)
