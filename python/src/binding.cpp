@@ -254,6 +254,8 @@ class RingContext {
     d["last_bytes_ideal"] = s.last_bytes_ideal;
     d["last_bytes_received"] = s.last_bytes_received;
     d["last_plan_ms"] = s.last_plan_ms;
+    d["last_plan_tiles"] = s.last_plan_tiles;
+    d["last_packed_tiles"] = s.last_packed_tiles;
     d["cache_device_hits"] = s.cache.device_hits;
     d["cache_host_hits"] = s.cache.host_hits;
     d["cache_misses"] = s.cache.misses;

@@ -213,6 +213,7 @@ TEST_F(MpiTest, PackSegmentsOnAndOffGiveTheSameBits) {
     }
     std::vector<float> out[2][5];  // per setting: o, lse, dq, dk, dv
     const char* setting[2] = {"1", "0"};
+    int64_t tiles[2] = {0, 0};
     for (int k = 0; k < 2; ++k) {
       const char* saved = std::getenv("RINGATTN_PACK_SEGMENTS");
       const std::string keep = saved ? saved : "";
@@ -231,7 +232,12 @@ TEST_F(MpiTest, PackSegmentsOnAndOffGiveTheSameBits) {
       st = ctx->backward(shape, x[0].data(), x[1].data(), x[2].data(), o[0].data(), o[1].data(), x[3].data(),
                          o[2].data(), o[3].data(), o[4].data());
       ASSERT_TRUE(st.ok()) << st.to_string();
+      // The setting took effect: whole 64- and 32-token segments sit in every shard, so "1" packs some.
+      if (k == 0) EXPECT_GT(ctx->stats().last_packed_tiles, 0) << "RINGATTN_PACK_SEGMENTS=1 packed nothing";
+      else EXPECT_EQ(ctx->stats().last_packed_tiles, 0) << "RINGATTN_PACK_SEGMENTS=0 packed tiles";
+      tiles[k] = ctx->stats().last_plan_tiles;
     }
+    EXPECT_LT(tiles[0], tiles[1]) << "packing did not reduce the tiles";
     const char* names[5] = {"O", "LSE", "dQ", "dK", "dV"};
     for (int g = 0; g < 5; ++g) {
       EXPECT_EQ(std::memcmp(out[0][g].data(), out[1][g].data(), out[0][g].size() * sizeof(float)), 0)

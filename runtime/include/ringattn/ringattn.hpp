@@ -59,6 +59,8 @@ struct Stats {
   int64_t last_bytes_ideal = 0;    // rows its peers actually need, in bytes
   int64_t last_bytes_received = 0;
   double last_plan_ms = 0;         // time to obtain the plan (build or lookup)
+  int64_t last_plan_tiles = 0;     // this rank's tiles in the last call's plan
+  int64_t last_packed_tiles = 0;   // of them, tiles of packed short segments (RINGATTN_PACK_SEGMENTS)
   // The last completed forward's ring steps (after synchronize(), the last forward's).
   std::vector<StepTiming> timeline;
   CacheStats cache;

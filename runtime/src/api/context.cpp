@@ -174,6 +174,8 @@ Status Context::Impl::with_plan(const Shape& shape, void* stream, F&& run) {
   Status got = cache->acquire(key(shape), [&] { return build_plan(c, shape, w, r, plan_opt); }, stream, &lease);
   stats.last_plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
   RINGATTN_RETURN_IF_ERROR(got);
+  stats.last_plan_tiles = int64_t(lease.plan->tiles.size());
+  stats.last_packed_tiles = lease.plan->packed_tiles;
   Status st = run(*lease.plan, lease.image.get(), lease.device);
   cache->release(&lease, stream);
   return st;

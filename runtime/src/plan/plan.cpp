@@ -176,8 +176,10 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank, const 
   }
 
   if (opt.pack_segments) pack_segments(c, &p);
-  for (const kern::Tile& t : p.tiles)
+  for (const kern::Tile& t : p.tiles) {
     p.local_flops += 4.0 * double(kern::tile_visible_pairs(t, c.causal)) * double(c.head_dim);
+    p.packed_tiles += t.seg_len > 0 ? 1 : 0;
+  }
 
   // Coverage: with a branch of r == 1 every token of every head is selected.
   p.covers_all = false;

@@ -86,6 +86,7 @@ struct Plan {
   std::vector<PlanStep> steps;        // steps 1..P-1 with any traffic
   bool covers_all = false;            // every (token, head) selected by a branch
   double local_flops = 0;             // useful FLOPs of this rank's queries (batch 1)
+  int64_t packed_tiles = 0;           // tiles holding packed short segments (seg_len > 0)
 
   // Rows (of all heads) sent / received per batch element, summed over steps.
   int64_t rows_sent() const;
