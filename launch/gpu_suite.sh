@@ -25,6 +25,15 @@ phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(all)
 want() { for p in "${phases[@]}"; do [ "$p" = "$1" ] || [ "$p" = all ] && return 0; done; return 1; }
 summary=()
 note() { summary+=("$*"); echo "== $*"; }
+# gpu_ctest LOG JOBS TIMEOUT [REGEX] [EXTRA]: the GPU tests (those matching REGEX) into $OUT/LOG,
+# a summary line, then the failures (and lines matching EXTRA).
+gpu_ctest() {
+  local log="$1" jobs="$2" tmo="$3" re="${4:-}" extra="${5:-}" t0 rc sel=()
+  t0=$(date +%s); [ -n "$re" ] && sel=(-R "$re")
+  ctest --test-dir build/gpu -L gpu "${sel[@]}" -j "$jobs" --output-on-failure --timeout "$tmo" > "$OUT/$log" 2>&1
+  rc=$?; note "ctest -L gpu${re:+ -R '$re'}: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/$log")"
+  grep -E "Failed|\*\*\*${extra:+|$extra}" "$OUT/$log" | head -20
+}
 RA=build/gpu/launch/ringattn
 MPI="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 
@@ -47,10 +56,7 @@ if want build || { [ ! -x "$RA" ] && [ -z "${NO_BUILD:-}" ]; }; then  # NO_BUILD
 fi
 
 if want test; then
-  t0=$(date +%s)
-  ctest --test-dir build/gpu -L gpu -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_gpu.log" 2>&1
-  rc=$?; note "ctest -L gpu: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu.log")"
-  grep -E "Failed|\*\*\*" "$OUT/ctest_gpu.log" | head -20
+  gpu_ctest ctest_gpu.log 4 600
 fi
 
 bench() {  # name, np, args...
@@ -88,10 +94,7 @@ fi
 # and atomic dQ, the GPU backward tests, each launch alone (bench/kernel_fwd.cu
 # --bwd), forward+backward through the runtime, ncu of the dK/dV kernel.
 if want bwdws; then
-  t0=$(date +%s)
-  ctest --test-dir build/gpu -L gpu -R "${BWDWS_TESTS:-bwd|train_gpu}" -j 6 --output-on-failure --timeout 300 > "$OUT/ctest_gpu_bwd.log" 2>&1
-  rc=$?; note "ctest -L gpu -R '${BWDWS_TESTS:-bwd|train_gpu}': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_bwd.log")"
-  grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_bwd.log" | head -20
+  gpu_ctest ctest_gpu_bwd.log 6 300 "${BWDWS_TESTS:-bwd|train_gpu}"
   K=build/gpu/bench/ringattn_kernel_fwd
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
     for dq in pass atomic; do
@@ -128,10 +131,7 @@ fi
 # on the training branches (64:1, 512:8 and a long one; 64k tokens, one GPU):
 # the kernels alone (kernel_fwd --bwd) and forward+backward through the runtime.
 if want pack; then
-  t0=$(date +%s)
-  ctest --test-dir build/gpu -L gpu -R "${PACK_TESTS:-short}" -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_gpu_pack.log" 2>&1
-  rc=$?; note "ctest -L gpu -R '${PACK_TESTS:-short}': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_pack.log")"
-  grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_pack.log" | head -20
+  gpu_ctest ctest_gpu_pack.log 4 600 "${PACK_TESTS:-short}"
   K=build/gpu/bench/ringattn_kernel_fwd
   PACK_BRANCHES="${PACK_BRANCHES:-64:1,512:8,262144:16}"
   for round in 1 2; do
@@ -157,10 +157,7 @@ if want bwd; then
     note "bwd bf16 hd128 resources: $(grep -E 'REG' "$OUT/bwd_resource_usage.txt" | sed -E 's/.*(REG:[0-9]+).*(STACK:[0-9]+).*(SHARED:[0-9]+).*(LOCAL:[0-9]+).*/\1 \2 \3 \4/' | sort -u | tr '\n' ' ')"
   fi
   if ! want test; then
-    t0=$(date +%s)
-    ctest --test-dir build/gpu -L gpu -R bwd -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_gpu_bwd.log" 2>&1
-    rc=$?; note "ctest -L gpu -R bwd: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu_bwd.log")"
-    grep -E "Failed|\*\*\*" "$OUT/ctest_gpu_bwd.log" | head -20
+    gpu_ctest ctest_gpu_bwd.log 4 600 bwd
   fi
   for cfg in "longnet4_64k --config longnet4 --seq 64k" "dense_16k --config dense --seq 16k" \
              "dense_16k_causal --config dense --seq 16k --causal" "longnet4_1M --config longnet4 --seq 1M --iters 5 --warmup 1"; do
@@ -342,17 +339,11 @@ if want train; then
 fi
 
 if want ctest && [ -n "${CTEST_R:-}" ]; then  # a chosen subset of the GPU tests: CTEST_R=regex
-  t0=$(date +%s)
-  ctest --test-dir build/gpu -L gpu -R "$CTEST_R" -j 4 --output-on-failure --timeout 600 > "$OUT/ctest_subset.log" 2>&1
-  rc=$?; note "ctest -L gpu -R '$CTEST_R': rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_subset.log")"
-  grep -E "Failed|\*\*\*" "$OUT/ctest_subset.log" | head -20
+  gpu_ctest ctest_subset.log 4 600 "$CTEST_R"
 fi
 
 if want traintests; then  # the training example's GPU tests alone (also in test and bwdws)
-  t0=$(date +%s)
-  ctest --test-dir build/gpu -L gpu -R train_gpu -j 3 --output-on-failure --timeout 600 > "$OUT/ctest_train_gpu.log" 2>&1
-  rc=$?; note "ctest -L gpu -R train_gpu: rc=$rc in $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed|tests failed' "$OUT/ctest_train_gpu.log")"
-  grep -E "Failed|\*\*\*|held-out accuracy on cuda|whole .* worst" "$OUT/ctest_train_gpu.log" | head -20
+  gpu_ctest ctest_train_gpu.log 3 600 train_gpu "held-out accuracy on cuda|whole .* worst"
 fi
 
 if want mfu; then

@@ -216,43 +216,26 @@ __global__ void k_scatter_partial(int64_t rows, int64_t d, int64_t V, int64_t ro
   }
 }
 
-// Element e of a rotary pass (pair i of head h of row r): its cosine and sine
-// (negated for the inverse), the same on every rope kernel.
-struct RopePair {
-  int64_t i, offset;  // pair, and its head's offset in x
-  float c, sn;
-};
-__device__ RopePair rope_pair(int64_t e, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
-                              double base, int64_t rot, bool inverse) {
-  const int64_t i = e % half, h = (e / half) % heads, r = e / (half * heads);
-  const double pos = double(pos0 + r % tokens);
-  const double ang = pos * pow(base, -2.0 * double(i) / double(rot));
-  return {i, (r * heads + h) * D, float(cos(ang)), float(inverse ? -sin(ang) : sin(ang))};
-}
+// Rotary embedding in place, on float32 or bf16 x: each pair widened, rotated
+// in float32, written back (rounded for bf16), so the bf16 form gives the same
+// bits as widening, rotating in float32 and rounding.
+__device__ float widen(float x) { return x; }
+__device__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ void store(float* p, float v) { *p = v; }
+__device__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
+template <class T>
 __global__ void k_rope(int64_t batch_rows, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
-                       double base, int64_t rot, bool inverse, float* x) {
+                       double base, int64_t rot, bool inverse, T* x) {
   GRID_LOOP(e, batch_rows * heads * half) {
-    const RopePair q = rope_pair(e, tokens, heads, D, half, pos0, base, rot, inverse);
-    const int64_t i = q.i;
-    const float c = q.c, sn = q.sn;
-    float* p = x + q.offset;
-    const float x0 = p[2 * i], x1 = p[2 * i + 1];
-    p[2 * i] = x0 * c - x1 * sn;
-    p[2 * i + 1] = x0 * sn + x1 * c;
-  }
-}
-
-__global__ void k_rope_bf16(int64_t batch_rows, int64_t tokens, int64_t heads, int64_t D, int64_t half, int64_t pos0,
-                            double base, int64_t rot, bool inverse, __nv_bfloat16* x) {
-  GRID_LOOP(e, batch_rows * heads * half) {
-    const RopePair q = rope_pair(e, tokens, heads, D, half, pos0, base, rot, inverse);
-    const int64_t i = q.i;
-    const float c = q.c, sn = q.sn;
-    __nv_bfloat16* p = x + q.offset;
-    const float x0 = __bfloat162float(p[2 * i]), x1 = __bfloat162float(p[2 * i + 1]);
-    p[2 * i] = __float2bfloat16_rn(x0 * c - x1 * sn);
-    p[2 * i + 1] = __float2bfloat16_rn(x0 * sn + x1 * c);
+    const int64_t i = e % half, h = (e / half) % heads, r = e / (half * heads);
+    const double pos = double(pos0 + r % tokens);
+    const double ang = pos * pow(base, -2.0 * double(i) / double(rot));
+    const float c = float(cos(ang)), sn = float(inverse ? -sin(ang) : sin(ang));
+    T* p = x + (r * heads + h) * D;
+    const float x0 = widen(p[2 * i]), x1 = widen(p[2 * i + 1]);
+    store(p + 2 * i, x0 * c - x1 * sn);
+    store(p + 2 * i + 1, x0 * sn + x1 * c);
   }
 }
 
@@ -470,14 +453,14 @@ class CudaKernels final : public Kernels {
             bool inverse, float* x) override {
     const int64_t half = rot / 2, n = batch * tokens * heads * half;
     if (n == 0) return;
-    TRAIN_LAUNCH(k_rope, blocks_for(n), kThreads, batch * tokens, tokens, heads, D, half, pos0, double(base), rot,
-                                                        inverse, x);
+    TRAIN_LAUNCH(k_rope<float>, blocks_for(n), kThreads, batch * tokens, tokens, heads, D, half, pos0, double(base), rot,
+                 inverse, x);
   }
   void rope_bf16(int64_t batch, int64_t tokens, int64_t heads, int64_t D, int64_t rot, int64_t pos0, float base,
                  bool inverse, uint16_t* x) override {
     const int64_t half = rot / 2, n = batch * tokens * heads * half;
     if (n == 0) return;
-    TRAIN_LAUNCH(k_rope_bf16, blocks_for(n), kThreads, batch * tokens, tokens, heads, D, half, pos0, double(base), rot,
+    TRAIN_LAUNCH(k_rope<__nv_bfloat16>, blocks_for(n), kThreads, batch * tokens, tokens, heads, D, half, pos0, double(base), rot,
                  inverse, reinterpret_cast<__nv_bfloat16*>(x));
   }
 

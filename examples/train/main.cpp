@@ -189,7 +189,7 @@ class Trainer {
     }
     RINGATTN_RETURN_IF_ERROR(tokens_.resize(b, size_t(model_.rows())));
     RINGATTN_RETURN_IF_ERROR(prev_.resize(b, size_t(model_.rows())));
-    if (b != ringattn::Backend::cpu && !o_.nccl_grad_sum && g_.size > 1) host_grad_.resize(size_t(n_));
+    if (b != ringattn::Backend::cpu && o_.grad_sum == "host") host_grad_.resize(size_t(n_));
     k_->synchronize();
     return Status::Ok();
   }
@@ -227,7 +227,7 @@ class Trainer {
   // (cpu), on the GPUs with NCCL (--grad-sum nccl), or staged through the
   // host (cuda, --grad-sum host; no CUDA-aware MPI is assumed).
   void allreduce_grad() {
-    if (g_.size == 1) return;  // one rank: the sum is the gradient itself
+    if (o_.grad_sum == "none") return;  // one rank: the sum is the gradient itself
     if (gs_) {
       OR_ABORT(g_, gs_->sum(grad_.data(), n_));
       return;
@@ -469,7 +469,7 @@ int run(int argc, char** argv) {
   if (!st.ok()) ringattn::cli::exit_job(st);
   Trainer& tr = *trainer;
 #ifdef RINGATTN_WITH_CUDA
-  if (o.nccl_grad_sum && g.size > 1) {  // collective: every rank is here (after the agreement above)
+  if (o.grad_sum == "nccl") {  // collective: every rank is here (after the agreement above)
     std::unique_ptr<GradSum> gs;
     st = ringattn::cli::agree(g, make_nccl_grad_sum(g.comm, o.timeout, &gs));
     if (!st.ok()) ringattn::cli::exit_job(st);
@@ -538,7 +538,7 @@ int run(int argc, char** argv) {
     std::printf("throughput: GEMMs in %s, gradient summed %s; useful attention %.3g TFLOP per step (all ranks, "
                 "backward 2.5x forward); MFU against %s\n",
                 o.bf16_matmul ? "bf16 (bf16 copies of the operands, float32 accumulation)" : "float32",
-                g.size == 1 ? "nowhere (one rank)" : o.nccl_grad_sum ? "over NCCL" : "through the host",
+                o.grad_sum == "none" ? "nowhere (one rank)" : o.grad_sum == "nccl" ? "over NCCL" : "through the host",
                 attn_flops / 1e12, peak > 0 ? (fmt("%.1f", peak) + " TF/s per rank (dense bf16)").c_str() : "nothing (unknown peak: --peak-tflops)");
     if (s.step > 0) std::printf("resumed from %s at step %lld\n", checkpoint_path(o.resume).c_str(), static_cast<long long>(s.step));
     if (!o.init_from.empty()) std::printf("weights from %s (step 0, fresh optimizer state)\n", checkpoint_path(o.init_from).c_str());
@@ -618,7 +618,7 @@ int run(int argc, char** argv) {
                              "\",\n  \"attention_dtype\": \"" + ringattn::to_string(cfg.dtype) +
                              "\",\n  \"transport\": \"" + ringattn::to_string(cfg.transport) + "\",\n  \"params\": " + std::to_string(n) +
                              ",\n  \"matmul\": \"" + (o.bf16_matmul ? "bf16" : "f32") + "\",\n  \"grad_sum\": \"" +
-                             (g.size == 1 ? "none" : o.nccl_grad_sum ? "nccl" : "host") +
+                             o.grad_sum +
                              "\",\n  \"attention_tflop_per_step\": " +
                              fmt("%.6g", attn_flops / 1e12) + ",\n  \"peak_tflops\": " + fmt("%.1f", peak) +
                              ",\n  \"chance\": " + fmt("%.17g", chance) + ",\n  \"options\": {" + opts +

@@ -135,11 +135,7 @@ int64_t Model::offset(const std::string& name) const {
   throw std::logic_error("no parameter " + name);
 }
 
-const float* Model::P(const float* w, const std::string& name) const {
-  for (const TensorInfo& t : layout_)
-    if (t.name == name) return w + t.offset;
-  throw std::logic_error("no parameter " + name);
-}
+const float* Model::P(const float* w, const std::string& name) const { return w + offset(name); }
 float* Model::P(float* w, const std::string& name) const {
   return const_cast<float*>(P(static_cast<const float*>(w), name));
 }
@@ -255,7 +251,7 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       RINGATTN_RETURN_IF_ERROR(timed([&] { return ctx_->forward(shape_, q, k, v, o, a.lse.data()); }));
     }
     // O: bf16 attention's output is already its bf16 copy (o is it, widened).
-    const Opnd op = adt_ == kBf16 ? kept(o, a.o16.data()) : rounded(o, td, o16s_.data());  // attention's own bf16 O
+    const Opnd op = adt_ == kBf16 ? kept(o, a.o16.data()) : rounded(o, td, o16s_.data());
     mm(false, false, T, d, d, 1.0f, op, d, W(p + "wo"), d, 1.0f, x_.data(), d);
     k_->copy(td, x_.data(), a.x_mid.data());
     k_->rmsnorm_fwd(T, d, x_.data(), P(w, p + "norm2"), 1e-5f, a.h2.data(), a.rstd2.data(), copy16(a.h2_16));
@@ -319,11 +315,11 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
         return ctx_->backward(shape_, a.q16.data(), a.k16.data(), a.v16.data(), a.o16.data(), a.lse.data(),
                               dout16_.data(), dq16_.data(), dk16_.data(), dv16_.data());
       }));
-      if (!attn16_is_operand) {  // else dq16_, dk16_ are rotated in place below and are the operands
+      if (!attn16_is_operand) {  // else dq16_, dk16_ (rotated in place below) and dv16_ are the operands
         k_->from_half(adt_, td, dq16_.data(), dq_.data());
         k_->from_half(adt_, td, dk16_.data(), dk_.data());
+        k_->from_half(adt_, td, dv16_.data(), dv_.data());
       }
-      if (!attn16_is_operand) k_->from_half(adt_, td, dv16_.data(), dv_.data());  // else dv16_ is the operand
     } else {
       RINGATTN_RETURN_IF_ERROR(timed([&] {
         return ctx_->backward(shape_, a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), dout_.data(),
@@ -337,13 +333,12 @@ ringattn::Status Model::run(const float* w, const int32_t* tokens, const int32_t
       k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dq_.data());
       k_->rope(shape_.batch, L, H, D, dims_.rot, pos0_, dims_.rope_base, true, dk_.data());
     }
-    // dQ, dK, dV rounded: into the 16-bit attention's own dq16_.. (read above, free now) or scratch.
-    const Opnd dq = attn16_is_operand ? kept(dq_.data(), dq16_.data())
-                                      : rounded(dq_.data(), td, half() ? dq16_.data() : dq16s_.data());
-    const Opnd dk = attn16_is_operand ? kept(dk_.data(), dk16_.data())
-                                      : rounded(dk_.data(), td, half() ? dk16_.data() : dk16s_.data());
-    const Opnd dv = attn16_is_operand ? kept(dv_.data(), dv16_.data())
-                                      : rounded(dv_.data(), td, half() ? dv16_.data() : dv16s_.data());
+    // dQ, dK, dV as operands: bf16 attention's own outputs, or rounded into the 16-bit
+    // attention's buffers (read above, free now) or, with float32 attention, scratch.
+    auto attn_grad = [&](Buf<float>& g, Buf<uint16_t>& g16, Buf<uint16_t>& scratch) {
+      return attn16_is_operand ? kept(g.data(), g16.data()) : rounded(g.data(), td, half() ? g16.data() : scratch.data());
+    };
+    const Opnd dq = attn_grad(dq_, dq16_, dq16s_), dk = attn_grad(dk_, dk16_, dk16s_), dv = attn_grad(dv_, dv16_, dv16s_);
     const Opnd h = kept(a.h.data(), a.h16.data());
     mm(true, false, d, d, T, 1.0f, h, d, dq, d, 1.0f, P(grad, p + "wq"), d);
     mm(true, false, d, d, T, 1.0f, h, d, dk, d, 1.0f, P(grad, p + "wk"), d);

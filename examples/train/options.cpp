@@ -230,7 +230,8 @@ Status validate_options(TrainOptions* o, int world) {
                            (o->matmul_text.empty() ? " (the cuda default is --matmul bf16)" : "") +
                            ": bf16 copies of the weights round the difference quotient's perturbations away "
                            "(allowed: --matmul f32, with --attn-dtype f32 on the cpu backend)");
-  o->nccl_grad_sum = o->grad_sum_text.empty() ? cuda && o->transport_text != "mpi" : o->grad_sum_text == "nccl";
+  const bool nccl = o->grad_sum_text.empty() ? cuda && o->transport_text != "mpi" : o->grad_sum_text == "nccl";
+  o->grad_sum = world == 1 ? "none" : nccl ? "nccl" : "host";
   // What the cuda attention takes (after the checks above, so an error they name reads the same on both backends).
   if (cuda && o->attn_dtype == ringattn::DType::f32)
     return ringattn::Unsupported("--attn-dtype f32: the cuda backend's attention takes 16-bit inputs (allowed: bf16, f16; "

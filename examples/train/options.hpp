@@ -26,7 +26,8 @@ struct TrainOptions {
   // --matmul f32|bf16 (empty: bf16 on cuda, f32 on cpu), --grad-sum host|nccl (empty: nccl on
   // cuda with the nccl transport, else host), --peak-tflops (0: the device's, where known).
   std::string matmul_text, grad_sum_text;
-  bool bf16_matmul = false, nccl_grad_sum = false;      // resolved (validate_options)
+  bool bf16_matmul = false;                             // resolved (validate_options)
+  std::string grad_sum = "host";  // resolved: "none" (one rank: nothing to sum), "host" or "nccl"
   double peak_tflops = 0;
   TaskSpec task;
   ModelDims dims;

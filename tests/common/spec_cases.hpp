@@ -38,4 +38,17 @@ inline const std::vector<SpecCase>& spec_cases() {
   return cases;
 }
 
+// Short segments that pack (PlanOptions::pack_segments) beside ones that do
+// not: the packed-vs-unpacked tests of the CPU path's forward and backward.
+inline const std::vector<SpecCase>& packed_segment_cases() {
+  static const std::vector<SpecCase> cases = {
+      {"w64_r1", {{64, 1}}, 1440, 1, 2, 16, false, HeadOffsets::interleaved},
+      {"w64_r1_w512_r8", {{64, 1}, {512, 8}}, 1536, 2, 2, 16, false, HeadOffsets::interleaved},
+      {"w64_r1_w512_r8_causal", {{64, 1}, {512, 8}}, 3072, 2, 3, 16, true, HeadOffsets::interleaved},
+      {"w128_r4_w32_r1_unpackable_blocked_causal", {{128, 4}, {32, 1}, {100, 3}}, 1440, 1, 5, 8, true, HeadOffsets::blocked},
+      {"w8_r8_w64_r2", {{8, 8}, {64, 2}}, 960, 1, 3, 8, false, HeadOffsets::interleaved},
+  };
+  return cases;
+}
+
 }  // namespace ringattn::test

@@ -193,21 +193,8 @@ INSTANTIATE_TEST_SUITE_P(Configs, CpuBackward, ::testing::ValuesIn(spec_cases())
 // dV must be the same bits at every simulated world size; the packed
 // gradients match the float64 reference (which does not read the plan).
 TEST(CpuBackwardPacked, SameBitsAsUnpackedAndMatchesReference) {
-  struct Case {
-    const char* name;
-    std::vector<Branch> branches;
-    int64_t N, B, H, D;
-    bool causal;
-    HeadOffsets offsets;
-  };
-  const Case cases[] = {
-      {"w64_r1_w512_r8_causal", {{64, 1}, {512, 8}}, 3072, 1, 3, 16, true, HeadOffsets::interleaved},
-      {"w64_r1_w512_r8", {{64, 1}, {512, 8}}, 1536, 2, 2, 16, false, HeadOffsets::interleaved},
-      {"w128_r4_w32_r1_unpackable_blocked_causal", {{128, 4}, {32, 1}, {100, 3}}, 1440, 1, 5, 8, true, HeadOffsets::blocked},
-      {"w8_r8_w64_r2", {{8, 8}, {64, 2}}, 960, 1, 3, 8, false, HeadOffsets::interleaved},
-  };
   const double tol = 2 * tolerance_of(DType::f32).o;  // SPEC: gradients, twice the O bound
-  for (const Case& pc : cases) {
+  for (const SpecCase& pc : packed_segment_cases()) {
     const Config c = make_config(pc.branches, pc.H, pc.D, pc.causal, pc.offsets);
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE(std::string(pc.name) + ": " + describe(c, pc.N, pc.B) + " seed=" + std::to_string(seed));

@@ -204,7 +204,8 @@ int64_t pack_segments(const Config& c, Plan* plan) {
     int64_t run = 0;  // segments in out.back() (0: out.back() is not a packable run)
     for (int64_t ti = ps.tile_begin; ti < ps.tile_end; ++ti) {
       const kern::Tile& t = plan->tiles[size_t(ti)];
-      if (packable_branch && whole(t) && run > 0 && run < most) {
+      const bool packable = packable_branch && whole(t);
+      if (packable && run > 0 && run < most) {
         kern::Tile& r = out.back();
         // The next segment's rows continue the run's: one affine tile.
         if (t.head == r.head && t.branch == r.branch && t.k_stride == r.k_stride &&
@@ -217,7 +218,7 @@ int64_t pack_segments(const Config& c, Plan* plan) {
         }
       }
       out.push_back(t);
-      run = packable_branch && whole(t) ? 1 : 0;
+      run = packable ? 1 : 0;
     }
     ps.tile_begin = begin;
     ps.tile_end = int64_t(out.size());
