@@ -1,3 +1,8 @@
+// The planner: for one rank, the tiles (queries of a branch/head/segment on
+// this shard x the keys one source holds), grouped into passes per branch and
+// ring step, the rows each peer needs per step (build_plan), and whole short
+// segments packed into block-diagonal tiles (pack_segments). docs/SPEC.md
+// defines what the tiles must cover; README "How it works" the layout.
 #include "plan/plan.hpp"
 
 #include <algorithm>
