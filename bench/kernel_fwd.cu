@@ -4,7 +4,7 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-pingpong]]
+//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]]
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false, dq_atomic = false, bwd_pp = false;
+  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -115,8 +115,12 @@ int main(int argc, char** argv) {
       const std::string v = value();
       if (v != "pass" && v != "atomic") usage("--bwd-dq " + v + " (allowed: pass, atomic)");
       dq_atomic = v == "atomic";
-    } else if (a == "--bwd-pingpong") {
+    } else if (a == "--bwd-dq-last") {
+      dq_last = true;
+    } else if (a == "--bwd-pingpong") {  // the default, as in the runtime
       bwd_pp = true;
+    } else if (a == "--bwd-no-pingpong") {
+      bwd_pp = false;
     }
     else usage("unknown option " + a);
   }
@@ -225,6 +229,7 @@ int main(int argc, char** argv) {
     bp.dv_acc = accs + 2 * elems;
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
+    bp.dq_first = !dq_last;
     auto passes = [&](int parts) {
       bp.parts = parts;
       for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
@@ -264,7 +269,7 @@ int main(int argc, char** argv) {
     const double total = t_delta + t_dkdv + t_dq + t_conv;
     std::printf("backward (%s kernels, dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                bwd_pp && !dq_atomic ? "ping-pong" : "default", dq_atomic ? "atomic, inside dK/dV" : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                bwd_pp && !dq_atomic ? "ping-pong" : "no ping-pong", dq_atomic ? (dq_last ? "atomic, inside dK/dV, after dK" : "atomic, inside dK/dV") : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));

@@ -90,7 +90,7 @@ if want torch; then  # issue 16: the PyTorch op on this GPU (bench/torch_op_gpu.
   note "torch op: rc=$? $(grep -E "speedup|overhead|torch_op(_gpu)?:|Error|^np [0-9]" "$OUT/torch_op_gpu.log" | head -10 | tr '\n' ' ' | cut -c1-400)"
 fi
 
-# The backward's kernels: the default against ping-pong (RINGATTN_BWD_PINGPONG=1)
+# The backward's kernels: ping-pong (the default) against none (RINGATTN_BWD_PINGPONG=0)
 # and atomic dQ, the GPU backward tests, each launch alone (bench/kernel_fwd.cu
 # --bwd), forward+backward through the runtime, ncu of the dK/dV kernel.
 if want bwdws; then
@@ -98,9 +98,9 @@ if want bwdws; then
   K=build/gpu/bench/ringattn_kernel_fwd
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
     for dq in pass atomic; do
-      for kern in default pingpong; do
-        [ "$kern" = pingpong ] && [ "$dq" = atomic ] && continue  # ping-pong: dQ pass only
-        kargs=(); [ "$kern" = pingpong ] && kargs+=(--bwd-pingpong)
+      for kern in pingpong nopingpong; do
+        [ "$kern" = nopingpong ] && [ "$dq" = atomic ] && continue  # ping-pong: dQ pass only
+        kargs=(); [ "$kern" = nopingpong ] && kargs+=(--bwd-no-pingpong)
         line=$(timeout 120 $K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq "${kargs[@]}" --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
         note "bwd kernels $cfg, $kern, dQ $dq: $line"
       done
@@ -122,8 +122,8 @@ if want bwdws; then
   done
   RINGATTN_BWD_DQ=atomic bench fb_longnet4_64k_atomic 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
   grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_atomic.log" | head -1 | cut -c1-160 | sed "s/^/   /"
-  RINGATTN_BWD_PINGPONG=1 bench fb_longnet4_64k_pingpong 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
-  grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_pingpong.log" | head -1 | cut -c1-160 | sed "s/^/   /"
+  RINGATTN_BWD_PINGPONG=0 bench fb_longnet4_64k_nopingpong 1 --op backward --config longnet4 --seq 64k --heads 16 --head-dim 128
+  grep -h "^# forward .* backward" "$OUT/fb_longnet4_64k_nopingpong.log" | head -1 | cut -c1-160 | sed "s/^/   /"
 fi
 
 # Short segments packed into one tile with a block-diagonal mask (PlanOptions::

@@ -88,6 +88,9 @@ struct BwdParams {
   // the float additions into dq_acc depends on timing, so reruns are not
   // bit-identical in dQ (dK and dV still are).
   bool dq_atomic = false;
+  // With dq_atomic: the dQ GEMM before the dK GEMM, its adds under dK's
+  // (RINGATTN_BWD_DQ_ORDER=first, default), or after both GEMMs (last).
+  bool dq_first = true;
   // With the dQ pass: the two consumer warpgroups of each
   // kernel take turns issuing their GEMMs (RINGATTN_BWD_PINGPONG=1; off by
   // default until measured). The same sums in the same order.

@@ -109,28 +109,54 @@ __device__ __forceinline__ int clamp_lim(int64_t v) {
   return int(v > (1 << 20) ? (1 << 20) : (v < -(1 << 20) ? -(1 << 20) : v));
 }
 
-// Adds (x, y) to elements idx and idx + 1 of a gradient accumulator:
-// float32 (lo == null), or split: hi in the gradient's dtype, rounded to
-// nearest, plus the bf16 remainder lo (attention_bwd.hpp). hi + lo is exact in
-// float32; a remainder of a value beyond the dtype's range is dropped, so an
-// overflow reads as inf, never NaN.
-template <typename Elem>
-__device__ __forceinline__ void grad_add2(float* f32, void* hi, uint16_t* lo, int64_t idx, float x, float y) {
-  if (lo != nullptr) {
-    uint32_t* h = reinterpret_cast<uint32_t*>(static_cast<Elem*>(hi) + idx);
-    uint32_t* l = reinterpret_cast<uint32_t*>(lo + idx);
-    const float2 a = unpack2<Elem>(*h), b = unpack2<__nv_bfloat16>(*l);
-    const float sx = (a.x + b.x) + x, sy = (a.y + b.y) + y;
-    const uint32_t nh = pack2<Elem>(sx, sy);
-    const float2 r = unpack2<Elem>(nh);
-    *h = nh;
-    *l = pack2<__nv_bfloat16>(isfinite(r.x) ? sx - r.x : 0.f, isfinite(r.y) ? sy - r.y : 0.f);
-  } else {
-    float2* a = reinterpret_cast<float2*>(f32 + idx);
-    float2 v = *a;
-    v.x += x;
-    v.y += y;
-    *a = v;
+// One gradient accumulator: float32 (lo == null), or split: hi in the
+// gradient's dtype, rounded to nearest, plus the bf16 remainder lo
+// (attention_bwd.hpp). hi + lo is exact in float32; a remainder of a value
+// beyond the dtype's range is dropped, so an overflow reads as inf, never NaN.
+struct GradAcc {
+  float* f32;
+  void* hi;
+  uint16_t* lo;
+};
+
+// Adds val(i) (a float2) to elements idx(i) and idx(i) + 1 of acc(i), for
+// i < N. Every old value is loaded before the first store, so the batch costs
+// one round trip to memory, not N: the compiler may not move a load above a
+// store through a pointer that can alias it, so pairwise read-modify-writes
+// ran one DRAM latency each (the dK/dV epilogue's 64 per thread were a tenth
+// of a short tile's time). The N pairs must not overlap.
+template <typename Elem, int N, typename AccOf, typename IdxOf, typename ValOf>
+__device__ __forceinline__ void grad_add2_batch(AccOf acc, IdxOf idx, ValOf val) {
+  uint32_t a[N], b[N];  // split: the hi and lo pairs; float32: the two floats' bits
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const GradAcc g = acc(i);
+    const int64_t k = idx(i);
+    if (g.lo != nullptr) {
+      a[i] = *reinterpret_cast<const uint32_t*>(static_cast<const Elem*>(g.hi) + k);
+      b[i] = *reinterpret_cast<const uint32_t*>(g.lo + k);
+    } else {
+      const float2 v = *reinterpret_cast<const float2*>(g.f32 + k);
+      a[i] = __float_as_uint(v.x);
+      b[i] = __float_as_uint(v.y);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const GradAcc g = acc(i);
+    const int64_t k = idx(i);
+    const float2 x = val(i);
+    if (g.lo != nullptr) {
+      const float2 h = unpack2<Elem>(a[i]), l = unpack2<__nv_bfloat16>(b[i]);
+      const float sx = (h.x + l.x) + x.x, sy = (h.y + l.y) + x.y;
+      const uint32_t nh = pack2<Elem>(sx, sy);
+      const float2 r = unpack2<Elem>(nh);
+      *reinterpret_cast<uint32_t*>(static_cast<Elem*>(g.hi) + k) = nh;
+      *reinterpret_cast<uint32_t*>(g.lo + k) =
+          pack2<__nv_bfloat16>(isfinite(r.x) ? sx - r.x : 0.f, isfinite(r.y) ? sy - r.y : 0.f);
+    } else {
+      *reinterpret_cast<float2*>(g.f32 + k) = make_float2(__uint_as_float(a[i]) + x.x, __uint_as_float(b[i]) + x.y);
+    }
   }
 }
 

@@ -124,6 +124,36 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   const int my_bar = 2 + wg, other_bar = 3 - wg;
   if (pp && wg == 1) named_arrive(2);
 
+  // dq_atomic: dQ (64 queries x 64 head-dim columns 64wg.., D = 128; all 64
+  // by warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k =
+  // the BN keys; issued and committed as one group.
+  auto dq_gemm = [&](float* dq, uint32_t s_ds) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+      wgmma_ss_tt64<Elem>(dq, gmma_desc(s_ds + kk * 16 * 128, BN * 128, 1024),
+                          gmma_desc(s_k + wg * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+    wgmma_commit();
+  };
+  // ... and its adds to dq_acc: four consecutive floats per atomic (red.v4,
+  // half the L2 atomic operations of float2): lanes 2i and 2i+1 of a quad
+  // swap a pair, the even lane adds columns qc..qc+3 of row r_lo, the odd one
+  // columns qc-2..qc+1 of row r_lo + 8.
+  auto dq_add = [&](const float* dq, int m0) {
+    float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
+    const int valid = min(BQ, t.q_count - m0);
+    const bool odd = lane & 1;
+    const int r = r_lo + (odd ? 8 : 0);
+    float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+      const float s0 = odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], s1 = odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3];
+      const float g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+      const float4 v = odd ? make_float4(g0, g1, dq[nb * 4 + 2], dq[nb * 4 + 3])
+                           : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g0, g1);
+      if (r < valid) red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
+    }
+  };
+
   for (int j = 0; j < nblk; ++j) {
     const int buf = j % S, m0 = m_lo + j * BQ;
     mbar_wait(full + 8 * buf, (j / S) & 1);
@@ -149,18 +179,30 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     wgmma_commit();
     wgmma_wait<1>();
     if (pp) named_arrive(other_bar);
+    // Masked keys get S = -inf first, in a pass of its own that most blocks
+    // skip (`all`): with `all || ...` folded into the exponentials' loop the
+    // compiler evaluated every term for every element (a select, not a
+    // branch), which cost the atomic-dQ kernel 11% once packed segments added
+    // two terms. exp2(-inf - l) = 0 (l is never -inf: rows without keys carry
+    // l = +inf).
+    if (!all) {
+#pragma unroll
+      for (int nb = 0; nb < kSN; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col0 = nb * 8 + qc;
+          const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
+          const int qi = m0 + col0 + (e & 1);
+          const bool ok = kr < kn && qi >= seg_lo[e >> 1] && qi < seg_hi[e >> 1] &&
+                          (!kCausal || kr <= lim + col0 + (e & 1));
+          if (!ok) st[nb * 4 + e] = -INFINITY;
+        }
+    }
 #pragma unroll
     for (int nb = 0; nb < kSN; ++nb) {
-      const int col0 = nb * 8 + qc;
-      const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + col0);
+      const float2 l2 = *reinterpret_cast<const float2*>(s_lse + buf * BQ + nb * 8 + qc);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int kr = 64 * wg + r_lo + ((e >> 1) << 3);
-        const int qi = m0 + col0 + (e & 1);
-        const bool ok = all || (kr < kn && qi >= seg_lo[e >> 1] && qi < seg_hi[e >> 1] &&
-                                (!kCausal || kr <= lim + col0 + (e & 1)));
-        st[nb * 4 + e] = ok ? fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x)) : 0.f;
-      }
+      for (int e = 0; e < 4; ++e) st[nb * 4 + e] = fast_exp2(st[nb * 4 + e] * sl2 - ((e & 1) ? l2.y : l2.x));
     }
     pack_probs<Elem, kSN>(st, pf);
     if (pp) named_sync(my_bar);
@@ -190,48 +232,48 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
         }
       fence_proxy_async();  // generic-proxy stores, read by wgmma below
     }
-    if (pp) named_sync(my_bar);
-    wgmma_fence();
-    gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
-    wgmma_commit();
-    if (pp) {
-      wgmma_wait<1>();  // dV (the dK GEMM runs on)
-      named_arrive(other_bar);
-    }
-    if (p.dq_atomic) {
+    // dQ (atomic) = dS K over the block's BN keys needs both warpgroups' dS^T
+    // rows: with p.dq_first the warpgroups meet first, issue dQ and then dK
+    // (dS^T Q), and add dQ while the dK GEMM runs; otherwise dK is issued
+    // before the meeting and dQ's adds wait for both GEMMs.
+    const bool dq_first = p.dq_atomic && p.dq_first;
+    if (dq_first) {
       // Both warpgroups' dS^T rows are in place (and the other tile, read
       // two blocks ago, is free: this barrier follows that block's wait).
       named_sync(1);
-      // dQ (64 queries x 64 head-dim columns 64wg.., D = 128; all 64 by
-      // warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k = the BN keys.
       if (D == 128 || wg == 0) {
         float dq[32];
-        // A fence before the first wgmma of this (at D = 64 divergent) branch:
-        // without it ptxas injects one there and serialises every wgmma of the
-        // kernel (C7520).
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk)
-          wgmma_ss_tt64<Elem>(dq, gmma_desc(s_ds + kk * 16 * 128, BN * 128, 1024),
-                              gmma_desc(s_k + wg * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+        wgmma_fence();  // C7520, below
+        dq_gemm(dq, s_ds);
+        gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
         wgmma_commit();
-        wgmma_wait<0>();
-        float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
-        const int valid = min(BQ, t.q_count - m0);
-        // Four consecutive floats per atomic (red.v4, half the L2 atomic
-        // operations of float2): lanes 2i and 2i+1 of a quad swap a pair,
-        // the even lane adds columns qc..qc+3 of row r_lo, the odd one
-        // columns qc-2..qc+1 of row r_lo + 8.
-        const bool odd = lane & 1;
-        const int r = r_lo + (odd ? 8 : 0);
-        float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
-#pragma unroll
-        for (int nb = 0; nb < 8; ++nb) {
-          const float s0 = odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], s1 = odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3];
-          const float g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-          const float4 v = odd ? make_float4(g0, g1, dq[nb * 4 + 2], dq[nb * 4 + 3])
-                               : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g0, g1);
-          if (r < valid) red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
+        wgmma_wait<1>();  // dQ (the dK GEMM runs on)
+        dq_add(dq, m0);
+      } else {
+        wgmma_fence();
+        gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
+        wgmma_commit();
+      }
+    } else {
+      if (pp) named_sync(my_bar);
+      wgmma_fence();
+      gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
+      wgmma_commit();
+      if (pp) {
+        wgmma_wait<1>();  // dV (the dK GEMM runs on)
+        named_arrive(other_bar);
+      }
+      if (p.dq_atomic) {
+        named_sync(1);  // as above
+        if (D == 128 || wg == 0) {
+          float dq[32];
+          // A fence before the first wgmma of this (at D = 64 divergent) branch:
+          // without it ptxas injects one there and serialises every wgmma of the
+          // kernel (C7520).
+          wgmma_fence();
+          dq_gemm(dq, s_ds);
+          wgmma_wait<0>();
+          dq_add(dq, m0);
         }
       }
     }
@@ -240,18 +282,20 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   }
   if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
 
+  // dK and dV of the thread's two key rows, each row's 2 kON pairs in one batch.
   const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  const GradAcc gk{p.dk_acc, p.dk_hi, p.dk_lo}, gv{p.dv_acc, p.dv_hi, p.dv_lo};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int kr = 64 * wg + r_lo + 8 * h;
     if (kr >= kn) continue;
-    const int64_t base = kv0 + key_row(t, p.src, n0 + kr) * p.src.row_stride;
-#pragma unroll
-    for (int ob = 0; ob < kON; ++ob) {
-      const int64_t at = base + ob * 8 + qc;
-      grad_add2<Elem>(p.dk_acc, p.dk_hi, p.dk_lo, at, p.scale * dk[ob * 4 + 2 * h], p.scale * dk[ob * 4 + 2 * h + 1]);
-      grad_add2<Elem>(p.dv_acc, p.dv_hi, p.dv_lo, at, dv[ob * 4 + 2 * h], dv[ob * 4 + 2 * h + 1]);
-    }
+    const int64_t base = kv0 + key_row(t, p.src, n0 + kr) * p.src.row_stride + qc;
+    grad_add2_batch<Elem, 2 * kON>(
+        [&](int i) { return i < kON ? gk : gv; }, [&](int i) { return base + (i % kON) * 8; },
+        [&](int i) {
+          const int at = (i % kON) * 4 + 2 * h;
+          return i < kON ? make_float2(p.scale * dk[at], p.scale * dk[at + 1]) : make_float2(dv[at], dv[at + 1]);
+        });
   }
 }
 

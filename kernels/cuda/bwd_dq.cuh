@@ -125,17 +125,22 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     const int kvalid = t.k_count - n0;
     const int lim = clamp_lim(int64_t(diag) + m0 - n0);
     const bool full = t.seg_len == 0 && BK <= kvalid && (!kCausal || BK - 1 <= lim + 64 * wg);
+    // Masked keys: S = -inf in a pass most blocks skip (bwd_dkdv says why).
+    if (!full) {
 #pragma unroll
-    for (int nb = 0; nb < kSN; ++nb)
+      for (int nb = 0; nb < kSN; ++nb)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int h = e >> 1;
-        const int col = nb * 8 + qc + (e & 1);
-        const int kj = n0 + col;
-        const bool ok = full || (col < kvalid && kj >= seg_lo[h] && kj < seg_hi[h] &&
-                                 (!kCausal || col <= lim + 64 * wg + r_lo + 8 * h));
-        s[nb * 4 + e] = ok ? fast_exp2(s[nb * 4 + e] * sl2 - lse2[h]) : 0.f;
-      }
+        for (int e = 0; e < 4; ++e) {
+          const int h = e >> 1;
+          const int col = nb * 8 + qc + (e & 1);
+          const int kj = n0 + col;
+          const bool ok = col < kvalid && kj >= seg_lo[h] && kj < seg_hi[h] &&
+                          (!kCausal || col <= lim + 64 * wg + r_lo + 8 * h);
+          if (!ok) s[nb * 4 + e] = -INFINITY;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < kSN * 4; ++i) s[i] = fast_exp2(s[i] * sl2 - lse2[(i >> 1) & 1]);
     wgmma_wait<0>();  // dP
 #pragma unroll
     for (int i = 0; i < kSN * 4; ++i) dp[i] = s[i] * (dp[i] - dlt[(i >> 1) & 1]);
@@ -156,11 +161,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
   for (int h = 0; h < 2; ++h) {
     const int r = 64 * wg + r_lo + 8 * h;
     if (r >= q_rows) continue;
-    const int64_t base = q0 + qrow(r) * p.q_row_stride;
-#pragma unroll
-    for (int ob = 0; ob < kON; ++ob)
-      grad_add2<Elem>(p.dq_acc, p.dq_hi, p.dq_lo, base + ob * 8 + qc, p.scale * dq[ob * 4 + 2 * h],
-                      p.scale * dq[ob * 4 + 2 * h + 1]);
+    const int64_t base = q0 + qrow(r) * p.q_row_stride + qc;
+    const GradAcc g{p.dq_acc, p.dq_hi, p.dq_lo};
+    grad_add2_batch<Elem, kON>([&](int) { return g; }, [&](int ob) { return base + ob * 8; },
+                               [&](int ob) { return make_float2(p.scale * dq[ob * 4 + 2 * h], p.scale * dq[ob * 4 + 2 * h + 1]); });
   }
 }
 

@@ -90,10 +90,10 @@ __global__ void scatter_add_kernel(ScatterAddParams p, int64_t total) {
     }
     const float4 a = *reinterpret_cast<const float4*>(p.part + from);
     const float4 b = *reinterpret_cast<const float4*>(p.part + half + from);
-    detail::grad_add2<Elem>(p.dk, p.dk_hi, p.dk_lo, to, a.x, a.y);
-    detail::grad_add2<Elem>(p.dk, p.dk_hi, p.dk_lo, to + 2, a.z, a.w);
-    detail::grad_add2<Elem>(p.dv, p.dv_hi, p.dv_lo, to, b.x, b.y);
-    detail::grad_add2<Elem>(p.dv, p.dv_hi, p.dv_lo, to + 2, b.z, b.w);
+    const detail::GradAcc gk{p.dk, p.dk_hi, p.dk_lo}, gv{p.dv, p.dv_hi, p.dv_lo};
+    const float2 x[4] = {{a.x, a.y}, {a.z, a.w}, {b.x, b.y}, {b.z, b.w}};
+    detail::grad_add2_batch<Elem, 4>([&](int i) { return i < 2 ? gk : gv; }, [&](int i) { return to + 2 * (i & 1); },
+                                     [&](int i) { return x[i]; });
   }
 }
 

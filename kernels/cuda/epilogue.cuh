@@ -82,9 +82,13 @@ struct Epilogue {
       if (!write[h]) continue;
       uint32_t* dst = reinterpret_cast<uint32_t*>(orow[h]);
       if (w1[h] != 0.f) {
+        // Every old pair first: one round trip for the row, not one per pair.
+        uint32_t old[kON];
+#pragma unroll
+        for (int ob = 0; ob < kON; ++ob) old[ob] = dst[ob * 4];
 #pragma unroll
         for (int ob = 0; ob < kON; ++ob) {
-          const float2 x1 = unpack2<Elem>(dst[ob * 4]);
+          const float2 x1 = unpack2<Elem>(old[ob]);
           dst[ob * 4] = pack2<Elem>(x1.x * w1[h] + o_acc[ob * 4 + 2 * h] * w2[h],
                                     x1.y * w1[h] + o_acc[ob * 4 + 2 * h + 1] * w2[h]);
         }

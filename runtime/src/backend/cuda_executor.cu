@@ -211,9 +211,13 @@ class CudaExecutor final : public Executor {
     // query-major pass (reruns bit-identical) or from the dK/dV kernel with
     // float32 atomics (attention_bwd.hpp, BwdParams::dq_atomic).
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
-    // RINGATTN_BWD_PINGPONG=0 (default) | 1: the backward kernels' consumer warpgroups
-    // take turns issuing GEMMs (BwdParams::pingpong; not yet measured).
-    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_PINGPONG", "0", "1", true, &bwd_pingpong_));
+    // RINGATTN_BWD_DQ_ORDER=first (default) | last: with atomic dQ, its GEMM
+    // before or after the dK GEMM (BwdParams::dq_first).
+    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ_ORDER", "first", "last", false, &dq_first_));
+    // RINGATTN_BWD_PINGPONG=1 (default) | 0: with the dQ pass, the backward kernels'
+    // consumer warpgroups take turns issuing GEMMs (BwdParams::pingpong; 3% faster
+    // on one H100, bench/results/h100-2026-11-28d).
+    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_PINGPONG", "1", "0", false, &bwd_pingpong_));
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
     // nccl (ring.hpp); auto takes every step's when they fit a budget of
     // min(4 GiB, 1/16 of this GPU's memory).
@@ -351,6 +355,7 @@ class CudaExecutor final : public Executor {
       bp_.causal = c.causal;
       bp_.dtype = ex->elem();
       bp_.dq_atomic = ex->dq_atomic_;
+      bp_.dq_first = ex->dq_first_;
       bp_.pingpong = ex->bwd_pingpong_;
       if (bp_.dq_atomic) {
         bp_.dq_acc = ex->dq_acc_;
@@ -471,7 +476,8 @@ class CudaExecutor final : public Executor {
   int attention_ctas_ = 0;  // the attention grid's cap (0: every SM)
   bool dynamic_tiles_ = true;
   bool dq_atomic_ = false;
-  bool bwd_pingpong_ = false;
+  bool dq_first_ = true;
+  bool bwd_pingpong_ = true;
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
