@@ -6,6 +6,7 @@
 # then tests/python/gpu_torch_op.py (the op against the float64 reference on the
 # GPU, inside torch.compile) at 1 rank and at 2 ranks over NCCL (2 GPUs where the
 # machine has them, else 2 ranks on one GPU through tests/gpu/nccl_hostid.sh).
+# TORCH_BENCH_ONLY=1: the benchmarks only; TORCH_GPU_TESTS_ONLY=1: the tests only.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -35,6 +36,7 @@ if [ -z "${TORCH_GPU_TESTS_ONLY:-}" ]; then  # TORCH_GPU_TESTS_ONLY=1: only gpu_
     --head-dim 128 --iters 10 --warmup 3 > "$OUT/cxx_fb_longnet4_64k.log" 2>&1
   grep -A1 "# config" "$OUT/cxx_fb_longnet4_64k.log" | tail -1; grep "^# forward" "$OUT/cxx_fb_longnet4_64k.log"
 fi
+[ -n "${TORCH_BENCH_ONLY:-}" ] && { [ ${#failed[@]} = 0 ] && echo "torch_op_gpu: OK (bench only)" && exit 0; echo "torch_op_gpu: FAILED: ${failed[*]}"; exit 1; }
 # gpu_torch_op.py: np 1 and 2 on one GPU (2 ranks through nccl_hostid.sh); 2 and G ranks on G GPUs.
 if [ "$G" -ge 2 ]; then wrap=""; nps="2 $([ "$G" -gt 2 ] && echo "$G")"; else wrap="$ROOT/tests/gpu/nccl_hostid.sh"; nps="1 2"; fi
 for np in $nps; do

@@ -368,7 +368,9 @@ class CudaExecutor final : public Executor {
 
     Status prologue() override {
       const size_t es = dtype_size(ex_->cfg_.dtype);
-      for (void* g : {a_.dq, a_.dk, a_.dv}) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
+      // Atomic dQ: a_.dq is written whole by the conversion at the end.
+      for (void* g : {a_.dq, a_.dk, a_.dv})
+        if (g != a_.dq || !bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
       for (int g = bp_.dq_atomic ? 1 : 0; g < 3; ++g)  // atomic dQ: float32, no remainder
         RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->lo_[g], 0, size_t(n_) * sizeof(uint16_t), cs_));
       if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->dq_acc_, 0, size_t(n_) * sizeof(float), cs_));
@@ -440,15 +442,16 @@ class CudaExecutor final : public Executor {
     int64_t n_ = 0;
   };
 
-  // The backward's buffers: the bf16 remainders of dQ, dK, dV (n elements
-  // each), Delta (n / head_dim floats) and, for atomic dQ, a float32 dQ; they
-  // grow rarely, after the run in flight (which may read them) is done.
+  // The backward's buffers: the bf16 remainders of dK, dV and (dQ pass) dQ
+  // (n elements each), Delta (n / head_dim floats) and, for atomic dQ, a
+  // float32 dQ instead of dQ's remainder; they grow rarely, after the run in
+  // flight (which may read them) is done.
   Status reserve_backward(int64_t n, int64_t nh) {
     const bool f32 = dq_atomic_;
     if (n <= acc_cap_ && nh <= delta_cap_ && (!f32 || dq_acc_)) return Status::Ok();
     RINGATTN_RETURN_IF_ERROR(ring_->finish());
     free_backward();
-    for (uint16_t*& lo : lo_) RINGATTN_CUDA_CHECK(cudaMalloc(&lo, size_t(n) * sizeof(uint16_t)));
+    for (int g = f32 ? 1 : 0; g < 3; ++g) RINGATTN_CUDA_CHECK(cudaMalloc(&lo_[g], size_t(n) * sizeof(uint16_t)));
     if (f32) RINGATTN_CUDA_CHECK(cudaMalloc(&dq_acc_, size_t(n) * sizeof(float)));
     RINGATTN_CUDA_CHECK(cudaMalloc(&delta_, size_t(nh) * sizeof(float)));
     acc_cap_ = n;
