@@ -10,7 +10,7 @@
 #   traintests: the training example's GPU tests (ctest -L gpu -R train_gpu)
 #   ctest: the GPU tests matching CTEST_R (a regex) only
 #   gpuvar: each GPU alone (the spread between the machine's GPUs)
-#   bwdws: the backward's kernels: default vs ping-pong vs atomic dQ (tests, kernels alone, runtime, ncu)
+#   bwdws: the backward's kernels: dQ pass with and without ping-pong, atomic dQ first and last (tests, kernels alone, runtime, ncu)
 #   graderr: the gradient error at 4 ranks vs 1 (one GPU); torch: the PyTorch op (bench/torch_op_gpu.sh)
 #   multibwd: every GPU: verify --op backward over NCCL, forward+backward scaling, the forward ring vs PyTorch's
 #   pack:  short segments packed into one tile (RINGATTN_PACK_SEGMENTS): their GPU tests, then
@@ -97,13 +97,13 @@ if want bwdws; then
   gpu_ctest ctest_gpu_bwd.log 6 300 "${BWDWS_TESTS:-bwd|train_gpu}"
   K=build/gpu/bench/ringattn_kernel_fwd
   for cfg in "--config dense --seq 16384" "--config longnet4 --seq 65536" "--config dense --seq 16384 --causal"; do
-    for dq in pass atomic; do
-      for kern in pingpong nopingpong; do
-        [ "$kern" = nopingpong ] && [ "$dq" = atomic ] && continue  # ping-pong: dQ pass only
-        kargs=(); [ "$kern" = nopingpong ] && kargs+=(--bwd-no-pingpong)
-        line=$(timeout 120 $K $cfg --heads 16 --head-dim 128 --bwd --bwd-dq $dq "${kargs[@]}" --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
-        note "bwd kernels $cfg, $kern, dQ $dq: $line"
-      done
+    # dQ pass with ping-pong (the default) and without; atomic dQ with its GEMM first (the default) and last.
+    for v in "pass ping-pong|--bwd-dq pass" "pass, no ping-pong|--bwd-dq pass --bwd-no-pingpong" \
+             "atomic|--bwd-dq atomic" "atomic, dQ GEMM last|--bwd-dq atomic --bwd-dq-last"; do
+      IFS='|' read -r label kargs <<< "$v"
+      # shellcheck disable=SC2086
+      line=$(timeout 120 $K $cfg --heads 16 --head-dim 128 --bwd $kargs --iters 10 2>&1 | tee -a "$OUT/bwd_kernels.log" | grep "^backward" | sed -E 's/.*(dK\/dV [0-9.]+ ms).*(dQ [0-9.]+ ms).*(total [0-9.]+ ms).* ([0-9.]+ TFLOP\/s useful)/\1, \2, \3, \4/')
+      note "bwd kernels $cfg, dQ $label: $line"
     done
   done
   if command -v ncu >/dev/null && [ -z "${NO_NCU:-}" ]; then  # what bounds the dK/dV kernel (dense 16k)

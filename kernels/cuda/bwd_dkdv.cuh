@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       if (tid < valid) {
         const int64_t off = qrow(tid) * p.lse_row_stride;
         const float v = __ldg(glse + off);
-        if (v > -INFINITY) { l = v * kLog2e; dl = __ldg(gdelta + off); }
+        if (v * kLog2e > -INFINITY) { l = v * kLog2e; dl = __ldg(gdelta + off); }  // l is never -inf
       }
       s_lse[st * BQ + tid] = l;
       s_delta[st * BQ + tid] = dl;

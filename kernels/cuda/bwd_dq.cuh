@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     if (r < q_rows) {
       const int64_t off = batch * p.lse_batch_stride + qrow(r) * p.lse_row_stride + t.head;
       const float v = __ldg(p.lse + off);
-      if (v > -INFINITY) { lse2[h] = v * kLog2e; dlt[h] = __ldg(p.delta + off); }
+      if (v * kLog2e > -INFINITY) { lse2[h] = v * kLog2e; dlt[h] = __ldg(p.delta + off); }  // never -inf
     }
   }
   const float sl2 = p.scale * kLog2e;

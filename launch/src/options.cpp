@@ -129,6 +129,9 @@ const std::vector<Flag>& flags() {
       {"--head-dim", "D", kAll, P, "head dimension (default 64)", count(&Options::head_dim, 1, 1024)},
       {"--batch", "B", kAll, P, "batch (default 1)", count(&Options::batch, 1, 1 << 20)},
       {"--causal", "", kAll, P, "causal masking (--causal=false: off, the default)", on_off(&Options::causal)},
+      {"--deterministic", "", kAll, P, "the backward's reruns give the same bits (the default); --deterministic=false:\n"
+       "                        cuda sums dQ with float32 atomics (about 1.2x faster backward, 2 more bytes\n"
+       "                        per element; the cpu backend is always deterministic)", on_off(&Options::deterministic)},
       {"--head-offsets", "RULE", kAll, P, "interleaved (LongNet) | blocked (torchscale) (default interleaved)", text(&Options::head_offsets)},
       {"--scale", "S", kAll, P, "softmax scale (default 1/sqrt(D))", real(&Options::scale, 0, 1e4, "")},
       {"--dtype", "T", kAll, P, "f32 | f16 | bf16 (default f32 on cpu, bf16 on cuda)", text(&Options::dtype)},
@@ -327,6 +330,7 @@ Status make_config(const Options& o, Config* c) {
     RINGATTN_RETURN_IF_ERROR(named_branches(config_label(o), o.seq, &c->branches));
   }
   c->causal = o.causal;
+  c->deterministic = o.deterministic;
   c->scale = o.scale;
   c->heads = o.heads;
   c->head_dim = o.head_dim;

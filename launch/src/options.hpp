@@ -37,6 +37,7 @@ struct Options {
   int64_t head_dim = 64;
   int64_t batch = 1;
   bool causal = false;
+  bool deterministic = true;    // --deterministic=false: atomic dQ on cuda (Config::deterministic)
   std::string head_offsets = "interleaved";
   std::string dtype;            // default: f32 on cpu, bf16 on cuda
   std::string backend = "cpu";

@@ -64,7 +64,7 @@ std::string describe(const Options& o, const Problem& p) {
   const Config& c = p.cfg;
   std::ostringstream ss;
   ss << "# config " << config_label(o) << " (" << format_branches(c.branches) << ")" << (c.causal ? " causal" : "")
-     << ", head offsets " << to_string(c.head_offsets) << "\n"
+     << ", head offsets " << to_string(c.head_offsets) << (c.deterministic ? "" : ", nondeterministic backward") << "\n"
      << "# backend " << to_string(c.backend) << " (" << dev::device_name(c.backend) << "), transport " << to_string(c.transport)
      << ", dtype " << to_string(c.dtype) << ", ranks " << p.group.size << "\n"
      << "# batch " << p.shape.batch << ", tokens " << p.shape.seq << " (" << p.rows() << " per rank), heads " << c.heads
@@ -149,7 +149,8 @@ Json json_common(const Options& o, const Problem& p) {
   const Config& c = p.cfg;
   Json j;
   j.str("command", o.command).str("op", o.op).str("config", config_label(o)).str("branches", format_branches(c.branches));
-  j.boolean("causal", c.causal).str("head_offsets", to_string(c.head_offsets)).str("backend", to_string(c.backend));
+  j.boolean("causal", c.causal).boolean("deterministic", c.deterministic).str("head_offsets", to_string(c.head_offsets));
+  j.str("backend", to_string(c.backend));
   j.str("device", dev::device_name(c.backend)).str("transport", to_string(c.transport)).str("dtype", to_string(c.dtype));
   j.integer("ranks", p.group.size).integer("batch", p.shape.batch).integer("tokens", p.shape.seq);
   return j.integer("heads", c.heads).integer("head_dim", c.head_dim);

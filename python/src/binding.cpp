@@ -124,7 +124,8 @@ Status closed(const char* what) {
 using Branches = std::vector<std::pair<int64_t, int64_t>>;
 
 ringattn::Config make_config(const Branches& branches, bool causal, double scale, int head_offsets, int dtype,
-                             int backend, int transport, int64_t heads, int64_t head_dim, double timeout_seconds) {
+                             int backend, int transport, int64_t heads, int64_t head_dim, double timeout_seconds,
+                             bool deterministic) {
   ringattn::Config cfg;
   for (const auto& [w, r] : branches) cfg.branches.push_back({w, r});
   cfg.causal = causal;
@@ -136,6 +137,7 @@ ringattn::Config make_config(const Branches& branches, bool causal, double scale
   cfg.heads = heads;
   cfg.head_dim = head_dim;
   cfg.timeout_seconds = timeout_seconds;
+  cfg.deterministic = deterministic;
   return cfg;
 }
 
@@ -149,13 +151,13 @@ ringattn::Config make_config(const Branches& branches, bool causal, double scale
 // creating one.
 py::object agree(const std::shared_ptr<Comm>& comm, int code, const std::string& message, const Branches& branches,
                  bool causal, double scale, int head_offsets, int dtype, int backend, int transport, int64_t heads,
-                 int64_t head_dim, double timeout_seconds, int64_t batch, int64_t seq) {
+                 int64_t head_dim, double timeout_seconds, bool deterministic, int64_t batch, int64_t seq) {
   if (comm->handle() == MPI_COMM_NULL) return result(closed("agree"));
   Status local = code == 0 ? Status::Ok() : Status(StatusCode(code), message);
   uint64_t key = 0, timeout_bits = 0;
   if (local.ok()) {
     key = ringattn::config_hash(make_config(branches, causal, scale, head_offsets, dtype, backend, transport, heads,
-                                            head_dim, timeout_seconds));
+                                            head_dim, timeout_seconds, deterministic));
     static_assert(sizeof(double) == sizeof(uint64_t), "");
     std::memcpy(&timeout_bits, &timeout_seconds, sizeof(double));
     key ^= timeout_bits * 0x9e3779b97f4a7c15ull;
@@ -187,10 +189,11 @@ class RingContext {
   // Collective over comm.
   static py::object create(const std::shared_ptr<Comm>& comm, const Branches& branches,
                            bool causal, double scale, int head_offsets, int dtype, int backend, int transport,
-                           int64_t heads, int64_t head_dim, double timeout_seconds, std::shared_ptr<RingContext>* out) {
+                           int64_t heads, int64_t head_dim, double timeout_seconds, bool deterministic,
+                           std::shared_ptr<RingContext>* out) {
     if (comm->handle() == MPI_COMM_NULL) return result(closed("Context.create"));
     const ringattn::Config cfg = make_config(branches, causal, scale, head_offsets, dtype, backend, transport, heads,
-                                             head_dim, timeout_seconds);
+                                             head_dim, timeout_seconds, deterministic);
     auto c = std::make_shared<RingContext>();
     Status st;
     {
@@ -307,10 +310,10 @@ PYBIND11_MODULE(_C, m) {
   py::class_<RingContext, std::shared_ptr<RingContext>>(m, "Context")
       .def_static("create", [](const std::shared_ptr<Comm>& comm, const Branches& branches,
                                bool causal, double scale, int head_offsets, int dtype, int backend, int transport,
-                               int64_t heads, int64_t head_dim, double timeout_seconds) -> py::object {
+                               int64_t heads, int64_t head_dim, double timeout_seconds, bool deterministic) -> py::object {
         std::shared_ptr<RingContext> c;
         py::object st = RingContext::create(comm, branches, causal, scale, head_offsets, dtype, backend, transport, heads,
-                                          head_dim, timeout_seconds, &c);
+                                          head_dim, timeout_seconds, deterministic, &c);
         if (!st.is_none()) return st;
         return py::cast(c);
       }, "Collective: Context::create over comm. Returns a Context or (code, message).")

@@ -11,6 +11,7 @@
  * Inputs are a pure function of (seed, tensor, global index), the seed fresh
  * per run (rank 0's clock, broadcast) and printed on failure. */
 #include <math.h>
+#include <stddef.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,8 +98,15 @@ int main(int argc, char** argv) {
   memset(o1, 0xff, sizeof(float) * (size_t)(N * row));
   memset(lse1, 0xff, sizeof(float) * (size_t)(N * H));
 
-  /* 1. Distributed through the C API against one rank over the whole sequence. */
+  /* 1. Distributed through the C API against one rank over the whole sequence. The
+     distributed context asks for the nondeterministic backward (the cpu backend is always
+     deterministic: same results); the one-rank context is made from a caller's struct of
+     the size before `nondeterministic` existed (the field past it is never read). */
   ringattn_config_t cfg = make_config();
+  cfg.nondeterministic = 1;
+  ringattn_config_t old = make_config();
+  old.struct_size = (uint32_t)offsetof(ringattn_config_t, nondeterministic);
+  old.nondeterministic = 7;
   ringattn_context_t ctx = NULL, solo = NULL;
   int rc = ringattn_create(&cfg, MPI_COMM_WORLD, &ctx);
   CHECK(rc == 0, "ringattn_create: %d %s", rc, ringattn_last_error());
@@ -109,8 +117,8 @@ int main(int argc, char** argv) {
     rc = ringattn_synchronize(ctx);
     CHECK(rc == 0, "ringattn_synchronize: %d %s", rc, ringattn_last_error());
   }
-  rc = ringattn_create(&cfg, MPI_COMM_SELF, &solo);
-  CHECK(rc == 0, "ringattn_create (self): %d %s", rc, ringattn_last_error());
+  rc = ringattn_create(&old, MPI_COMM_SELF, &solo);
+  CHECK(rc == 0, "ringattn_create (self, the struct without nondeterministic): %d %s", rc, ringattn_last_error());
   if (rc == 0) {
     rc = ringattn_forward(solo, 1, N, q, k, v, o1, lse1, NULL);
     CHECK(rc == 0, "ringattn_forward (self): %d %s", rc, ringattn_last_error());
@@ -171,6 +179,10 @@ int main(int argc, char** argv) {
   if (g_rank == g_world - 1) bad.struct_size = 8;
   rc = ringattn_create(&bad, MPI_COMM_WORLD, &none);
   expect_all_fail(rc, "struct_size is 8", "struct_size on one rank");
+  bad = make_config();
+  if (g_rank == g_world - 1) bad.nondeterministic = 2;
+  rc = ringattn_create(&bad, MPI_COMM_WORLD, &none);
+  expect_all_fail(rc, "nondeterministic is 2", "nondeterministic on one rank");
   bad = make_config();
   if (g_rank == g_world - 1) bad.dtype = 7;
   rc = ringattn_create(&bad, MPI_COMM_WORLD, &none);

@@ -37,7 +37,7 @@ def inputs(b, n, h, d, dtype, amplitude=1.0):
 
 
 def check_against_reference(what, branches, causal, head_offsets, b, n, h, d, dtype, scale=None, comm=None,
-                            amplitude=1.0, o_bound=None, grads=True):
+                            amplitude=1.0, o_bound=None, grads=True, deterministic=True):
     """Forward (O, LSE) and backward (dQ, dK, dV) of this rank's shard against the reference.
 
     grads=False checks the gradients for finiteness only: at logits of ~1e4 the
@@ -51,7 +51,7 @@ def check_against_reference(what, branches, causal, head_offsets, b, n, h, d, dt
     o_ref, lse_ref = attention(qr, kr, vr, ref_branches, causal, head_offsets, scale)
     o_ref.backward(do.double())
     attn = rt.DilatedAttention(branches, causal=causal, head_offsets=head_offsets, scale=scale, dtype=dtype,
-                               comm=comm, timeout=TIMEOUT)
+                               comm=comm, timeout=TIMEOUT, deterministic=deterministic)
     qs, ks, vs = (shard(x, rank, size).requires_grad_() for x in (q, k, v))
     o, lse = attn(qs, ks, vs, return_lse=True)
     assert o.dtype == dtype and o.shape == qs.shape, "%s: O is %s %s" % (what, o.dtype, tuple(o.shape))
@@ -88,6 +88,14 @@ SPEC_CASES = [
 def test_forward_backward_f32():
     for name, branches, causal, offsets, b, n, h, d in SPEC_CASES:
         check_against_reference(name, branches, causal, offsets, b, n, h, d, torch.float32)
+
+
+def test_nondeterministic_option():
+    # deterministic=False is the same math (on cuda dQ is summed with atomics; the
+    # cpu backend is always deterministic): the same bounds, and agreed by the ranks.
+    name, branches, causal, offsets, b, n, h, d = SPEC_CASES[2]
+    check_against_reference(name + ", deterministic=False", branches, causal, offsets, b, n, h, d, torch.float32,
+                            deterministic=False)
 
 
 def test_forward_backward_f16_bf16():
@@ -255,6 +263,8 @@ def test_bad_tensors_every_rank():
     expect_error("branch name", lambda: rt.DilatedAttention("longnet5"), ValueError, ["longnet5", "longnet4", "dense"])
     expect_error("head offsets", lambda: rt.DilatedAttention([(8, 1)], head_offsets="x"), ValueError, ["interleaved"])
     expect_error("backend", lambda: rt.DilatedAttention([(8, 1)], backend="gpu"), ValueError, ["gpu", "cuda"])
+    expect_error("deterministic", lambda: rt.DilatedAttention([(8, 1)], deterministic="no"), TypeError,
+                 ["deterministic", "True, False"])
 
 
 def test_bad_tensor_on_one_rank():
@@ -288,7 +298,7 @@ def test_runtime_errors_on_every_rank():
                  ValueError, ["q is on device cpu", "CUDA tensors"])
 
 
-TESTS = [test_forward_backward_f32, test_forward_backward_f16_bf16, test_scale_and_large_logits,
+TESTS = [test_forward_backward_f32, test_nondeterministic_option, test_forward_backward_f16_bf16, test_scale_and_large_logits,
          test_keys_of_two_branches_count_twice, test_dense_vs_sdpa, test_mpi4py_communicator, test_saved_for_backward,
          test_context_cached, test_bad_tensors_every_rank, test_bad_tensor_on_one_rank, test_runtime_errors_on_every_rank]
 

@@ -210,6 +210,20 @@ TEST(ValidateConfig, NegativeScale) {
   expect_rejected(c, "scale");
 }
 
+// The kernels compute in float32: a scale that is 0 or denormal there would
+// turn masked logits into -inf * 0 = NaN; one beyond float32's range into inf.
+TEST(ValidateConfig, ScaleOutsideFloat32) {
+  Config c = valid();
+  c.scale = 1e-40;
+  expect_rejected(c, "1e-40");
+  c.scale = 1e39;
+  expect_rejected(c, "1e+39");
+  c.scale = 1e-30;
+  EXPECT_TRUE(validate_config(c).ok());
+  c.scale = 0.0;  // 1/sqrt(head_dim)
+  EXPECT_TRUE(validate_config(c).ok());
+}
+
 TEST(ValidateConfig, NcclNeedsCuda) {
   Config c = valid();
   c.transport = Transport::nccl;
@@ -298,6 +312,9 @@ TEST(ConfigHash, CoversEveryAgreedField) {
   c = valid();
   c.scale = 0.5;
   differs(c, "scale");
+  c = valid();
+  c.deterministic = false;
+  differs(c, "deterministic");
   EXPECT_EQ(config_hash(valid()), h0);
 }
 

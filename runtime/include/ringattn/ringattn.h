@@ -43,6 +43,12 @@ typedef struct {
   int64_t heads;          /* H */
   int64_t head_dim;       /* D */
   double timeout_seconds; /* <= 0: 60 s */
+  /* Added after the first release: a struct_size that ends before it (an older caller's
+     sizeof) reads as 0. */
+  int32_t nondeterministic; /* 0: the backward's reruns give the same bits (cuda: dQ from its
+                               own pass); 1: dQ by float32 atomics on cuda (about 1.2x faster,
+                               not bit-identical, 2 more bytes per element); the cpu backend
+                               is always deterministic */
 } ringattn_config_t;
 
 /* Collective over comm. */

@@ -109,8 +109,10 @@ class Context {
   // overlap any input: on cuda they are the accumulators (zeroed first, then
   // added to, rounded to the dtype after every add), beside a bf16 remainder
   // each (3 x the shard's elements x 2 bytes; the cpu backend keeps float32
-  // ones); with several ranks on nccl it also keeps one float32 return slot
-  // per ring step.
+  // ones); with Config::deterministic = false, dQ is summed in a float32
+  // buffer (4 bytes per element, instead of its remainder) and written whole
+  // at the end. With several ranks on nccl it also keeps one float32 return
+  // slot per ring step. After a failed call their contents are undefined.
   Status backward(const Shape& shape, const void* q, const void* k, const void* v, const void* o,
                   const float* lse, const void* dout, void* dq, void* dk, void* dv, void* stream = nullptr);
 

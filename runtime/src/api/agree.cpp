@@ -40,7 +40,7 @@ Status agree(MPI_Comm comm, const Status& local, uint64_t hash, int64_t seq, int
   if (v[1] != -v[2] || v[3] != -v[4]) {
     return Status(StatusCode::kMismatch,
                   "ranks disagree on the configuration (branches, causal, scale, head offsets, dtype, backend, "
-                  "transport, heads, head_dim or RINGATTN_PACK_SEGMENTS differ between ranks)");
+                  "transport, heads, head_dim, deterministic or RINGATTN_PACK_SEGMENTS differ between ranks)");
   }
   return Status::Ok();
 }

@@ -1,5 +1,6 @@
 #include "ringattn/ringattn.h"
 
+#include <cstddef>
 #include <string>
 
 #include "ringattn/ringattn.hpp"
@@ -25,6 +26,9 @@ struct ringattn_context {
 
 namespace {
 thread_local std::string g_last_error;
+// sizeof(ringattn_config_t) before `deterministic` was added (the field starts
+// where that struct ended: it ended with a double).
+constexpr uint32_t kConfigSizeV1 = uint32_t(offsetof(ringattn_config_t, nondeterministic));
 int fail(const ringattn::Status& s) {
   g_last_error = s.message();
   return int(s.code());
@@ -43,9 +47,12 @@ extern "C" int ringattn_create(const ringattn_config_t* c, MPI_Comm comm, ringat
   Status local = Status::Ok();
   if (c == nullptr || out == nullptr) {
     local = InvalidArgument("ringattn_create: config or out is null");
-  } else if (c->struct_size != sizeof(ringattn_config_t)) {
+  } else if (c->struct_size != sizeof(ringattn_config_t) && c->struct_size != kConfigSizeV1) {
     local = InvalidArgument("ringattn_config_t.struct_size is " + std::to_string(c->struct_size) + ", expected " +
-                            std::to_string(sizeof(ringattn_config_t)));
+                            std::to_string(sizeof(ringattn_config_t)) + " (or " + std::to_string(kConfigSizeV1) +
+                            ", a struct without `nondeterministic`)");
+  } else if (c->struct_size == sizeof(ringattn_config_t) && c->nondeterministic != 0 && c->nondeterministic != 1) {
+    local = InvalidArgument("nondeterministic is " + std::to_string(c->nondeterministic) + " (allowed: 0 or 1)");
   } else if (c->num_branches < 0 || (c->num_branches > 0 && (c->w == nullptr || c->r == nullptr))) {
     local = InvalidArgument("ringattn_create: num_branches is " + std::to_string(c->num_branches) +
                             " (allowed: >= 0, with w and r non-null when > 0)");
@@ -68,6 +75,7 @@ extern "C" int ringattn_create(const ringattn_config_t* c, MPI_Comm comm, ringat
     cfg.heads = c->heads;
     cfg.head_dim = c->head_dim;
     if (c->timeout_seconds > 0) cfg.timeout_seconds = c->timeout_seconds;
+    cfg.deterministic = c->struct_size == kConfigSizeV1 || c->nondeterministic == 0;
   }
   Status agreed = all_ranks(comm, local);
   if (!agreed.ok()) return fail(agreed);

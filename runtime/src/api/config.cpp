@@ -1,7 +1,8 @@
 #include "ringattn/config.hpp"
 
-#include <cmath>
 #include <cerrno>
+#include <cfloat>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -156,7 +157,14 @@ Status validate_config(const Config& c) {
   }
   if (c.heads < 1 || c.heads > 4096) return InvalidArgument("heads is " + std::to_string(c.heads) + " (allowed: 1..4096)");
   if (c.head_dim < 1 || c.head_dim > 1024) return InvalidArgument("head_dim is " + std::to_string(c.head_dim) + " (allowed: 1..1024)");
-  if (!(c.scale >= 0.0) || !std::isfinite(c.scale)) return InvalidArgument("scale is " + std::to_string(c.scale) + " (allowed: a finite value > 0, or 0 for 1/sqrt(head_dim))");
+  // The kernels compute in float32: a scale must stay a normal float there
+  // (a denormal or zero one would make masked logits -inf * 0 = NaN).
+  if (!(c.scale >= 0.0) || !std::isfinite(c.scale) ||
+      (c.scale != 0.0 && !(c.scale >= double(FLT_MIN) && c.scale <= double(FLT_MAX)))) {
+    std::ostringstream v;
+    v << c.scale;
+    return InvalidArgument("scale is " + v.str() + " (allowed: 0 for 1/sqrt(head_dim), or a value from 1.18e-38 to 3.4e38, a normal float32)");
+  }
   if (!(c.timeout_seconds > 0)) return InvalidArgument("timeout is " + std::to_string(c.timeout_seconds) + " s (allowed: > 0)");
   if (c.backend == Backend::cpu && c.transport == Transport::nccl) {
     return InvalidArgument("transport 'nccl' needs backend 'cuda' (the cpu backend uses transport 'mpi')");
@@ -223,6 +231,7 @@ uint64_t config_hash(const Config& c) {
   h = fnv(h, uint64_t(c.transport));
   h = fnv(h, uint64_t(c.heads));
   h = fnv(h, uint64_t(c.head_dim));
+  h = fnv(h, c.deterministic);
   return h;
 }
 

@@ -207,10 +207,13 @@ class CudaExecutor final : public Executor {
     // RINGATTN_TILE_SCHEDULE=dynamic (default) | static: how the persistent
     // attention CTAs share a pass's work items (attention_fwd.hpp).
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_TILE_SCHEDULE", "dynamic", "static", false, &dynamic_tiles_));
-    // RINGATTN_BWD_DQ=pass (default) | atomic: dQ of the backward from its own
-    // query-major pass (reruns bit-identical) or from the dK/dV kernel with
-    // float32 atomics (attention_bwd.hpp, BwdParams::dq_atomic).
+    // dQ of the backward from its own query-major pass (reruns bit-identical;
+    // Config::deterministic, the default) or from the dK/dV kernel with float32
+    // atomics (attention_bwd.hpp, BwdParams::dq_atomic); RINGATTN_BWD_DQ=pass|atomic
+    // overrides the config for A/B runs.
+    dq_atomic_ = !cfg_.deterministic;
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
+    if (const char* e = std::getenv("RINGATTN_BWD_DQ"); e != nullptr && std::string(e) == "pass") dq_atomic_ = false;
     // RINGATTN_BWD_DQ_ORDER=first (default) | last: with atomic dQ, its GEMM
     // before or after the dK GEMM (BwdParams::dq_first).
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ_ORDER", "first", "last", false, &dq_first_));
