@@ -451,6 +451,7 @@ int run(int argc, char** argv) {
   cfg.transport = ringattn::cli::default_transport(o.backend);  // the CLI's default
   if (!o.transport_text.empty()) st = ringattn::parse_transport(o.transport_text, &cfg.transport);
   cfg.timeout_seconds = o.timeout;
+  cfg.deterministic = o.deterministic;
   std::unique_ptr<ringattn::Context> ctx;
   if (st.ok()) st = ringattn::Context::create(cfg, MPI_COMM_WORLD, &ctx);
   st = ringattn::cli::agree(g, st);
@@ -618,8 +619,8 @@ int run(int argc, char** argv) {
                              "\",\n  \"attention_dtype\": \"" + ringattn::to_string(cfg.dtype) +
                              "\",\n  \"transport\": \"" + ringattn::to_string(cfg.transport) + "\",\n  \"params\": " + std::to_string(n) +
                              ",\n  \"matmul\": \"" + (o.bf16_matmul ? "bf16" : "f32") + "\",\n  \"grad_sum\": \"" +
-                             o.grad_sum +
-                             "\",\n  \"attention_tflop_per_step\": " +
+                             o.grad_sum + "\",\n  \"deterministic\": " + (o.deterministic ? "true" : "false") +
+                             ",\n  \"attention_tflop_per_step\": " +
                              fmt("%.6g", attn_flops / 1e12) + ",\n  \"peak_tflops\": " + fmt("%.1f", peak) +
                              ",\n  \"chance\": " + fmt("%.17g", chance) + ",\n  \"options\": {" + opts +
                              "},\n  \"wall_s\": " + fmt("%.3f", wall) + ",\n  \"steps\": [\n    " + steps_json +

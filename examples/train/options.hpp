@@ -42,6 +42,7 @@ struct TrainOptions {
   bool eval = false;
   int64_t eval_seqs = 8, eval_every = 0;
   bool check_grad = false;
+  bool deterministic = true;  // --deterministic on|off: Config::deterministic (atomic dQ on cuda when off)
   std::string grad_dump;   // --grad-dump FILE: step 0's gradient as text, then exit
   std::set<std::string> given;  // the flags on the command line (the rest take the backend's defaults)
   double timeout = 60;
