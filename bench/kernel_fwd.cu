@@ -208,22 +208,10 @@ int main(int argc, char** argv) {
     fill_random<<<prop.multiProcessorCount * 8, 256>>>(static_cast<uint16_t*>(dout.p), elems, 777u, et == kc::ElemType::bf16);
     CHECK_CUDA(cudaGetLastError());
     float* accs = static_cast<float*>(acc.p);
-    kc::BwdParams bp;
-    bp.q = qkv[3 * set]->p;
-    bp.dout = dout.p;
-    bp.q_batch_stride = N * H * D;
-    bp.q_row_stride = H * D;
-    bp.lse = static_cast<float*>(lse.p);
-    bp.delta = static_cast<float*>(delta.p);
-    bp.lse_batch_stride = N * H;
-    bp.lse_row_stride = H;
+    kc::BwdParams bp = kc::bwd_shard_params(qkv[3 * set]->p, dout.p, static_cast<float*>(lse.p),
+                                            static_cast<float*>(delta.p), B, N, H, D,
+                                            float(1.0 / std::sqrt(double(D))), c.causal, et);
     bp.src = ringattn::kern::KeySource{qkv[3 * set + 1]->p, qkv[3 * set + 2]->p, N * H * D, H * D, D, nullptr};
-    bp.batch = int32_t(B);
-    bp.heads = int32_t(H);
-    bp.head_dim = int32_t(D);
-    bp.scale = float(1.0 / std::sqrt(double(D)));
-    bp.causal = c.causal;
-    bp.dtype = et;
     bp.dq_acc = accs;
     bp.dk_acc = accs + elems;
     bp.dv_acc = accs + 2 * elems;

@@ -101,6 +101,30 @@ struct BwdParams {
   int32_t parts = 3;
 };
 
+// BwdParams of a token-major shard (Q, dO: batch x rows x heads x head_dim;
+// LSE, Delta: batch x rows x heads), as fwd_shard_params for the forward; the
+// caller then sets the accumulators and the modes, and each pass src, tiles,
+// prefixes and item counts.
+inline BwdParams bwd_shard_params(const void* q, const void* dout, const float* lse, const float* delta, int64_t batch,
+                                  int64_t rows, int64_t heads, int64_t head_dim, float scale, bool causal, ElemType dtype) {
+  BwdParams p;
+  p.q = q;
+  p.dout = dout;
+  p.q_batch_stride = rows * heads * head_dim;
+  p.q_row_stride = heads * head_dim;
+  p.lse = lse;
+  p.delta = delta;
+  p.lse_batch_stride = rows * heads;
+  p.lse_row_stride = heads;
+  p.batch = int32_t(batch);
+  p.heads = int32_t(heads);
+  p.head_dim = int32_t(head_dim);
+  p.scale = scale;
+  p.causal = causal;
+  p.dtype = dtype;
+  return p;
+}
+
 // Both launches of one pass (dK/dV, then dQ). cudaErrorInvalidValue for an
 // unsupported head dim or dtype or a missing pointer.
 cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream);

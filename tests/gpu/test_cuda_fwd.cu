@@ -471,22 +471,10 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
   ASSERT_EQ(kc::bwd_delta(o.get(), dO.get(), static_cast<float*>(delta.get()), B, N, H, D, et, nullptr), cudaSuccess);
 
   const char* base = static_cast<const char*>(image.get());
-  kc::BwdParams bp;
-  bp.q = q.get();
-  bp.dout = dO.get();
-  bp.q_batch_stride = N * H * D;
-  bp.q_row_stride = H * D;
-  bp.lse = static_cast<const float*>(lse_d.get());
-  bp.delta = static_cast<const float*>(delta.get());
-  bp.lse_batch_stride = N * H;
-  bp.lse_row_stride = H;
+  kc::BwdParams bp = kc::bwd_shard_params(q.get(), dO.get(), static_cast<const float*>(lse_d.get()),
+                                          static_cast<const float*>(delta.get()), B, N, H, D,
+                                          float(1.0 / std::sqrt(double(D))), c.causal, et);
   bp.src = kern::KeySource{k.get(), v.get(), N * H * D, H * D, D, nullptr};
-  bp.batch = int32_t(B);
-  bp.heads = int32_t(H);
-  bp.head_dim = int32_t(D);
-  bp.scale = float(1.0 / std::sqrt(double(D)));
-  bp.causal = c.causal;
-  bp.dtype = et;
   float* const f32 = static_cast<float*>(acc.get());
   char* const hib = static_cast<char*>(hi.get());
   uint16_t* const lob = static_cast<uint16_t*>(lo.get());

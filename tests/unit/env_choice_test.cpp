@@ -26,6 +26,12 @@ TEST(EnvChoice, DefaultOtherAndErrors) {
   setenv(kVar, "atomic", 1);
   ASSERT_TRUE(env_choice(kVar, "pass", "atomic", true, &v).ok());
   EXPECT_TRUE(v);
+  // Either value overrides what the caller set (a default from the config):
+  // `pass` turns a setting that the config switched on back off.
+  setenv(kVar, "pass", 1);
+  v = true;
+  ASSERT_TRUE(env_choice(kVar, "pass", "atomic", true, &v).ok());
+  EXPECT_FALSE(v) << "'pass' overrides a setting that was on";
   bool w = true;  // the other value may also switch a default-on setting off
   setenv(kVar, "static", 1);
   ASSERT_TRUE(env_choice(kVar, "dynamic", "static", false, &w).ok());

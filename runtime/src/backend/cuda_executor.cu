@@ -213,7 +213,6 @@ class CudaExecutor final : public Executor {
     // overrides the config for A/B runs.
     dq_atomic_ = !cfg_.deterministic;
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ", "pass", "atomic", true, &dq_atomic_));
-    if (const char* e = std::getenv("RINGATTN_BWD_DQ"); e != nullptr && std::string(e) == "pass") dq_atomic_ = false;
     // RINGATTN_BWD_DQ_ORDER=first (default) | last: with atomic dQ, its GEMM
     // before or after the dK GEMM (BwdParams::dq_first).
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_DQ_ORDER", "first", "last", false, &dq_first_));
@@ -343,20 +342,8 @@ class CudaExecutor final : public Executor {
           cs_(static_cast<cudaStream_t>(a.stream)) {
       const Config& c = ex->cfg_;
       const int64_t L = plan.local_rows, H = c.heads, D = c.head_dim;
-      bp_.q = a.q;
-      bp_.dout = a.dout;
-      bp_.q_batch_stride = L * H * D;
-      bp_.q_row_stride = H * D;
-      bp_.lse = a.lse;
-      bp_.delta = ex->delta_;
-      bp_.lse_batch_stride = L * H;
-      bp_.lse_row_stride = H;
-      bp_.batch = int32_t(a.shape->batch);
-      bp_.heads = int32_t(H);
-      bp_.head_dim = int32_t(D);
-      bp_.scale = ex->scale();
-      bp_.causal = c.causal;
-      bp_.dtype = ex->elem();
+      bp_ = kc::bwd_shard_params(a.q, a.dout, a.lse, ex->delta_, a.shape->batch, L, H, D, ex->scale(), c.causal,
+                                 ex->elem());
       bp_.dq_atomic = ex->dq_atomic_;
       bp_.dq_first = ex->dq_first_;
       bp_.pingpong = ex->bwd_pingpong_;

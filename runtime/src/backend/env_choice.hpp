@@ -1,7 +1,9 @@
 // A two-valued setting from the environment, for A/B runs of the backends
-// (README, "Status and limits"): NAME unset, empty or `dflt` leaves *out as it
-// is; NAME=`other` sets *out = other_is; anything else is an error naming the
-// variable, its value and the two allowed values.
+// (README, "Status and limits"): NAME unset or empty leaves *out as it is (the
+// caller's default, which may come from the config); NAME=`dflt` sets *out =
+// !other_is and NAME=`other` sets *out = other_is, so either value overrides
+// it; anything else is an error naming the variable, its value and the two
+// allowed values.
 #pragma once
 #include <cstdlib>
 #include <string>
@@ -12,7 +14,11 @@ namespace ringattn {
 
 inline Status env_choice(const char* name, const char* dflt, const char* other, bool other_is, bool* out) {
   const char* e = std::getenv(name);
-  if (e == nullptr || *e == '\0' || std::string(e) == dflt) return Status::Ok();
+  if (e == nullptr || *e == '\0') return Status::Ok();
+  if (std::string(e) == dflt) {
+    *out = !other_is;
+    return Status::Ok();
+  }
   if (std::string(e) != other)
     return InvalidArgument(std::string(name) + "='" + e + "' (allowed: " + dflt + ", " + other + ")");
   *out = other_is;
