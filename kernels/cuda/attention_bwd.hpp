@@ -23,8 +23,9 @@
 // over the pairs (7 GEMMs per pair block instead of 5 with float32 atomics);
 // that is the price of bit-identical reruns.
 //
-// Accumulators are only added to (+=): the caller zeroes them once and runs
-// any number of passes into them. Each is either float32 (`*_acc`; converted
+// Accumulators are added to (+=): the caller zeroes them once and runs any
+// number of passes into them, or (BwdParams::overwrite) lets a first pass that
+// holds every row write them. Each is either float32 (`*_acc`; converted
 // at the end with bwd_convert; a received block's partial, which travels in
 // float32) or split (`*_lo` set): `*_hi` is the gradient itself in the input
 // dtype, rounded to nearest after every add, and `*_lo` (bf16) holds what the
@@ -96,6 +97,11 @@ struct BwdParams {
   // it on (3% faster; RINGATTN_BWD_PINGPONG=0 turns it off); off here, so the
   // kernel-level tests keep the other path covered.
   bool pingpong = false;
+  // The pass holds every row it writes exactly once (Plan::first_pass_covers_local)
+  // and the accumulators are not initialised: the epilogues store x (hi and lo
+  // of 0 + 0 + x, the same bits as adding to zeros) without reading them.
+  // Split accumulators of dK/dV and, with the dQ pass, dQ.
+  bool overwrite = false;
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.
   int32_t parts = 3;

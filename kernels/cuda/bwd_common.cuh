@@ -125,11 +125,17 @@ struct GradAcc {
 // store through a pointer that can alias it, so pairwise read-modify-writes
 // ran one DRAM latency each (the dK/dV epilogue's 64 per thread were a tenth
 // of a short tile's time). The N pairs must not overlap.
+// With `fresh` the old values are taken as 0 and not read (the first write of
+// a row that no other CTA of the pass writes): 0 + 0 + x gives the same bits.
 template <typename Elem, int N, typename AccOf, typename IdxOf, typename ValOf>
-__device__ __forceinline__ void grad_add2_batch(AccOf acc, IdxOf idx, ValOf val) {
+__device__ __forceinline__ void grad_add2_batch(AccOf acc, IdxOf idx, ValOf val, bool fresh = false) {
   uint32_t a[N], b[N];  // split: the hi and lo pairs; float32: the two floats' bits
 #pragma unroll
   for (int i = 0; i < N; ++i) {
+    if (fresh) {
+      a[i] = b[i] = 0u;  // +0 in every form
+      continue;
+    }
     const GradAcc g = acc(i);
     const int64_t k = idx(i);
     if (g.lo != nullptr) {

@@ -295,7 +295,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
         [&](int i) {
           const int at = (i % kON) * 4 + 2 * h;
           return i < kON ? make_float2(p.scale * dk[at], p.scale * dk[at + 1]) : make_float2(dv[at], dv[at + 1]);
-        });
+        },
+        p.overwrite && p.dk_lo != nullptr);
   }
 }
 

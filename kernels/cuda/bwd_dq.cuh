@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     const int64_t base = q0 + qrow(r) * p.q_row_stride + qc;
     const GradAcc g{p.dq_acc, p.dq_hi, p.dq_lo};
     grad_add2_batch<Elem, kON>([&](int) { return g; }, [&](int ob) { return base + ob * 8; },
-                               [&](int ob) { return make_float2(p.scale * dq[ob * 4 + 2 * h], p.scale * dq[ob * 4 + 2 * h + 1]); });
+                               [&](int ob) { return make_float2(p.scale * dq[ob * 4 + 2 * h], p.scale * dq[ob * 4 + 2 * h + 1]); },
+                               p.overwrite && p.dq_lo != nullptr);
   }
 }
 

@@ -356,6 +356,8 @@ std::vector<KernelCase> short_segment_cases(bool backward) {
   const std::vector<KernelCase> base = {
       {"w64_r1_local", {{64, 1}}, 4096, 1, 4, false, il, 1, 1.0},
       {"w32_r1_causal_local", {{32, 1}}, 4096, 1, 4, true, il, 1, 1.0},
+      // Two passes (the second adds onto what the first wrote), batch 2.
+      {"w64_r1_w512_r8_batch2_local", {{64, 1}, {512, 8}}, 4096, 1, 4, false, il, 2, 1.0},
       {"w512_r8_causal_local", {{512, 8}}, 8192, 1, 4, true, il, 1, 1.0},
       // c = 1 (every query sees only itself) and c = 4; batch 2; N = 2000 cuts the last segment short.
       {"w16_r16_w8_r2_batch2_local", {{16, 16}, {8, 2}}, 2000, 1, 3, false, bl, 2, 1.0},
@@ -479,15 +481,30 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
   char* const hib = static_cast<char*>(hi.get());
   uint16_t* const lob = static_cast<uint16_t*>(lo.get());
 
+  // Runs 0 and 1: the dQ pass, split accumulators (bit-identical); run 2:
+  // atomic dQ, float32 accumulators. Where the first pass holds every row
+  // (Plan::first_pass_covers_local), run 3: split accumulators poisoned
+  // instead of zeroed, the first pass writing (BwdParams::overwrite): the same
+  // bits as run 0; run 4: atomic dQ (float32) beside split dK/dV written by
+  // the first pass, as the runtime pairs them: within the bound.
+  struct Run {
+    bool split;      // dQ pass; else atomic dQ
+    bool overwrite;  // poisoned accumulators, the first pass writes
+    bool mixed;      // with !split: float32 dQ, split dK/dV
+  };
+  const Run runs[] = {{true, false, false}, {true, false, false}, {false, false, false}, {true, true, false}, {false, true, true}};
   std::vector<uint16_t> first[3];
-  for (int run = 0; run < 3; ++run) {
-    SCOPED_TRACE(run < 2 ? "dQ pass, split accumulators (run " + std::to_string(run) + ")"
-                         : std::string("atomic dQ, float32 accumulators"));
-    const bool split = run < 2;
+  for (int run = 0; run < int(sizeof(runs) / sizeof(runs[0])); ++run) {
+    const bool split = runs[run].split, overwrite = runs[run].overwrite, mixed = runs[run].mixed;
+    if (overwrite && !plan.first_pass_covers_local) continue;
+    SCOPED_TRACE(std::string(split ? "dQ pass, split accumulators"
+                                   : (mixed ? "atomic dQ, float32 dQ, split dK/dV" : "atomic dQ, float32 accumulators")) +
+                 " (run " + std::to_string(run) + (overwrite ? ", first pass writes)" : ")"));
     bp.dq_atomic = !split;
-    if (split) {
-      ASSERT_EQ(cudaMemset(hi.get(), 0, 3 * n * 2), cudaSuccess);
-      ASSERT_EQ(cudaMemset(lo.get(), 0, 3 * n * 2), cudaSuccess);
+    if (split || mixed) {
+      const int fill = overwrite ? 0xFF : 0;  // 0xFFFF: NaN in bf16 and f16, which a read would carry into the result
+      ASSERT_EQ(cudaMemset(hi.get(), fill, 3 * n * 2), cudaSuccess);
+      ASSERT_EQ(cudaMemset(lo.get(), fill, 3 * n * 2), cudaSuccess);
       bp.dq_acc = bp.dk_acc = bp.dv_acc = nullptr;
       bp.dq_hi = hib;
       bp.dk_hi = hib + n * 2;
@@ -495,6 +512,12 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
       bp.dq_lo = lob;
       bp.dk_lo = lob + n;
       bp.dv_lo = lob + 2 * n;
+      if (mixed) {
+        ASSERT_EQ(cudaMemset(acc.get(), 0, n * 4), cudaSuccess);
+        bp.dq_acc = f32;
+        bp.dq_hi = nullptr;
+        bp.dq_lo = nullptr;
+      }
     } else {
       ASSERT_EQ(cudaMemset(acc.get(), 0, 3 * n * 4), cudaSuccess);
       ASSERT_EQ(cudaMemset(hi.get(), 0xFF, 3 * n * 2), cudaSuccess);  // NaN in bf16 and f16
@@ -513,10 +536,12 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
       bp.k_prefix = reinterpret_cast<const int32_t*>(base + im.key_prefix_offset) + im.pass_prefix_offset[pi];
       bp.q_items = im.pass_blocks[pi];
       bp.k_items = im.pass_key_blocks[pi];
+      bp.overwrite = overwrite && pi == 0;
       ASSERT_EQ(kc::bwd_launch(bp, nullptr), cudaSuccess) << "pass " << pi;
     }
     if (!split)
-      for (int g = 0; g < 3; ++g) ASSERT_EQ(kc::bwd_convert(f32 + g * n, hib + g * n * 2, int64_t(n), et, nullptr), cudaSuccess);
+      for (int g = 0; g < (mixed ? 1 : 3); ++g)
+        ASSERT_EQ(kc::bwd_convert(f32 + g * n, hib + g * n * 2, int64_t(n), et, nullptr), cudaSuccess);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const char* names[3] = {"dQ", "dK", "dV"};
     const std::vector<double>* ref[3] = {&rdq, &rdk, &rdv};
@@ -534,8 +559,8 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
       EXPECT_EQ(nonfinite, 0) << names[g] << ": non-finite values";
       EXPECT_LE(e.rel_l2(), bound) << names[g] << " relative L2";
       if (run == 0) first[g] = bits;
-      if (run == 1)
-        EXPECT_EQ(std::memcmp(first[g].data(), bits.data(), n * 2), 0) << names[g] << " differs between two runs";
+      if (run == 1 || run == 3)
+        EXPECT_EQ(std::memcmp(first[g].data(), bits.data(), n * 2), 0) << names[g] << " differs from run 0";
     }
   }
 }

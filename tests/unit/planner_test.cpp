@@ -501,6 +501,56 @@ TEST(PlannerCoverage, CoversAllMeansEveryTokenSelected) {
     }
 }
 
+// first_pass_covers_local promises that the backward's first pass holds every
+// local (row, head) exactly once as a query and once as a key (the kernels then
+// write the gradients instead of adding to zeros). Check it on the tiles
+// themselves, packed and not, causal and not, at 1-4 ranks; and that a config
+// whose first branch is dilated does not claim it.
+TEST(PlannerCoverage, FirstPassCoversLocalRowsOnce) {
+  const std::vector<std::vector<Branch>> sets = {{{16, 1}, {32, 4}}, {{64, 1}, {128, 2}, {384, 4}}, {{24, 1}, {60, 5}},
+                                                 {{384, 1}}, {{32, 2}, {16, 1}}};
+  for (const auto& br : sets)
+    for (bool causal : {false, true})
+      for (bool pack : {true, false})
+        for (int P : {1, 2, 3, 4}) {
+          Config c = make_config(br, 3, 8);
+          c.causal = causal;
+          const Shape s{1, 384};
+          for (int rank = 0; rank < P; ++rank) {
+            const Plan plan = build_plan(c, s, P, rank, PlanOptions{pack});
+            SCOPED_TRACE(format_branches(br) + (causal ? " causal" : "") + (pack ? " packed" : "") + " P=" +
+                         std::to_string(P) + " rank " + std::to_string(rank));
+            EXPECT_EQ(plan.first_pass_covers_local, br[0].r == 1);
+            if (!plan.first_pass_covers_local) continue;
+            const Pass& ps = plan.passes[0];
+            std::vector<int> as_query(size_t(plan.local_rows * c.heads), 0), as_key(as_query.size(), 0);
+            for (int64_t ti = ps.tile_begin; ti < ps.tile_end; ++ti) {
+              const kern::Tile& t = plan.tiles[size_t(ti)];
+              for (int64_t i = 0; i < t.q_count; ++i) as_query[size_t((t.q_row0 + i * t.q_stride) * c.heads + t.head)]++;
+              ASSERT_GT(t.k_stride, 0) << "local keys are affine";
+              for (int64_t j = 0; j < t.k_count; ++j) as_key[size_t((t.k_row0 + j * t.k_stride) * c.heads + t.head)]++;
+              // Every key is seen by some query (so no dK/dV item of the pass is skipped).
+              for (int64_t j = 0; j < t.k_count; ++j) {
+                bool seen = false;
+                for (int64_t i = 0; i < t.q_count && !seen; ++i) {
+                  int64_t j0 = 0, j1 = 0;
+                  kern::tile_visible_range(t, i, causal, &j0, &j1);
+                  seen = j >= j0 && j < j1;
+                }
+                EXPECT_TRUE(seen) << "tile " << ti << " key " << j << " seen by no query";
+              }
+              // ... and every query sees a key (so no dQ item is skipped).
+              for (int64_t i = 0; i < t.q_count; ++i)
+                EXPECT_GT(kern::tile_visible_keys(t, i, causal), 0) << "tile " << ti << " query " << i << " sees no key";
+            }
+            for (size_t x = 0; x < as_query.size(); ++x) {
+              EXPECT_EQ(as_query[x], 1) << "row " << x / size_t(c.heads) << " head " << x % size_t(c.heads) << " as a query";
+              EXPECT_EQ(as_key[x], 1) << "row " << x / size_t(c.heads) << " head " << x % size_t(c.heads) << " as a key";
+            }
+          }
+        }
+}
+
 // Received keys on the fast path: a `dense` ring receives whole shards, so
 // every received tile is affine (no index list); a geometric config's blocks
 // hold one branch's rows per head, also affine. Every tile still maps to the

@@ -106,8 +106,9 @@ class Context {
   // as forward. Both backends; on cuda it is stream-ordered like forward and,
   // with nccl (or one rank), returns with its work in flight (the next call,
   // synchronize() and the destructor wait for it). dq, dk, dv must not
-  // overlap any input: on cuda they are the accumulators (zeroed first, then
-  // added to, rounded to the dtype after every add), beside a bf16 remainder
+  // overlap any input: on cuda they are the accumulators (zeroed first or
+  // written by a first pass that holds every row, then added to, rounded to
+  // the dtype after every add), beside a bf16 remainder
   // each (3 x the shard's elements x 2 bytes; the cpu backend keeps float32
   // ones); with Config::deterministic = false, dQ is summed in a float32
   // buffer (4 bytes per element, instead of its remainder) and written whole

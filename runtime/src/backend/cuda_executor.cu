@@ -3,12 +3,14 @@
 // (ring/ring.hpp) on CUDA lanes over the nccl or mpi transport. With nccl (or
 // one rank) a forward or backward returns with its work in flight.
 //
-// Backward: Delta first; dQ and the local keys' dK/dV accumulate in float32
-// buffers of the executor; a received block's dK/dV accumulate in a float32
-// partial with the block's layout (the ring's return slot), which goes back
-// to the block's owner, who adds it in ring-step order (bwd_scatter_add);
-// finally the float32 gradients are converted into dq/dk/dv. Reruns are
-// bit-identical (no atomics; attention_bwd.hpp).
+// Backward: Delta first; dQ and the local keys' dK/dV accumulate in the
+// gradients themselves plus bf16 remainders (split accumulators; atomic dQ:
+// a float32 buffer converted at the end), written by the first pass where it
+// holds every local row (Plan::first_pass_covers_local) and zeroed first
+// otherwise; a received block's dK/dV accumulate in a float32 partial with
+// the block's layout (the ring's return slot), which goes back to the
+// block's owner, who adds it in ring-step order (bwd_scatter_add). With the
+// dQ pass reruns are bit-identical (attention_bwd.hpp).
 #include <cuda_runtime.h>
 #include <mpi.h>
 
@@ -358,11 +360,16 @@ class CudaExecutor final : public Executor {
 
     Status prologue() override {
       const size_t es = dtype_size(ex_->cfg_.dtype);
-      // Atomic dQ: a_.dq is written whole by the conversion at the end.
-      for (void* g : {a_.dq, a_.dk, a_.dv})
-        if (g != a_.dq || !bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
-      for (int g = bp_.dq_atomic ? 1 : 0; g < 3; ++g)  // atomic dQ: float32, no remainder
-        RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->lo_[g], 0, size_t(n_) * sizeof(uint16_t), cs_));
+      // Atomic dQ: a_.dq is written whole by the conversion at the end. When
+      // the first pass holds every local row (Plan::first_pass_covers_local),
+      // it writes dK, dV (and, with the dQ pass, dQ) and their remainders:
+      // nothing to zero (BwdParams::overwrite).
+      if (!plan_.first_pass_covers_local) {
+        for (void* g : {a_.dq, a_.dk, a_.dv})
+          if (g != a_.dq || !bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
+        for (int g = bp_.dq_atomic ? 1 : 0; g < 3; ++g)  // atomic dQ: float32, no remainder
+          RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->lo_[g], 0, size_t(n_) * sizeof(uint16_t), cs_));
+      }
       if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->dq_acc_, 0, size_t(n_) * sizeof(float), cs_));
       RINGATTN_CUDA_CHECK(kc::bwd_delta(a_.o, a_.dout, ex_->delta_, bp_.batch, plan_.local_rows, bp_.heads, bp_.head_dim,
                                         bp_.dtype, cs_));
@@ -411,6 +418,9 @@ class CudaExecutor final : public Executor {
       bp_.dv_hi = dv ? nullptr : a_.dv;
       bp_.dk_lo = dk ? nullptr : ex_->lo_[1];
       bp_.dv_lo = dv ? nullptr : ex_->lo_[2];
+      // The step's first pass writes instead of adding when it holds every
+      // local row (step 0 only; prologue() did not zero the accumulators).
+      bool first = step == 0 && plan_.first_pass_covers_local;
       return dp_.for_step(plan_, step, [&](const DevicePlan::PassView& v) -> Status {
         bp_.tiles = v.tiles;
         bp_.num_tiles = v.num_tiles;
@@ -418,6 +428,8 @@ class CudaExecutor final : public Executor {
         bp_.k_prefix = v.k_prefix;
         bp_.q_items = v.q_items;
         bp_.k_items = v.k_items;
+        bp_.overwrite = first;
+        first = false;
         RINGATTN_CUDA_CHECK(kc::bwd_launch(bp_, cs_));
         return Status::Ok();
       });

@@ -189,6 +189,7 @@ Plan build_plan(const Config& c, const Shape& shape, int world, int rank, const 
   // Coverage: with a branch of r == 1 every token of every head is selected.
   p.covers_all = false;
   for (const Branch& b : c.branches) p.covers_all |= (b.r == 1);
+  p.first_pass_covers_local = !p.passes.empty() && p.passes[0].step == 0 && c.branches[size_t(p.passes[0].branch)].r == 1;
   return p;
 }
 

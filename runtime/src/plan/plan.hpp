@@ -85,6 +85,11 @@ struct Plan {
   std::vector<int32_t> key_index;     // rows of packed blocks for list tiles
   std::vector<PlanStep> steps;        // steps 1..P-1 with any traffic
   bool covers_all = false;            // every (token, head) selected by a branch
+  // The first pass of step 0 is a branch with r == 1 on this rank's own keys:
+  // its tiles hold every local row of every head once as a query and once as
+  // a key (causal too: each row sees itself), so the backward's first pass
+  // may write dQ, dK, dV instead of adding to zeroed accumulators.
+  bool first_pass_covers_local = false;
   double local_flops = 0;             // useful FLOPs of this rank's queries (batch 1)
   int64_t packed_tiles = 0;           // tiles holding packed short segments (seg_len > 0)
 
