@@ -90,19 +90,19 @@ __device__ __forceinline__ void gather_swz(uint32_t s, const Elem* g, int64_t ro
 // b_rows-row tile (both K-major, k = the head dim).
 template <typename Elem, int D, int N, int kARows, int kBRows>
 __device__ __forceinline__ void gemm_kmajor(float* acc, uint32_t s_a, int a_row0, uint32_t s_b) {
+  const uint64_t da = gmma_desc(s_a + a_row0 * 128, 16, 1024), db = gmma_desc(s_b, 16, 1024);
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const uint32_t a = s_a + (kk >> 2) * kARows * 128 + a_row0 * 128 + (kk & 3) * 32;
-    const uint32_t b = s_b + (kk >> 2) * kBRows * 128 + (kk & 3) * 32;
-    wgmma_ss<Elem, N>(acc, gmma_desc(a, 16, 1024), gmma_desc(b, 16, 1024), kk > 0);
-  }
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma_ss<Elem, N>(acc, gmma_desc_add(da, (kk >> 2) * kARows * 128 + (kk & 3) * 32),
+                      gmma_desc_add(db, (kk >> 2) * kBRows * 128 + (kk & 3) * 32), kk > 0);
 }
 
 // D[64 x D] += A (registers, k = kRows rows of the tile) times the tile read MN-major.
 template <typename Elem, int D, int kRows>
 __device__ __forceinline__ void gemm_mnmajor(float* acc, const uint32_t (*af)[4], uint32_t s_b) {
+  const uint64_t db = gmma_desc(s_b, kRows * 128, 1024);
 #pragma unroll
-  for (int kk = 0; kk < kRows / 16; ++kk) wgmma_rs<Elem, D>(acc, af[kk], gmma_desc(s_b + kk * 16 * 128, kRows * 128, 1024));
+  for (int kk = 0; kk < kRows / 16; ++kk) wgmma_rs<Elem, D>(acc, af[kk], gmma_desc_add(db, kk * 16 * 128));
 }
 
 __device__ __forceinline__ int clamp_lim(int64_t v) {

@@ -128,29 +128,38 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // by warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k =
   // the BN keys; issued and committed as one group.
   auto dq_gemm = [&](float* dq, uint32_t s_ds) {
+    const uint64_t da = gmma_desc(s_ds, BN * 128, 1024), db = gmma_desc(s_k + wg * BN * 128, BN * 128, 1024);
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk)
-      wgmma_ss_tt64<Elem>(dq, gmma_desc(s_ds + kk * 16 * 128, BN * 128, 1024),
-                          gmma_desc(s_k + wg * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+      wgmma_ss_tt64<Elem>(dq, gmma_desc_add(da, kk * 16 * 128), gmma_desc_add(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
   };
   // ... and its adds to dq_acc: four consecutive floats per atomic (red.v4,
   // half the L2 atomic operations of float2): lanes 2i and 2i+1 of a quad
   // swap a pair, the even lane adds columns qc..qc+3 of row r_lo, the odd one
-  // columns qc-2..qc+1 of row r_lo + 8.
+  // columns qc-2..qc+1 of row r_lo + 8. Every shuffle first, then the adds
+  // under one branch: with a shuffle, a select and a branch per 8 columns the
+  // shuffles' latencies ran one after another (a third of the consumers'
+  // samples per block, bench/bwd_profile.sh, 2026-11-28).
   auto dq_add = [&](const float* dq, int m0) {
     float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
     const int valid = min(BQ, t.q_count - m0);
     const bool odd = lane & 1;
     const int r = r_lo + (odd ? 8 : 0);
-    float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
+    float g[16];
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
-      const float s0 = odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], s1 = odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3];
-      const float g0 = __shfl_xor_sync(0xffffffffu, s0, 1), g1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-      const float4 v = odd ? make_float4(g0, g1, dq[nb * 4 + 2], dq[nb * 4 + 3])
-                           : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g0, g1);
-      if (r < valid) red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
+      g[2 * nb] = __shfl_xor_sync(0xffffffffu, odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], 1);
+      g[2 * nb + 1] = __shfl_xor_sync(0xffffffffu, odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3], 1);
+    }
+    if (r < valid) {
+      float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb) {
+        const float4 v = odd ? make_float4(g[2 * nb], g[2 * nb + 1], dq[nb * 4 + 2], dq[nb * 4 + 3])
+                             : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g[2 * nb], g[2 * nb + 1]);
+        red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
+      }
     }
   };
 

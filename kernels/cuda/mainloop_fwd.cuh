@@ -23,12 +23,11 @@ template <typename Traits>
 __device__ __forceinline__ void gemm_qk(float* s, uint32_t s_q, uint32_t sk, int wg) {
   using Elem = typename Traits::elem_t;
   constexpr int D = Traits::kHeadDim, BM = Traits::kBlockM, BN = Traits::kBlockN;
+  const uint64_t da = gmma_desc(s_q + wg * 64 * 128, 16, 1024), db = gmma_desc(sk, 16, 1024);
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const uint32_t qa = s_q + (kk >> 2) * BM * 128 + wg * 64 * 128 + (kk & 3) * 32;
-    const uint32_t kb = sk + (kk >> 2) * BN * 128 + (kk & 3) * 32;
-    wgmma_ss<Elem, BN>(s, gmma_desc(qa, 16, 1024), gmma_desc(kb, 16, 1024), kk > 0);
-  }
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma_ss<Elem, BN>(s, gmma_desc_add(da, (kk >> 2) * BM * 128 + (kk & 3) * 32),
+                       gmma_desc_add(db, (kk >> 2) * BN * 128 + (kk & 3) * 32), kk > 0);
 }
 
 // O[64 x D] += P[64 x BN] V of the value stage at sv.
@@ -36,9 +35,9 @@ template <typename Traits>
 __device__ __forceinline__ void gemm_pv(float* o_acc, const uint32_t (*pf)[4], uint32_t sv) {
   using Elem = typename Traits::elem_t;
   constexpr int D = Traits::kHeadDim, BN = Traits::kBlockN;
+  const uint64_t db = gmma_desc(sv, BN * 128, 1024);
 #pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk)
-    wgmma_rs<Elem, D>(o_acc, pf[kk], gmma_desc(sv + kk * 16 * 128, BN * 128, 1024));
+  for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<Elem, D>(o_acc, pf[kk], gmma_desc_add(db, kk * 16 * 128));
 }
 
 // The consumers' whole life: every item of this CTA (tid >= kProducerThreads).

@@ -104,6 +104,15 @@ __device__ __forceinline__ uint64_t gmma_desc(uint32_t saddr, uint32_t lbo, uint
   d |= uint64_t(1) << 62;
   return d;
 }
+// The descriptor d moved by `bytes` (a multiple of 16) in shared memory: only
+// the start-address field (bits 0-13, 16-byte units) changes, and it cannot
+// carry (shared addresses stay below 228 KB < 256 KB). Built from a base made
+// once per GEMM, the k-steps' descriptors cost one add each instead of the
+// mask, shift and move per wgmma that ptxas emitted from gmma_desc(base + off)
+// (~12 instructions before every HGMMA of the backward; bench/bwd_profile.sh).
+__device__ __forceinline__ uint64_t gmma_desc_add(uint64_t d, uint32_t bytes) {
+  return (d & 0xFFFFFFFF00000000ull) | uint64_t(uint32_t(d) + (bytes >> 4));
+}
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
