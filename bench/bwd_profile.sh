@@ -8,6 +8,8 @@
 # bwd_profile.txt. Needs build/gpu (./launch/gpu_suite.sh build).
 #   bench/bwd_profile.sh                 # dense 16k
 #   PROFILE_ARGS="--config longnet4 --seq 65536 --heads 16 --head-dim 128" bench/bwd_profile.sh
+# PROFILE_CASES: ";"-separated "NAME|KERNEL REGEX|kernel_fwd arguments after PROFILE_ARGS"
+# (default the three backward launches); e.g. the forward: "fwd|fwd_kernel|--iters 1".
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT"
@@ -17,12 +19,13 @@ K=build/gpu/bench/ringattn_kernel_fwd
 command -v ncu >/dev/null || { echo "no ncu on this machine"; exit 2; }
 ARGS="${PROFILE_ARGS:---config dense --seq 16384 --heads 16 --head-dim 128}"
 : > "$OUT/bwd_profile.txt"
-for v in "dkdv_atomic|bwd_dkdv|--bwd-dq atomic" "dkdv_pass|bwd_dkdv|--bwd-dq pass" "dq_pass|bwd_dq|--bwd-dq pass"; do
+IFS=';' read -r -a cases <<< "${PROFILE_CASES:-dkdv_atomic|bwd_dkdv|--bwd --bwd-dq atomic;dkdv_pass|bwd_dkdv|--bwd --bwd-dq pass;dq_pass|bwd_dq|--bwd --bwd-dq pass}"
+for v in "${cases[@]}"; do
   IFS='|' read -r name kern kargs <<< "$v"
   # shellcheck disable=SC2086
   timeout 300 ncu --kernel-name "regex:$kern" --launch-count 1 --section SpeedOfLight --section WarpStateStats \
     --section SchedulerStats --section SourceCounters --section ComputeWorkloadAnalysis --import-source no -f \
-    -o "$OUT/prof_$name" $K $ARGS --bwd $kargs --iters 1 --warmup 0 > "$OUT/prof_${name}_run.log" 2>&1
+    -o "$OUT/prof_$name" $K $ARGS $kargs --iters 1 --warmup 0 > "$OUT/prof_${name}_run.log" 2>&1
   echo "ncu $name: rc=$?" | tee -a "$OUT/bwd_profile.txt"
   ncu -i "$OUT/prof_$name.ncu-rep" --page source --csv --print-source sass > "$OUT/prof_${name}_sass.csv" 2> "$OUT/prof_${name}_sass.err" ||
     echo "  source page: $(head -3 "$OUT/prof_${name}_sass.err")" | tee -a "$OUT/bwd_profile.txt"
