@@ -7,27 +7,19 @@ namespace ringattn::kern::cuda::detail {
 
 // ---------------------------------------------------------------- dK / dV --
 
-template <int D, bool kAtomic>
+template <int D>
 struct DkdvSmem {
   static constexpr int BN = kBwdBlockN, BQ = 64;
   static constexpr int kKV = BN * D * 2;  // a K or V tile
   static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per stage)
-  // Atomic dQ at D = 128 keeps two stages: its dS^T tiles and dQ staging
-  // (below) and a third stage exceed the 227 KB by 3 KB.
-  static constexpr int S = (kAtomic && D == 128) ? 2 : kBwdStages;
+  static constexpr int S = kBwdStages;
   // K | V | Q[S] | dO[S] | lse2[S][BQ] | delta[S][BQ] | full[S] | empty[S], + alignment to the swizzle atom
   static constexpr int kFloatsOff = 2 * kKV + 2 * S * kQ;
   static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
-  // Atomic dQ: two dS^T tiles [BN keys][BQ queries] after the barriers
-  // (1024-aligned), then the dQ staging: per consumer warpgroup BQ rows of 64
-  // float32 columns (its half of D = 128, all of D = 64), a row every
-  // kDqPitch bytes (256 + 16: the 16-byte stores of a warp's 16 rows fall in
-  // 8 distinct bank groups), each row one bulk reduction into dq_acc.
+  // dq_atomic: two dS^T tiles [BN keys][BQ queries] after the barriers (1024-aligned).
   static constexpr int kDsOff = (kBarOff + 2 * S * 8 + 1023) / 1024 * 1024;
   static constexpr int kDs = BN * BQ * 2;
-  static constexpr int kDqPitch = 64 * 4 + 16;
-  static constexpr int kDqOff = kDsOff + 2 * kDs;
-  static constexpr int kBytes = (kAtomic ? kDqOff + 2 * BQ * kDqPitch : kDsOff) + 1024;
+  static constexpr int kBytes = kDsOff + 2 * kDs + 1024;
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
@@ -36,9 +28,9 @@ struct DkdvSmem {
 // ring; the two consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises
 // their wgmma) only compute, and overlap inside a block: the exponentials of
 // P with the dP GEMM, dS with the dV GEMM.
-template <typename Elem, int D, bool kCausal, bool kAtomic>
+template <typename Elem, int D, bool kCausal>
 __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
-  using L = DkdvSmem<D, kAtomic>;
+  using L = DkdvSmem<D>;
   constexpr int BN = L::BN, BQ = L::BQ;
   constexpr int NP = 128;  // producer threads, in front of the consumers
   constexpr int NC = 256;  // consumer threads: warpgroup w owns keys 64w..64w+63
@@ -52,7 +44,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [S][BQ], log2 units
   float* s_delta = s_lse + S * BQ;
   const uint32_t full = s_k + L::kBarOff, empty = full + 8 * S;
-  const uint32_t s_ds0 = s_k + L::kDsOff, s_dq0 = s_k + L::kDqOff;  // kAtomic only
+  const uint32_t s_ds0 = s_k + L::kDsOff;  // dq_atomic only
 
   const int tid = threadIdx.x, lane = tid & 31, warp = (tid - NP) >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
@@ -128,7 +120,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // 2 + w for its turn and passes it on barrier 3 - w once its batch's first
   // group is done (a bar.arrive right after a wgmma issue serialises ptxas'
   // wgmma, C7514); warpgroup 1 hands warpgroup 0 the first turn.
-  const bool pp = p.pingpong && !kAtomic;
+  const bool pp = p.pingpong && !p.dq_atomic;
   const int my_bar = 2 + wg, other_bar = 3 - wg;
   if (pp && wg == 1) named_arrive(2);
 
@@ -142,49 +134,32 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       wgmma_ss_tt64<Elem>(dq, gmma_desc_add(da, kk * 16 * 128), gmma_desc_add(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
   };
-  // ... and its adds to dq_acc, by the TMA unit: the warpgroup's 64 x 64
-  // float32 block goes to its staging rows in shared memory (lanes 2i and
-  // 2i+1 of a quad swap a pair so that each stores four consecutive columns:
-  // the even lane columns qc..qc+3 of row r_lo, the odd one qc-2..qc+1 of row
-  // r_lo + 8), then one lane per row (warps 0 and 1 of the warpgroup) issues
-  // the row's bulk reduction (cp.reduce.async.bulk .add.f32, element-wise
-  // atomic) and the block goes on. With red.global.add.v4 from registers the
-  // consumers waited on their own atomics: a quarter of their samples sat
-  // behind the REDGs' register reads (long scoreboard; bench/bwd_profile.sh,
-  // 2026-11-28). A lane waits for its previous row's reads before the
-  // warpgroup rewrites the rows.
-  const int wwarp = warp & 3;
+  // ... and its adds to dq_acc: four consecutive floats per atomic (red.v4,
+  // half the L2 atomic operations of float2): lanes 2i and 2i+1 of a quad
+  // swap a pair, the even lane adds columns qc..qc+3 of row r_lo, the odd one
+  // columns qc-2..qc+1 of row r_lo + 8. Every shuffle first, then the adds
+  // under one branch: with a shuffle, a select and a branch per 8 columns the
+  // shuffles' latencies ran one after another (a third of the consumers'
+  // samples per block, bench/bwd_profile.sh, 2026-11-28).
   auto dq_add = [&](const float* dq, int m0) {
+    float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
     const int valid = min(BQ, t.q_count - m0);
     const bool odd = lane & 1;
     const int r = r_lo + (odd ? 8 : 0);
-    const uint32_t s_dq = s_dq0 + wg * BQ * L::kDqPitch;
     float g[16];
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
       g[2 * nb] = __shfl_xor_sync(0xffffffffu, odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], 1);
       g[2 * nb + 1] = __shfl_xor_sync(0xffffffffu, odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3], 1);
     }
-    if (wwarp < 2) bulk_wait_read<0>();
-    warpgroup_sync(4 + wg);  // every row of the previous block read: the rows are free
-    const uint32_t srow = s_dq + r * L::kDqPitch + (odd ? qc - 2 : qc) * 4;
+    if (r < valid) {
+      float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-      const float4 v = odd ? make_float4(g[2 * nb], g[2 * nb + 1], dq[nb * 4 + 2], dq[nb * 4 + 3])
-                           : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g[2 * nb], g[2 * nb + 1]);
-      asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(srow + nb * 32), "f"(p.scale * v.x),
-                   "f"(p.scale * v.y), "f"(p.scale * v.z), "f"(p.scale * v.w)
-                   : "memory");
-    }
-    fence_proxy_async();     // the generic-proxy stores, read by the bulk copies
-    warpgroup_sync(4 + wg);  // every row written
-    if (wwarp < 2) {
-      const int row = 32 * wwarp + lane;
-      if (row < valid)
-        bulk_reduce_add_f32(p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg +
-                                (t.q_row0 + int64_t(m0 + row) * t.q_stride) * p.q_row_stride,
-                            s_dq + row * L::kDqPitch, 64 * 4);
-      bulk_commit();
+      for (int nb = 0; nb < 8; ++nb) {
+        const float4 v = odd ? make_float4(g[2 * nb], g[2 * nb + 1], dq[nb * 4 + 2], dq[nb * 4 + 3])
+                             : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g[2 * nb], g[2 * nb + 1]);
+        red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
+      }
     }
   };
 
@@ -253,7 +228,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     }
     pack_probs<Elem, kSN>(dpt, dsf);
     const uint32_t s_ds = s_ds0 + (j & 1) * L::kDs;
-    if (kAtomic) {
+    if (p.dq_atomic) {
       // dS^T (this warpgroup's 64 keys) into the swizzled [BN][BQ] tile: row
       // = key, 16-byte chunk nb = queries 8nb..8nb+7; pairs from dsf.
 #pragma unroll
@@ -270,7 +245,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     // rows: with p.dq_first the warpgroups meet first, issue dQ and then dK
     // (dS^T Q), and add dQ while the dK GEMM runs; otherwise dK is issued
     // before the meeting and dQ's adds wait for both GEMMs.
-    const bool dq_first = kAtomic && p.dq_first;
+    const bool dq_first = p.dq_atomic && p.dq_first;
     if (dq_first) {
       // Both warpgroups' dS^T rows are in place (and the other tile, read
       // two blocks ago, is free: this barrier follows that block's wait).
@@ -297,7 +272,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
         wgmma_wait<1>();  // dV (the dK GEMM runs on)
         named_arrive(other_bar);
       }
-      if (kAtomic) {
+      if (p.dq_atomic) {
         named_sync(1);  // as above
         if (D == 128 || wg == 0) {
           float dq[32];
@@ -315,7 +290,6 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
   }
   if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
-  if (kAtomic && wwarp < 2) bulk_wait_all();  // the staged rows are read before the CTA exits
 
   // dK and dV of the thread's two key rows, each row's 2 kON pairs in one batch.
   const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;

@@ -58,10 +58,8 @@ cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int
 template <typename Elem, int D, bool kCausal>
 cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
   if (p.parts & 1) {
-    cudaError_t e = p.dq_atomic ? launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal, true>, DkdvSmem<D, true>::kBytes,
-                                                    p.k_items, p.batch, kBwdThreads, p, stream)
-                                : launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal, false>,
-                                                    DkdvSmem<D, false>::kBytes, p.k_items, p.batch, kBwdThreads, p, stream);
+    cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes, p.k_items, p.batch,
+                                      kBwdThreads, p, stream);
     if (e != cudaSuccess) return e;
   }
   if (!(p.parts & 2) || p.dq_atomic) return cudaSuccess;

@@ -80,28 +80,6 @@ __device__ __forceinline__ void red_add_v4(float* addr, float a, float b, float 
                : "memory");
 }
 
-// Bulk reduction (sm_90, the TMA unit, no tensor map): global[0, bytes) +=
-// shared[0, bytes) element-wise, each element atomically; 16-byte aligned,
-// bytes a multiple of 16. Issued into the thread's bulk group; the source may
-// be rewritten once bulk_wait_read<0>() returned in the issuing thread.
-__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-// The thread's bulk groups but N have read their shared source.
-template <int N>
-__device__ __forceinline__ void bulk_wait_read() {
-  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
-}
-// ... and have completed (before the CTA exits).
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-// A named barrier over one consumer warpgroup (128 threads).
-__device__ __forceinline__ void warpgroup_sync(int id) {
-  asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
-}
-
 // Register reallocation between warpgroups (every warp of the warpgroup).
 template <int kRegs>
 __device__ __forceinline__ void warpgroup_reg_dealloc() {
