@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Summary of one kernel's ncu profile (bench/bwd_profile.sh): the stall reasons of
 the whole kernel (raw page) and the SASS instructions with the most warp samples
-(source page), each with its largest stall columns, plus samples per opcode.
+(source page), each with its largest stall columns, plus samples per opcode, and
+the phases of each loop: instructions executed the same number of times (a warp
+role's per-block body: e.g. 2048 CTAs x 256 blocks x 8 consumer warps) in address
+order, cut at every wait (WARPGROUP.DEPBAR, BAR, SYNCS) and at each run of MUFU,
+with their share of the samples (the share of the warps' time spent there).
 Column names are matched loosely: ncu versions name them differently.
 usage: bwd_profile_summary.py NAME SASS_CSV RAW_CSV"""
 import csv
@@ -82,6 +86,7 @@ def main():
         op = [t for t in op if not t.startswith("@")]
         by_op[op[0].split(".")[0] if op else "?"] += s
     print("  samples by opcode: " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:16]))
+    phases(data, head, total)
     print("  hottest instructions (share of samples, not-issued, largest stall columns):")
     for s, r in sorted(data, key=lambda t: -t[0])[:45]:
         top = sorted(((num(r[i]) or 0.0, h) for h, i in stall_cols if i < len(r)), reverse=True)[:3]
@@ -89,6 +94,43 @@ def main():
         ni = r[notc] if notc is not None and notc < len(r) else ""
         a = r[addr] if addr is not None else ""
         print(f"    {100 * s / total:5.2f}%  {a:>6}  {r[src].strip()[:70]:70s}  ni {ni:>6}  {tops}")
+
+
+def phases(data, head, total):
+    col = {h: i for i, h in enumerate(head)}
+    ex_i = next((i for h, i in col.items() if h.strip() == "Instructions Executed"), None)
+    addr_i = next((i for h, i in col.items() if h.strip().lower() == "address"), None)
+    src_i = next((i for h, i in col.items() if h.strip().lower() == "source"), None)
+    if ex_i is None or addr_i is None:
+        return
+    by_count = defaultdict(float)
+    for s, r in data:
+        by_count[num(r[ex_i]) or 0] += s
+    print("  samples by execution count (a loop body per count): " +
+          ", ".join(f"{int(k)}: {100 * v / total:.1f}%" for k, v in sorted(by_count.items(), key=lambda kv: -kv[1])[:5]))
+    for count, share in sorted(by_count.items(), key=lambda kv: -kv[1])[:3]:
+        if share / total < 0.05 or count <= 0:
+            continue
+        print(f"  phases of the body executed {int(count)} times ({100 * share / total:.1f}% of the samples):")
+        segs, cur, prev_mufu = [], None, False
+        for s, r in sorted(data, key=lambda t: int(t[1][addr_i], 16)):
+            if (num(r[ex_i]) or 0) != count:
+                continue
+            op = [t for t in r[src_i].split() if not t.startswith("@")]
+            op = op[0] if op else "?"
+            mufu = op.startswith("MUFU")
+            cut = op.startswith(("WARPGROUP.DEPBAR", "BAR.", "SYNCS")) or (mufu and not prev_mufu)
+            prev_mufu = mufu
+            if cur is None or cut:
+                cur = {"first": r[src_i].strip()[:56], "n": 0, "s": 0.0, "hgmma": 0, "mufu": 0}
+                segs.append(cur)
+            cur["n"] += 1
+            cur["s"] += s
+            cur["hgmma"] += op.startswith("HGMMA")
+            cur["mufu"] += mufu
+        for g in segs:
+            if g["s"] / total >= 0.005:
+                print(f"    {100 * g['s'] / total:5.2f}%  {g['n']:4d} instr, {g['hgmma']:2d} HGMMA, {g['mufu']:2d} MUFU, from {g['first']}")
 
 
 if __name__ == "__main__":
