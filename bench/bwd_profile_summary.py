@@ -113,7 +113,12 @@ def phases(data, head, total):
             continue
         print(f"  phases of the body executed {int(count)} times ({100 * share / total:.1f}% of the samples):")
         segs, cur, prev_mufu = [], None, False
-        for s, r in sorted(data, key=lambda t: int(t[1][addr_i], 16)):
+        def addr(r):
+            try:
+                return int(r[addr_i], 16)
+            except ValueError:
+                return -1
+        for s, r in sorted(data, key=lambda t: addr(t[1])):
             if (num(r[ex_i]) or 0) != count:
                 continue
             op = [t for t in r[src_i].split() if not t.startswith("@")]

@@ -29,6 +29,9 @@ cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream) {
       !acc_ok(p.dq_acc, p.dq_hi, p.dq_lo) || !acc_ok(p.dk_acc, p.dk_hi, p.dk_lo) || !acc_ok(p.dv_acc, p.dv_hi, p.dv_lo))
     return cudaErrorInvalidValue;
   if (p.dq_atomic && (p.dq_lo || !p.dq_acc)) return cudaErrorInvalidValue;  // float atomics need float32
+  // A writing first pass stores split dK and dV (one `fresh` for both) and, with the dQ
+  // pass, split dQ; float32 accumulators are only ever added to.
+  if (p.overwrite && (!p.dk_lo || !p.dv_lo || (!p.dq_atomic && !p.dq_lo))) return cudaErrorInvalidValue;
   if (p.dtype == ElemType::bf16)
     return p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream) : detail::run_bwd<__nv_bfloat16, 64>(p, stream);
   return p.head_dim == 128 ? detail::run_bwd<__half, 128>(p, stream) : detail::run_bwd<__half, 64>(p, stream);

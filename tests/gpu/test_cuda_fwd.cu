@@ -359,6 +359,9 @@ std::vector<KernelCase> short_segment_cases(bool backward) {
       // Two passes (the second adds onto what the first wrote), batch 2.
       {"w64_r1_w512_r8_batch2_local", {{64, 1}, {512, 8}}, 4096, 1, 4, false, il, 2, 1.0},
       {"w512_r8_causal_local", {{512, 8}}, 8192, 1, 4, true, il, 1, 1.0},
+      // A causal first pass of two 128-key blocks per segment and a short last segment
+      // (4000 = 15 x 256 + 160): the first pass writes (runs 3 and 4) across both.
+      {"w256_r1_causal_short_last_local", {{256, 1}}, 4000, 1, 4, true, il, 1, 1.0},
       // c = 1 (every query sees only itself) and c = 4; batch 2; N = 2000 cuts the last segment short.
       {"w16_r16_w8_r2_batch2_local", {{16, 16}, {8, 2}}, 2000, 1, 3, false, bl, 2, 1.0},
       // The training branches (64:1, 512:8 and a long one), logits of ~1e4.

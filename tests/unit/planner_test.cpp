@@ -508,7 +508,9 @@ TEST(PlannerCoverage, CoversAllMeansEveryTokenSelected) {
 // whose first branch is dilated does not claim it.
 TEST(PlannerCoverage, FirstPassCoversLocalRowsOnce) {
   const std::vector<std::vector<Branch>> sets = {{{16, 1}, {32, 4}}, {{64, 1}, {128, 2}, {384, 4}}, {{24, 1}, {60, 5}},
-                                                 {{384, 1}}, {{32, 2}, {16, 1}}};
+                                                 {{384, 1}}, {{32, 2}, {16, 1}},
+                                                 // w not dividing N = 384: a short last segment
+                                                 {{100, 1}, {200, 2}}, {{50, 1}}};
   for (const auto& br : sets)
     for (bool causal : {false, true})
       for (bool pack : {true, false})
