@@ -138,9 +138,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // half the L2 atomic operations of float2): lanes 2i and 2i+1 of a quad
   // swap a pair, the even lane adds columns qc..qc+3 of row r_lo, the odd one
   // columns qc-2..qc+1 of row r_lo + 8. Every shuffle first, then the adds
-  // under one branch: with a shuffle, a select and a branch per 8 columns the
-  // shuffles' latencies ran one after another (a third of the consumers'
-  // samples per block, bench/bwd_profile.sh, 2026-11-28).
+  // under one branch (62 fewer instructions per block than a shuffle, select
+  // and branch per 8 columns; no measured speed change). This phase holds a
+  // quarter of the consumers' warp samples: they wait on registers that their
+  // in-flight REDGs have yet to read (bench/results/h100-2026-11-28e; staging
+  // dQ in shared memory for bulk reductions was slower, branch tma-dq).
   auto dq_add = [&](const float* dq, int m0) {
     float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
     const int valid = min(BQ, t.q_count - m0);
