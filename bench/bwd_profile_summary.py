@@ -4,7 +4,7 @@ the whole kernel (raw page) and the SASS instructions with the most warp samples
 (source page), each with its largest stall columns, plus samples per opcode, and
 the phases of each loop: instructions executed the same number of times (a warp
 role's per-block body: e.g. 2048 CTAs x 256 blocks x 8 consumer warps) in address
-order, cut at every wait (WARPGROUP.DEPBAR, BAR, SYNCS) and at each run of MUFU,
+order, cut at every wait (WARPGROUP.DEPBAR, BAR, SYNCS) and at the first MUFU of a phase,
 with their share of the samples (the share of the warps' time spent there).
 Column names are matched loosely: ncu versions name them differently.
 usage: bwd_profile_summary.py NAME SASS_CSV RAW_CSV"""
@@ -112,7 +112,7 @@ def phases(data, head, total):
         if share / total < 0.05 or count <= 0:
             continue
         print(f"  phases of the body executed {int(count)} times ({100 * share / total:.1f}% of the samples):")
-        segs, cur, prev_mufu = [], None, False
+        segs, cur = [], None
         def addr(r):
             try:
                 return int(r[addr_i], 16)
@@ -124,8 +124,9 @@ def phases(data, head, total):
             op = [t for t in r[src_i].split() if not t.startswith("@")]
             op = op[0] if op else "?"
             mufu = op.startswith("MUFU")
-            cut = op.startswith(("WARPGROUP.DEPBAR", "BAR.", "SYNCS")) or (mufu and not prev_mufu)
-            prev_mufu = mufu
+            # a wait, or the first exponential of a run (MUFUs interleaved with
+            # their adds stay one phase)
+            cut = op.startswith(("WARPGROUP.DEPBAR", "BAR.", "SYNCS")) or (mufu and cur is not None and cur["mufu"] == 0)
             if cur is None or cut:
                 cur = {"first": r[src_i].strip()[:56], "n": 0, "s": 0.0, "hgmma": 0, "mufu": 0}
                 segs.append(cur)
