@@ -116,18 +116,9 @@ inline BwdParams bwd_shard_params(const void* q, const void* dout, const float* 
   BwdParams p;
   p.q = q;
   p.dout = dout;
-  p.q_batch_stride = rows * heads * head_dim;
-  p.q_row_stride = heads * head_dim;
   p.lse = lse;
   p.delta = delta;
-  p.lse_batch_stride = rows * heads;
-  p.lse_row_stride = heads;
-  p.batch = int32_t(batch);
-  p.heads = int32_t(heads);
-  p.head_dim = int32_t(head_dim);
-  p.scale = scale;
-  p.causal = causal;
-  p.dtype = dtype;
+  set_shard_layout(&p, batch, rows, heads, head_dim, scale, causal, dtype);
   return p;
 }
 

@@ -52,26 +52,33 @@ struct FwdParams {
   ElemType dtype = ElemType::bf16;
 };
 
-// FwdParams of a token-major shard (Q and O: batch x rows x heads x head_dim,
-// LSE: batch x rows x heads) with accumulate on; each pass then sets src,
-// tiles, tile_block_prefix, num_tiles and num_blocks.
+// The layout fields FwdParams and BwdParams share, for a token-major shard
+// (Q and O or dO: batch x rows x heads x head_dim; LSE: batch x rows x heads).
+template <class Params>
+inline void set_shard_layout(Params* p, int64_t batch, int64_t rows, int64_t heads, int64_t head_dim, float scale,
+                             bool causal, ElemType dtype) {
+  p->q_batch_stride = rows * heads * head_dim;
+  p->q_row_stride = heads * head_dim;
+  p->lse_batch_stride = rows * heads;
+  p->lse_row_stride = heads;
+  p->batch = int32_t(batch);
+  p->heads = int32_t(heads);
+  p->head_dim = int32_t(head_dim);
+  p->scale = scale;
+  p->causal = causal;
+  p->dtype = dtype;
+}
+
+// FwdParams of a token-major shard with accumulate on; each pass then sets
+// src, tiles, tile_block_prefix, num_tiles and num_blocks.
 inline FwdParams fwd_shard_params(const void* q, void* o, float* lse, int64_t batch, int64_t rows, int64_t heads,
                                   int64_t head_dim, float scale, bool causal, ElemType dtype) {
   FwdParams p;
   p.q = q;
   p.o = o;
   p.lse = lse;
-  p.q_batch_stride = rows * heads * head_dim;
-  p.q_row_stride = heads * head_dim;
-  p.lse_batch_stride = rows * heads;
-  p.lse_row_stride = heads;
-  p.batch = int32_t(batch);
-  p.heads = int32_t(heads);
-  p.head_dim = int32_t(head_dim);
-  p.scale = scale;
-  p.causal = causal;
+  set_shard_layout(&p, batch, rows, heads, head_dim, scale, causal, dtype);
   p.accumulate = true;
-  p.dtype = dtype;
   return p;
 }
 
