@@ -70,6 +70,29 @@ __device__ __forceinline__ void init_stage_barriers(uint32_t full, uint32_t empt
 // swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each
 // keeps one 16-byte chunk column (tid % CH) of rows tid / CH + k * NT / CH, a
 // multiple of 8 rows apart, so its swizzled offset only moves by whole rows.
+// Two tensors' tiles (Q and dO) whose rows are affine and shared: row i of
+// both is at element offset row0 + i * step of g0 and g1. The same chunks as
+// gather_swz, but one 64-bit add per row for both tensors instead of each
+// row's index times the stride for each tensor (the dK/dV producer ran ~15
+// instructions per 16-byte copy, 239 IMADs per block: bench/results/h100-2026-11-28e).
+template <int D, int ROWS, int NT, typename Elem>
+__device__ __forceinline__ void gather2_swz_affine(uint32_t s0, const Elem* g0, uint32_t s1, const Elem* g1,
+                                                   int64_t row0, int64_t step, int valid, int tid) {
+  constexpr int CH = D / 8, RS = NT / CH, IT = ROWS / RS;
+  static_assert(NT % CH == 0 && RS % 8 == 0 && ROWS % RS == 0, "a thread keeps its chunk column and swizzle");
+  const int ch = tid % CH, r0 = tid / CH;
+  const uint32_t sw = swz(r0, ch, ROWS);
+  int64_t off = row0 + int64_t(r0) * step + ch * 8;
+  const int64_t inc = int64_t(RS) * step;
+#pragma unroll
+  for (int i = 0; i < IT; ++i) {
+    const bool ok = r0 + i * RS < valid;
+    cp_async16(s0 + sw + uint32_t(i * RS * 128), ok ? g0 + off : g0, ok);
+    cp_async16(s1 + sw + uint32_t(i * RS * 128), ok ? g1 + off : g1, ok);
+    off += inc;
+  }
+}
+
 template <int D, int ROWS, int NT, typename Elem, typename RowOf>
 __device__ __forceinline__ void gather_swz(uint32_t s, const Elem* g, int64_t row_stride, int valid, RowOf row_of,
                                            int tid) {

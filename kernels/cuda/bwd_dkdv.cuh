@@ -80,8 +80,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
     auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
-    gather_swz<D, BQ, NT>(s_q0 + st * L::kQ, g.q, p.q_row_stride, valid, qrow, tid);
-    gather_swz<D, BQ, NT>(s_do0 + st * L::kQ, g.dout, p.q_row_stride, valid, qrow, tid);
+    gather2_swz_affine<D, BQ, NT>(s_q0 + st * L::kQ, g.q, s_do0 + st * L::kQ, g.dout, qrow(0) * p.q_row_stride,
+                                  int64_t(t.q_stride) * p.q_row_stride, valid, tid);
     if (tid < BQ) {
       float l = INFINITY, dl = 0.f;  // rows past the tile: P = exp2(x - inf) = 0
       if (tid < valid) {
