@@ -70,7 +70,7 @@ __device__ __forceinline__ void init_stage_barriers(uint32_t full, uint32_t empt
 // swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each
 // keeps one 16-byte chunk column (tid % CH) of rows tid / CH + k * NT / CH, a
 // multiple of 8 rows apart, so its swizzled offset only moves by whole rows.
-// Two tensors' tiles (Q and dO) whose rows are affine and shared: row i of
+// Two tensors' tiles (Q and dO, or K and V) whose rows are affine and shared: row i of
 // both is at element offset row0 + i * step of g0 and g1. The same chunks as
 // gather_swz, but one 64-bit add per row for both tensors instead of each
 // row's index times the stride for each tensor (the dK/dV producer ran ~15

@@ -63,9 +63,15 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
     const int n0 = j * BK;
     const int valid = min(BK, t.k_count - n0);
-    auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-    gather_swz<D, BK, NT>(s_k0 + st * L::kKV, g.k, p.src.row_stride, valid, krow, tid);
-    gather_swz<D, BK, NT>(s_v0 + st * L::kKV, g.v, p.src.row_stride, valid, krow, tid);
+    if (t.k_stride != 0) {  // affine keys (every local tile): one offset per row for K and V
+      gather2_swz_affine<D, BK, NT>(s_k0 + st * L::kKV, g.k, s_v0 + st * L::kKV, g.v,
+                                    (t.k_row0 + int64_t(n0) * t.k_stride) * p.src.row_stride,
+                                    int64_t(t.k_stride) * p.src.row_stride, valid, tid);
+    } else {  // received keys through the list (KeySource::index)
+      auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
+      gather_swz<D, BK, NT>(s_k0 + st * L::kKV, g.k, p.src.row_stride, valid, krow, tid);
+      gather_swz<D, BK, NT>(s_v0 + st * L::kKV, g.v, p.src.row_stride, valid, krow, tid);
+    }
     cp_async_mbar_arrive_noinc(full + 8 * st);
   };
   if (tid < NP) {  // the producer: Q and dO (covered by stage 0's arrivals), then every block
