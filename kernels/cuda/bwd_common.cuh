@@ -65,13 +65,8 @@ __device__ __forceinline__ void init_stage_barriers(uint32_t full, uint32_t empt
   __syncthreads();
 }
 
-
-// Gathers ROWS rows (rows >= valid zero-filled) of D elements into a
-// swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each
-// keeps one 16-byte chunk column (tid % CH) of rows tid / CH + k * NT / CH, a
-// multiple of 8 rows apart, so its swizzled offset only moves by whole rows.
-// Two tensors' tiles (Q and dO, or K and V) whose rows are affine and shared: row i of
-// both is at element offset row0 + i * step of g0 and g1. The same chunks as
+// Two tensors' tiles (Q and dO, or K and V) whose rows are affine and shared:
+// row i of both is at element offset row0 + i * step of g0 and g1. The same chunks as
 // gather_swz, but one 64-bit add per row for both tensors instead of each
 // row's index times the stride for each tensor (the dK/dV producer ran ~15
 // instructions per 16-byte copy, 239 IMADs per block: bench/results/h100-2026-11-28e).
@@ -93,6 +88,10 @@ __device__ __forceinline__ void gather2_swz_affine(uint32_t s0, const Elem* g0, 
   }
 }
 
+// Gathers ROWS rows (rows >= valid zero-filled) of D elements into a
+// swizzled tile at s; row i is g + row_of(i) * row_stride. NT threads; each
+// keeps one 16-byte chunk column (tid % CH) of rows tid / CH + k * NT / CH, a
+// multiple of 8 rows apart, so its swizzled offset only moves by whole rows.
 template <int D, int ROWS, int NT, typename Elem, typename RowOf>
 __device__ __forceinline__ void gather_swz(uint32_t s, const Elem* g, int64_t row_stride, int valid, RowOf row_of,
                                            int tid) {
