@@ -13,17 +13,27 @@ struct DkdvSmem {
   static constexpr int kKV = BN * D * 2;  // a K or V tile
   static constexpr int kQ = BQ * D * 2;   // a Q or dO tile (per stage)
   static constexpr int S = kBwdStages;
-  // K | V | Q[S] | dO[S] | lse2[S][BQ] | delta[S][BQ] | full[S] | empty[S], + alignment to the swizzle atom
-  static constexpr int kFloatsOff = 2 * kKV + 2 * S * kQ;
-  static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
-  // dq_atomic: two dS^T tiles [BN keys][BQ queries] after the barriers (1024-aligned).
-  static constexpr int kDsOff = (kBarOff + 2 * S * 8 + 1023) / 1024 * 1024;
+  // K | V | Q[S] | dO[S] | dS^T[2] | dQ | lse2[S][BQ] | delta[S][BQ] | full[S] | empty[S] | dq_full | dq_empty,
+  // + alignment to the swizzle atom. Every tile is a multiple of 1024 bytes.
+  // dq_atomic: two dS^T tiles [BN keys][BQ queries] and the block's dQ
+  // [BQ][D] float32 (rows of D floats, 16-byte chunks swizzled: dq_chunk).
   static constexpr int kDs = BN * BQ * 2;
-  static constexpr int kBytes = kDsOff + 2 * kDs + 1024;
+  static constexpr int kDq = BQ * D * 4;
+  static constexpr int kDsOff = 2 * kKV + 2 * S * kQ;
+  static constexpr int kDqOff = kDsOff + 2 * kDs;
+  static constexpr int kFloatsOff = kDqOff + kDq;
+  static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
+  static constexpr int kBytes = kBarOff + (2 * S + 2) * 8 + 1024;
+  static_assert(kKV % 1024 == 0 && kQ % 1024 == 0 && kDs % 1024 == 0, "tiles keep the swizzle atom's alignment");
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
 
-// Warp-specialised like the forward: a producer warpgroup (setmaxnreg 24)
+// Physical 16-byte chunk of logical chunk c (4 floats) of row `row` of the
+// staged dQ: c ^ 2 (row % 4), so the consumers' float2 stores (a quad's
+// rows, 8 columns each) and the drain's row reads are free of bank conflicts.
+__device__ __forceinline__ int dq_chunk(int row, int c) { return c ^ ((row & 3) << 1); }
+
+// Warp-specialised like the forward: a producer warpgroup (setmaxnreg 32)
 // gathers K, V and then Q, dO, LSE, Delta of every query block into the stage
 // ring; the two consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises
 // their wgmma) only compute, and overlap inside a block: the exponentials of
@@ -44,7 +54,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   float* s_lse = reinterpret_cast<float*>(smem + pad + L::kFloatsOff);  // [S][BQ], log2 units
   float* s_delta = s_lse + S * BQ;
   const uint32_t full = s_k + L::kBarOff, empty = full + 8 * S;
-  const uint32_t s_ds0 = s_k + L::kDsOff;  // dq_atomic only
+  const uint32_t s_ds0 = s_k + L::kDsOff, s_dq = s_k + L::kDqOff;  // dq_atomic only
+  // dq_atomic: the consumers stage a block's dQ (scaled) and arrive on
+  // dq_full; the producer adds it to dq_acc and arrives on dq_empty.
+  const uint32_t dq_full = empty + 8 * S, dq_empty = dq_full + 8;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = (tid - NP) >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
@@ -72,7 +85,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // thread refills a stage once every thread has arrived on its empty
   // barrier (done with the block S before), so the two warpgroups run up to
   // a block apart instead of meeting at a CTA barrier on every block.
-  init_stage_barriers(full, empty, S, 2 * NT, NC);
+  if (tid == 0) {
+    mbar_init(dq_full, NC);
+    mbar_init(dq_empty, NP);
+  }
+  init_stage_barriers(full, empty, S, 2 * NT, NC);  // fences the inits, then a CTA barrier
   const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
@@ -95,11 +112,45 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     mbar_arrive(full + 8 * st);
     cp_async_mbar_arrive_noinc(full + 8 * st);
   };
+  // dq_atomic: block j's staged dQ into dq_acc, one red.v4 per 16-byte
+  // chunk (thread: chunk column tid % CH of rows tid / CH + k NP / CH; a warp
+  // adds whole rows). The producer has the time: it waited on `empty` half
+  // of its samples, while the consumers spent a quarter of theirs waiting
+  // behind their own REDGs (bench/results/h100-2026-11-28e).
+  auto drain = [&](int j) {
+    constexpr int CH = D / 4, RS = NP / CH;
+    mbar_wait(dq_full, j & 1);
+    const int m0 = m_lo + j * BQ;
+    const int valid = min(BQ, t.q_count - m0);
+    const int c = tid % CH, r0 = tid / CH;
+    const int col = dq_chunk(r0, c) * 4;  // logical chunk of physical chunk c (an involution; r % 4 == r0 % 4)
+    float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + col;
+    const int64_t step = int64_t(RS) * t.q_stride * p.q_row_stride;
+    int64_t off = (t.q_row0 + int64_t(m0 + r0) * t.q_stride) * p.q_row_stride;
+#pragma unroll 2
+    for (int r = r0; r < BQ; r += RS, off += step) {
+      if (r >= valid) break;
+      float4 v;
+      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                   : "r"(s_dq + uint32_t(r * D * 4 + c * 16)));
+      red_add_v4(dqa + off, v.x, v.y, v.z, v.w);
+    }
+    mbar_arrive(dq_empty);  // its release orders the loads above before the consumers' next stores
+  };
   if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
-    warpgroup_reg_dealloc<24>();
+    warpgroup_reg_dealloc<32>();
     gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
     gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
-    for (int j = 0; j < nblk; ++j) issue(j);
+    // Block j's loads wait for the consumers to free its stage (block j - S,
+    // whose dQ they staged before that): the loads go first, then the drain;
+    // the consumers need the staging again at the end of block j - S + 1.
+    for (int j = 0; j < nblk; ++j) {
+      issue(j);
+      if (p.dq_atomic && j >= S) drain(j - S);
+    }
+    if (p.dq_atomic)
+      for (int j = max(0, nblk - S); j < nblk; ++j) drain(j);
     cp_async_wait_all();  // the copies are never committed to groups
     return;
   }
@@ -134,35 +185,30 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       wgmma_ss_tt64<Elem>(dq, gmma_desc_add(da, kk * 16 * 128), gmma_desc_add(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
   };
-  // ... and its adds to dq_acc: four consecutive floats per atomic (red.v4,
-  // half the L2 atomic operations of float2): lanes 2i and 2i+1 of a quad
-  // swap a pair, the even lane adds columns qc..qc+3 of row r_lo, the odd one
-  // columns qc-2..qc+1 of row r_lo + 8. Every shuffle first, then the adds
-  // under one branch (62 fewer instructions per block than a shuffle, select
-  // and branch per 8 columns; no measured speed change). This phase holds a
-  // quarter of the consumers' warp samples: they wait on registers that their
-  // in-flight REDGs have yet to read (bench/results/h100-2026-11-28e; staging
-  // dQ in shared memory for bulk reductions was slower, branch tma-dq).
-  auto dq_add = [&](const float* dq, int m0) {
-    float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + 64 * wg;
-    const int valid = min(BQ, t.q_count - m0);
-    const bool odd = lane & 1;
-    const int r = r_lo + (odd ? 8 : 0);
-    float g[16];
+  // ... and its staging for the producer's drain: once the producer has
+  // read block j - 1's dQ, each thread stores its scaled pairs (row r_lo + 8h,
+  // columns 64wg + 8nb + qc, +1) as float2 into the swizzled rows, then
+  // arrives on dq_full. (Adding from registers with red.global.add.v4 here
+  // held a quarter of the consumers' warp samples: they waited on registers
+  // their in-flight REDGs had yet to read; bulk reductions of shared-memory
+  // rows were slower still, branch tma-dq.)
+  auto dq_stage = [&](const float* dq, int j) {
+    if (j > 0) mbar_wait(dq_empty, (j - 1) & 1);
+    // dq_chunk(r, 16wg + 2nb + (qc >> 2)) = 16wg + 2 (nb ^ (r % 4)) + (qc >> 2), r % 4
+    // the same for both rows: four addresses and immediates (nb >= 4, the second row).
+    const int rr = r_lo & 3;
+    uint32_t a[4];
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-      g[2 * nb] = __shfl_xor_sync(0xffffffffu, odd ? dq[nb * 4 + 0] : dq[nb * 4 + 2], 1);
-      g[2 * nb + 1] = __shfl_xor_sync(0xffffffffu, odd ? dq[nb * 4 + 1] : dq[nb * 4 + 3], 1);
-    }
-    if (r < valid) {
-      float* row = dqa + (t.q_row0 + int64_t(m0 + r) * t.q_stride) * p.q_row_stride + (odd ? qc - 2 : qc);
+    for (int k = 0; k < 4; ++k)
+      a[k] = s_dq + uint32_t(r_lo * D * 4 + (16 * wg + 2 * (k ^ rr) + (qc >> 2)) * 16 + (qc & 3) * 4);
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb) {
-        const float4 v = odd ? make_float4(g[2 * nb], g[2 * nb + 1], dq[nb * 4 + 2], dq[nb * 4 + 3])
-                             : make_float4(dq[nb * 4 + 0], dq[nb * 4 + 1], g[2 * nb], g[2 * nb + 1]);
-        red_add_v4(row + nb * 8, p.scale * v.x, p.scale * v.y, p.scale * v.z, p.scale * v.w);
-      }
-    }
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+        asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a[nb & 3] + uint32_t((nb >> 2) * 128 + h * 8 * D * 4)),
+                     "f"(p.scale * dq[nb * 4 + 2 * h]), "f"(p.scale * dq[nb * 4 + 2 * h + 1])
+                     : "memory");
+    mbar_arrive(dq_full);
   };
 
   for (int j = 0; j < nblk; ++j) {
@@ -259,11 +305,12 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
         gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
         wgmma_commit();
         wgmma_wait<1>();  // dQ (the dK GEMM runs on)
-        dq_add(dq, m0);
+        dq_stage(dq, j);
       } else {
         wgmma_fence();
         gemm_mnmajor<Elem, D, BQ>(dk, dsf, s_q);
         wgmma_commit();
+        mbar_arrive(dq_full);  // D = 64: warpgroup 0 stages every column
       }
     } else {
       if (pp) named_sync(my_bar);
@@ -284,7 +331,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
           wgmma_fence();
           dq_gemm(dq, s_ds);
           wgmma_wait<0>();
-          dq_add(dq, m0);
+          dq_stage(dq, j);
+        } else {
+          mbar_arrive(dq_full);  // D = 64: warpgroup 0 stages every column
         }
       }
     }
