@@ -33,7 +33,7 @@ struct DkdvSmem {
 // rows, 8 columns each) and the drain's row reads are free of bank conflicts.
 __device__ __forceinline__ int dq_chunk(int row, int c) { return c ^ ((row & 3) << 1); }
 
-// Warp-specialised like the forward: a producer warpgroup (setmaxnreg 32)
+// Warp-specialised like the forward: a producer warpgroup (setmaxnreg 24)
 // gathers K, V and then Q, dO, LSE, Delta of every query block into the stage
 // ring; the two consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises
 // their wgmma) only compute, and overlap inside a block: the exponentials of
@@ -45,6 +45,12 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   constexpr int NP = 128;  // producer threads, in front of the consumers
   constexpr int NC = 256;  // consumer threads: warpgroup w owns keys 64w..64w+63
   constexpr int NT = NP;   // threads that load
+  // setmaxnreg: the consumers can only take what the producer frees of the
+  // CTA's launch registers (384 x 168 = 64512, not the SM's 65536): a producer
+  // at 32 left the consumers' increase to 240 waiting forever (a hang, call 1
+  // of h100-2026-11-28s8).
+  constexpr int kProdRegs = 24, kConsRegs = 240;
+  static_assert(NP * kProdRegs + NC * kConsRegs <= kBwdThreads * 168, "registers the producer frees");
   constexpr int kSN = BQ / 8, kON = D / 8;
   extern __shared__ __align__(128) uint8_t smem[];
   const uint32_t raw = smem_u32(smem);
@@ -124,22 +130,20 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     const int valid = min(BQ, t.q_count - m0);
     const int c = tid % CH, r0 = tid / CH;
     const int col = dq_chunk(r0, c) * 4;  // logical chunk of physical chunk c (an involution; r % 4 == r0 % 4)
-    float* dqa = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + col;
     const int64_t step = int64_t(RS) * t.q_stride * p.q_row_stride;
-    int64_t off = (t.q_row0 + int64_t(m0 + r0) * t.q_stride) * p.q_row_stride;
-#pragma unroll 2
-    for (int r = r0; r < BQ; r += RS, off += step) {
-      if (r >= valid) break;
+    float* row = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + col +
+                 (t.q_row0 + int64_t(m0 + r0) * t.q_stride) * p.q_row_stride;
+    uint32_t src = s_dq + uint32_t(r0 * D * 4 + c * 16);
+#pragma unroll 1
+    for (int r = r0; r < valid; r += RS, row += step, src += RS * D * 4) {
       float4 v;
-      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-                   : "r"(s_dq + uint32_t(r * D * 4 + c * 16)));
-      red_add_v4(dqa + off, v.x, v.y, v.z, v.w);
+      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(src));
+      red_add_v4(row, v.x, v.y, v.z, v.w);
     }
     mbar_arrive(dq_empty);  // its release orders the loads above before the consumers' next stores
   };
   if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
-    warpgroup_reg_dealloc<32>();
+    warpgroup_reg_dealloc<kProdRegs>();
     gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
     gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
     // Block j's loads wait for the consumers to free its stage (block j - S,
@@ -154,7 +158,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     cp_async_wait_all();  // the copies are never committed to groups
     return;
   }
-  warpgroup_reg_alloc<240>();
+  warpgroup_reg_alloc<kConsRegs>();
 
   const float sl2 = p.scale * kLog2e;
   // Packed segments (t.seg_len > 0): the queries [seg_lo, seg_hi) of each of

@@ -88,6 +88,7 @@ struct KernelCase {
   int64_t batch;
   double amplitude;  // inputs in [-amplitude, amplitude): 100 gives logits of ~1e4
   bool pack = true;  // PlanOptions::pack_segments (the runtime's default)
+  bool packs = true;  // with pack on, some tile must pack (ShortSegmentsPlan); false where no segment is short
 };
 
 struct Variant {
@@ -345,7 +346,7 @@ INSTANTIATE_TEST_SUITE_P(SpecCases, KernelFwd, ::testing::Combine(::testing::Val
 
 // ---- short segments: packed tiles (block-diagonal mask) and the same unpacked
 
-// Each case twice: packing on (the default; `packs`: some tile must pack)
+// Each case twice: packing on (the default; with `packs` some tile must pack)
 // and off (name + "_nopack"). Shards of N / P tokens cut segments, so
 // shard-edge pieces and received keys stay unpacked beside packed tiles.
 // backward: the cases KernelBwd runs: one rank, logits of order 1 (at 1e4
@@ -361,7 +362,8 @@ std::vector<KernelCase> short_segment_cases(bool backward) {
       {"w512_r8_causal_local", {{512, 8}}, 8192, 1, 4, true, il, 1, 1.0},
       // A causal first pass of two 128-key blocks per segment and a short last segment
       // (4000 = 15 x 256 + 160): the first pass writes (runs 3 and 4) across both.
-      {"w256_r1_causal_short_last_local", {{256, 1}}, 4000, 1, 4, true, il, 1, 1.0},
+      // Segments of 256 are not short (nothing packs): here for the first pass's writes.
+      {"w256_r1_causal_short_last_local", {{256, 1}}, 4000, 1, 4, true, il, 1, 1.0, true, false},
       // c = 1 (every query sees only itself) and c = 4; batch 2; N = 2000 cuts the last segment short.
       {"w16_r16_w8_r2_batch2_local", {{16, 16}, {8, 2}}, 2000, 1, 3, false, bl, 2, 1.0},
       // The training branches (64:1, 512:8 and a long one), logits of ~1e4.
@@ -393,7 +395,8 @@ TEST(ShortSegmentsPlan, PackedCasesPack) {
     int64_t packed = 0;
     for (int rank = 0; rank < k.world; ++rank)
       packed += packed_tiles(build_plan(c, Shape{k.batch, k.seq}, k.world, rank, PlanOptions{k.pack}));
-    if (k.pack) EXPECT_GT(packed, 0) << k.name << " packs nothing";
+    if (k.pack && k.packs) EXPECT_GT(packed, 0) << k.name << " packs nothing";
+    else if (k.pack) EXPECT_EQ(packed, 0) << k.name << " packs (say so: packs = true)";
     else EXPECT_EQ(packed, 0) << k.name;
   }
 }
