@@ -6,7 +6,7 @@
 # driver (build/gpu) runs as "cur". Used to find which change moved a number.
 #   bench/kernel_bisect.sh --prepare old 95bc2fe      # here, before the device call
 #   bench/kernel_bisect.sh [rounds]                    # on the GPU machine (default 2)
-# KB_CASES: ";"-separated kernel_fwd argument sets (default: dense 16k and longnet4 64k,
+# KB_TIMEOUT: seconds per run (default 120). KB_CASES: ";"-separated kernel_fwd argument sets (default: dense 16k and longnet4 64k,
 # backward with atomic dQ). Logs and a table go to $OUT.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,7 +41,7 @@ for r in $(seq 1 "$rounds"); do
   for c in "${cases[@]}"; do
     for n in $(printf '%s\n' "${!bin[@]}" | sort); do
       # shellcheck disable=SC2086
-      line=$(timeout 120 "${bin[$n]}" $c 2>&1 | tee -a "$OUT/kernel_bisect_$n.log" | grep -E "^backward|^# config|TFLOP/s" | tail -1 | cut -c1-230)
+      line=$(timeout "${KB_TIMEOUT:-120}" "${bin[$n]}" $c 2>&1 | tee -a "$OUT/kernel_bisect_$n.log" | grep -E "^backward|^# config|TFLOP/s" | tail -1 | cut -c1-230)
       echo "$r | $n | $c | $line" >> "$OUT/kernel_bisect.txt"
     done
   done
