@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     float* row = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + col +
                  (t.q_row0 + int64_t(m0 + r0) * t.q_stride) * p.q_row_stride;
     uint32_t src = s_dq + uint32_t(r0 * D * 4 + c * 16);
-#pragma unroll 1
+#pragma unroll 2
     for (int r = r0; r < valid; r += RS, row += step, src += RS * D * 4) {
       float4 v;
       asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(src));
