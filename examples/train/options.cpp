@@ -31,7 +31,7 @@ const char* kUsage =
     "                     the GPUs (NCCL all-reduce; default nccl on cuda with --transport nccl, else host)\n"
     "  --deterministic on|off   on (default): the attention backward's reruns give the same bits (a\n"
     "                     resumed run repeats the uninterrupted one bit for bit); off: cuda sums dQ with\n"
-    "                     float32 atomics (about 1.2x faster attention backward; a resume then matches\n"
+    "                     float32 atomics (about 1.1x faster attention backward; a resume then matches\n"
     "                     only to rounding; Config::deterministic)\n"
     "  --peak-tflops X    the device's dense bf16 peak for the MFU column (default: H100 SXM and H200\n"
     "                     989.4, H100 PCIe 756; other devices and cpu: no MFU unless given)\n"

@@ -84,7 +84,8 @@ struct BwdParams {
   uint16_t* dk_lo = nullptr;
   uint16_t* dv_lo = nullptr;
   // dQ from the dK/dV kernel with float32 atomics (dS^T staged in shared
-  // memory, dQ = dS K on the tensor cores, added to dq_acc), instead of the
+  // memory, dQ = dS K on the tensor cores, staged in shared memory and added
+  // to dq_acc by the producer warpgroup's red.global.add.v4), instead of the
   // query-major bwd_dq pass: 3 GEMMs per pair block less, but the order of
   // the float additions into dq_acc depends on timing, so reruns are not
   // bit-identical in dQ (dK and dV still are).

@@ -122,7 +122,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // chunk (thread: chunk column tid % CH of rows tid / CH + k NP / CH; a warp
   // adds whole rows). The producer has the time: it waited on `empty` half
   // of its samples, while the consumers spent a quarter of theirs waiting
-  // behind their own REDGs (bench/results/h100-2026-11-28e).
+  // behind their own REDGs (bench/results/h100-2026-11-28e). Unrolled twice
+  // (4-8 bytes of the producer's loop state spill): 5% faster than once. The
+  // consumers still wait ~12% of their samples on dq_empty: the loop is a
+  // latency chain (REDG waits for its LDS; with 24 registers the next LDS
+  // waits for the REDG to read its source), h100-2026-11-28s8 call 9.
   auto drain = [&](int j) {
     constexpr int CH = D / 4, RS = NP / CH;
     mbar_wait(dq_full, j & 1);
@@ -196,8 +200,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // columns 64wg + 8nb + qc, +1) as float2 into the swizzled rows, then
   // arrives on dq_full. (Adding from registers with red.global.add.v4 here
   // held a quarter of the consumers' warp samples: they waited on registers
-  // their in-flight REDGs had yet to read; bulk reductions of shared-memory
-  // rows were slower still, branch tma-dq.)
+  // their in-flight REDGs had yet to read. Bulk reductions of shared-memory
+  // rows were slower still: per lane from the consumers, branch tma-dq, 13-16%;
+  // four producer lanes issuing one per row from the Q/dO tiles of the stage
+  // the block before used, branch dq-bulk, 10-17% slower than this.)
   auto dq_stage = [&](const float* dq, int j) {
     if (j > 0) mbar_wait(dq_empty, (j - 1) & 1);
     // dq_chunk(r, 16wg + 2nb + (qc >> 2)) = 16wg + 2 (nb ^ (r % 4)) + (qc >> 2), r % 4

@@ -284,7 +284,7 @@ class DilatedAttention(_torch.nn.Module):
         the shards in rank order).
     timeout: seconds after which a silent peer fails the call on every rank.
     deterministic: True (the default): the backward's reruns give the same bits;
-        False: on cuda dQ is summed with float32 atomics (about 1.2x faster
+        False: on cuda dQ is summed with float32 atomics (about 1.1x faster
         backward, 2 more bytes per element). The cpu backend is always
         deterministic.
 
