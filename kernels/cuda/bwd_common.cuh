@@ -188,4 +188,49 @@ __device__ __forceinline__ void grad_add2_batch(AccOf acc, IdxOf idx, ValOf val,
   }
 }
 
+// The epilogue of bwd_dkdv: adds 4 consecutive floats from shared memory
+// (src + i * stride) to elements idx[i] .. idx[i] + 3 of acc, for the N rows
+// with idx[i] >= 0 (a thread's 16-byte chunk of N rows of dK or dV). Every
+// old value is loaded before the first store: one round trip to memory (as
+// grad_add2_batch); `fresh` as there. idx[i] is a multiple of 4.
+template <typename Elem, int N>
+__device__ __forceinline__ void grad_add4_rows(const GradAcc& g, const int64_t (&idx)[N], const float* src, int stride,
+                                             bool fresh) {
+  uint4 o[N];  // float32: the four old values; split: hi (x, y) and lo (z, w) pairs
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int64_t k = idx[i];
+    o[i] = make_uint4(0u, 0u, 0u, 0u);
+    if (fresh || k < 0) continue;
+    if (g.lo != nullptr) {
+      const uint2 h = *reinterpret_cast<const uint2*>(static_cast<const Elem*>(g.hi) + k);
+      const uint2 l = *reinterpret_cast<const uint2*>(g.lo + k);
+      o[i] = make_uint4(h.x, h.y, l.x, l.y);
+    } else {
+      o[i] = *reinterpret_cast<const uint4*>(g.f32 + k);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const int64_t k = idx[i];
+    if (k < 0) continue;
+    const float4 x = *reinterpret_cast<const float4*>(src + i * stride);
+    const uint4 v = o[i];
+    if (g.lo != nullptr) {
+      const float2 h0 = unpack2<Elem>(v.x), h1 = unpack2<Elem>(v.y);
+      const float2 l0 = unpack2<__nv_bfloat16>(v.z), l1 = unpack2<__nv_bfloat16>(v.w);
+      const float s0 = (h0.x + l0.x) + x.x, s1 = (h0.y + l0.y) + x.y, s2 = (h1.x + l1.x) + x.z, s3 = (h1.y + l1.y) + x.w;
+      const uint32_t n0 = pack2<Elem>(s0, s1), n1 = pack2<Elem>(s2, s3);
+      const float2 r0 = unpack2<Elem>(n0), r1 = unpack2<Elem>(n1);
+      *reinterpret_cast<uint2*>(static_cast<Elem*>(g.hi) + k) = make_uint2(n0, n1);
+      *reinterpret_cast<uint2*>(g.lo + k) =
+          make_uint2(pack2<__nv_bfloat16>(isfinite(r0.x) ? s0 - r0.x : 0.f, isfinite(r0.y) ? s1 - r0.y : 0.f),
+                     pack2<__nv_bfloat16>(isfinite(r1.x) ? s2 - r1.x : 0.f, isfinite(r1.y) ? s3 - r1.y : 0.f));
+    } else {
+      *reinterpret_cast<float4*>(g.f32 + k) = make_float4(__uint_as_float(v.x) + x.x, __uint_as_float(v.y) + x.y,
+                                                          __uint_as_float(v.z) + x.z, __uint_as_float(v.w) + x.w);
+    }
+  }
+}
+
 }  // namespace ringattn::kern::cuda::detail

@@ -146,6 +146,27 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     }
     mbar_arrive(dq_empty);  // its release orders the loads above before the consumers' next stores
   };
+  // Two blocks before the end, the consumers fetch the old dK/dV values
+  // their epilogue adds to into L2, so its loads wait for L2, not DRAM (the
+  // epilogue runs while the SM has no other work; a 2048-key tile has only
+  // 32 blocks). Not from the producer: at 24 registers it spilled.
+  auto prefetch_acc = [&](int first, int step) {
+    if (p.overwrite && p.dk_lo != nullptr) return;  // written fresh: nothing is read
+    constexpr int LF = D * 4 / 128;                  // 128-byte lines of a float32 row (split: LF / 2 of hi, of lo)
+    const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+    for (int x = first; x < kn * 2 * LF; x += step) {
+      const int row = x / (2 * LF), q = x % (2 * LF), line = q % LF;
+      const bool v = q >= LF;
+      const int64_t e = kv0 + krow(row) * p.src.row_stride;
+      if ((v ? p.dv_lo : p.dk_lo) == nullptr) {  // the epilogue's choice (GradAcc)
+        prefetch_l2((v ? p.dv_acc : p.dk_acc) + e + line * 32);
+      } else {
+        const void* a = line < LF / 2 ? static_cast<const void*>(static_cast<const Elem*>(v ? p.dv_hi : p.dk_hi) + e + line * 64)
+                                      : static_cast<const void*>((v ? p.dv_lo : p.dk_lo) + e + (line - LF / 2) * 64);
+        prefetch_l2(a);
+      }
+    }
+  };
   if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
     warpgroup_reg_dealloc<kProdRegs>();
     gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
@@ -223,8 +244,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     mbar_arrive(dq_full);
   };
 
+  const int j_pre = max(nblk - 2, 0);
   for (int j = 0; j < nblk; ++j) {
     const int buf = j % S, m0 = m_lo + j * BQ;
+    if (j == j_pre) prefetch_acc(tid - NP, NC);
     mbar_wait(full + 8 * buf, (j / S) & 1);
     fence_proxy_async();
     const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
@@ -354,22 +377,41 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   }
   if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
 
-  // dK and dV of the thread's two key rows, each row's 2 kON pairs in one batch.
-  const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
-  const GradAcc gk{p.dk_acc, p.dk_hi, p.dk_lo}, gv{p.dv_acc, p.dv_hi, p.dv_lo};
+  // dK and dV leave through shared memory: each thread stores its scaled
+  // pairs (rows 64wg + r_lo + 8h, columns 8nb + qc, +1) into two float32
+  // [BN][D] tiles over K, V and the stages (free once both warpgroups are
+  // past their last GEMM), 16-byte chunks swizzled as dQ's (dq_chunk: no bank
+  // conflicts either way); then every consumer thread adds 16-byte chunks of
+  // whole rows (a warp covers a row's D values: full sectors, a quarter of
+  // the instructions of per-thread pairs, whose 32-byte pieces of 8 rows were
+  // a tenth of a 2048-key tile's time: the tile's epilogue runs while its SM
+  // has nothing else to do, h100-2026-11-28s9).
+  static_assert(2 * BN * D * 4 <= L::kDsOff, "the dK/dV tiles fit over K, V and the stages");
+  named_sync(1);  // both warpgroups are done with K, V and the stages
+  float* s_acc = reinterpret_cast<float*>(smem + pad);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int kr = 64 * wg + r_lo + 8 * h;
-    if (kr >= kn) continue;
-    const int64_t base = kv0 + key_row(t, p.src, n0 + kr) * p.src.row_stride + qc;
-    grad_add2_batch<Elem, 2 * kON>(
-        [&](int i) { return i < kON ? gk : gv; }, [&](int i) { return base + (i % kON) * 8; },
-        [&](int i) {
-          const int at = (i % kON) * 4 + 2 * h;
-          return i < kON ? make_float2(p.scale * dk[at], p.scale * dk[at + 1]) : make_float2(dv[at], dv[at + 1]);
-        },
-        p.overwrite && p.dk_lo != nullptr);
+#pragma unroll
+    for (int nb = 0; nb < kON; ++nb) {
+      const int off = kr * D + dq_chunk(kr, 2 * nb + (qc >> 2)) * 4 + (qc & 3);
+      *reinterpret_cast<float2*>(s_acc + off) = make_float2(p.scale * dk[nb * 4 + 2 * h], p.scale * dk[nb * 4 + 2 * h + 1]);
+      *reinterpret_cast<float2*>(s_acc + BN * D + off) = make_float2(dv[nb * 4 + 2 * h], dv[nb * 4 + 2 * h + 1]);
+    }
   }
+  named_sync(1);
+  const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
+  constexpr int CH = D / 4, RPS = NC / CH, NR = BN / RPS;  // chunks per row, rows per sweep, sweeps
+  const int ct = tid - NP, c = ct % CH, r0 = ct / CH;
+  int64_t gidx[NR];  // element of this thread's chunk in each of its rows (the same in dK and dV)
+#pragma unroll
+  for (int i = 0; i < NR; ++i) {
+    const int r = r0 + i * RPS;
+    gidx[i] = r < kn ? kv0 + key_row(t, p.src, n0 + r) * p.src.row_stride + dq_chunk(r, c) * 4 : -1;
+  }
+  const bool fresh = p.overwrite && p.dk_lo != nullptr;
+  grad_add4_rows<Elem, NR>(GradAcc{p.dk_acc, p.dk_hi, p.dk_lo}, gidx, s_acc + r0 * D + c * 4, RPS * D, fresh);
+  grad_add4_rows<Elem, NR>(GradAcc{p.dv_acc, p.dv_hi, p.dv_lo}, gidx, s_acc + BN * D + r0 * D + c * 4, RPS * D, fresh);
 }
 
 }  // namespace ringattn::kern::cuda::detail

@@ -24,11 +24,14 @@ Timing time_op(const Op& op, Context& ctx, const Problem& p, const InputSets& in
   MPI_Allreduce(MPI_IN_PLACE, &t.setup_s, 1, MPI_DOUBLE, MPI_MAX, p.group.comm);
   dev::Timer timer(p.cfg.backend);
   const auto t_start = std::chrono::steady_clock::now();
+  std::vector<double> host;
   for (int64_t i = 0; i < warmup + iters; ++i) {
     const DeviceTensors& set = *in[size_t(i) % in.size()];
     MPI_Barrier(p.group.comm);
     CLI_OR_ABORT(p.group, timer.start());
+    const auto h0 = std::chrono::steady_clock::now();
     CLI_OR_ABORT(p.group, op.run(ctx, p.shape, set.ptrs(), out.ptrs()));
+    if (i >= warmup) host.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - h0).count());
     CLI_OR_ABORT(p.group, ctx.synchronize());  // a dead peer times out here instead of hanging the timer
     double ms = 0;
     CLI_OR_ABORT(p.group, timer.stop(&ms));
@@ -42,6 +45,8 @@ Timing time_op(const Op& op, Context& ctx, const Problem& p, const InputSets& in
                    (long long)(i < warmup ? i + 1 : i - warmup + 1), (long long)(i < warmup ? warmup : iters), ms);
   }
   t.median_ms = median(t.slowest_ms);
+  t.host_call_ms = median(host);
+  MPI_Allreduce(MPI_IN_PLACE, &t.host_call_ms, 1, MPI_DOUBLE, MPI_MAX, p.group.comm);
   return t;
 }
 
@@ -108,6 +113,8 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
                   fwd_ms, fwd_flops / (fwd_ms * 1e-3) / 1e12, bwd_ms, bwd_flops / (bwd_ms * 1e-3) / 1e12, r.ms, r.tflops());
     }
     if (c.backend == Backend::cuda) std::printf("# peak device memory %s (rank max)\n", human(double(peak_max), "B").c_str());
+    std::printf("# host time inside the call: %.3f ms (median, slowest rank; the device runs on after it returns)\n",
+                t.host_call_ms);
     std::printf("# set-up before the first call: %.2f s (program start, MPI, context, plan, inputs; slowest rank)\n", t.setup_s);
     std::fflush(stdout);
     Json j = json_common(o, p);
@@ -115,6 +122,7 @@ Status measure_and_report(const Options& o, const Op& op, Context& ctx, const Pr
     j.num("tflops", r.tflops()).integer("bytes_sent_per_rank_max", r.bytes_sent_max);
     j.integer("bytes_ideal_per_rank_max", r.bytes_ideal_max).num("exposed_ms_max", r.exposed_ms_max);
     j.integer("peak_device_bytes", peak_max).nums("times_ms", t.slowest_ms).num("setup_s", t.setup_s);
+    j.num("host_call_ms", t.host_call_ms);
     if (split) j.num("forward_ms", fwd_ms).num("backward_ms", r.ms - fwd_ms);
     st = write_json(o.json, j);
   }

@@ -19,6 +19,11 @@ struct Timing {
   std::vector<double> slowest_ms;  // per timed iteration, max over ranks
   double own_last_ms = 0;          // this rank's last timed iteration
   double median_ms = 0;            // of slowest_ms
+  // The host's time inside the op's call (validation, agreement, plan lookup,
+  // launches; the GPU runs on after it returns): median over the timed
+  // iterations, max over ranks. The device events start before the call, so
+  // the part of it before the first kernel is inside median_ms.
+  double host_call_ms = 0;
 };
 
 struct Summary {

@@ -367,8 +367,8 @@ class CudaExecutor final : public Executor {
       if (!plan_.first_pass_covers_local) {
         for (void* g : {a_.dq, a_.dk, a_.dv})
           if (g != a_.dq || !bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(g, 0, size_t(n_) * es, cs_));
-        for (int g = bp_.dq_atomic ? 1 : 0; g < 3; ++g)  // atomic dQ: float32, no remainder
-          RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->lo_[g], 0, size_t(n_) * sizeof(uint16_t), cs_));
+        for (uint16_t* lo : {bp_.dq_atomic ? nullptr : ex_->lo_[0], dk_lo(), ex_->lo_[2]})  // atomic dQ: float32, no remainder
+          if (lo) RINGATTN_CUDA_CHECK(cudaMemsetAsync(lo, 0, size_t(n_) * sizeof(uint16_t), cs_));
       }
       if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->dq_acc_, 0, size_t(n_) * sizeof(float), cs_));
       RINGATTN_CUDA_CHECK(kc::bwd_delta(a_.o, a_.dout, ex_->delta_, bp_.batch, plan_.local_rows, bp_.heads, bp_.head_dim,
@@ -390,7 +390,7 @@ class CudaExecutor final : public Executor {
       sp.part = static_cast<const float*>(block);
       sp.dk_hi = a_.dk;
       sp.dv_hi = a_.dv;
-      sp.dk_lo = ex_->lo_[1];
+      sp.dk_lo = dk_lo();
       sp.dv_lo = ex_->lo_[2];
       sp.dtype = bp_.dtype;
       sp.rows = rl.whole ? nullptr : dp_.send_rows[i];
@@ -409,6 +409,13 @@ class CudaExecutor final : public Executor {
     }
 
    private:
+    // dK's bf16 remainder. With atomic dQ the caller's dQ buffer holds it (the
+    // same n 16-bit elements): dQ accumulates in float32 elsewhere and is
+    // written only by the conversion at the end, after the last add of dK
+    // (every return is added before epilogue(), on this stream), so the
+    // buffer is free until then; this keeps the atomic mode's peak memory
+    // at the dQ pass's (2 bytes per element less than a remainder of its own).
+    uint16_t* dk_lo() const { return bp_.dq_atomic ? static_cast<uint16_t*>(a_.dq) : ex_->lo_[1]; }
     // dk/dv: a received block's float32 partial; null: this rank's keys (split).
     Status run_passes(int step, const kern::KeySource& src, float* dk, float* dv) {
       bp_.src = src;
@@ -416,7 +423,7 @@ class CudaExecutor final : public Executor {
       bp_.dv_acc = dv;
       bp_.dk_hi = dk ? nullptr : a_.dk;
       bp_.dv_hi = dv ? nullptr : a_.dv;
-      bp_.dk_lo = dk ? nullptr : ex_->lo_[1];
+      bp_.dk_lo = dk ? nullptr : dk_lo();
       bp_.dv_lo = dv ? nullptr : ex_->lo_[2];
       // The step's first pass writes instead of adding when it holds every
       // local row (step 0 only; prologue() did not zero the accumulators).
@@ -453,7 +460,8 @@ class CudaExecutor final : public Executor {
     if (n <= acc_cap_ && nh <= delta_cap_ && (!f32 || dq_acc_)) return Status::Ok();
     RINGATTN_RETURN_IF_ERROR(ring_->finish());
     free_backward();
-    for (int g = f32 ? 1 : 0; g < 3; ++g) RINGATTN_CUDA_CHECK(cudaMalloc(&lo_[g], size_t(n) * sizeof(uint16_t)));
+    // Atomic dQ: no dQ remainder, and dK's lives in the caller's dQ (BackwardWork::dk_lo).
+    for (int g = f32 ? 2 : 0; g < 3; ++g) RINGATTN_CUDA_CHECK(cudaMalloc(&lo_[g], size_t(n) * sizeof(uint16_t)));
     if (f32) RINGATTN_CUDA_CHECK(cudaMalloc(&dq_acc_, size_t(n) * sizeof(float)));
     RINGATTN_CUDA_CHECK(cudaMalloc(&delta_, size_t(nh) * sizeof(float)));
     acc_cap_ = n;
@@ -487,7 +495,7 @@ class CudaExecutor final : public Executor {
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
   float *dq_acc_ = nullptr, *delta_ = nullptr;  // the backward's (dq_acc_: atomic dQ only)
-  uint16_t* lo_[3] = {nullptr, nullptr, nullptr};  // bf16 remainders of dQ, dK, dV
+  uint16_t* lo_[3] = {nullptr, nullptr, nullptr};  // bf16 remainders of dQ, dK, dV (atomic dQ: [2] only, BackwardWork::dk_lo)
   int64_t acc_cap_ = 0, delta_cap_ = 0;
   std::unique_ptr<Lanes> lanes_;
   std::unique_ptr<RingTransport> transport_;
