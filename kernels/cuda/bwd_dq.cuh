@@ -79,19 +79,6 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
     gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
     for (int j = 0; j < nblk; ++j) issue(j);
-    // The last block is issued (S - 1 blocks before the end): the old dQ
-    // values the consumers' epilogue adds to, into L2 (as bwd_dkdv's).
-    if (!(p.overwrite && p.dq_lo != nullptr)) {
-      constexpr int LF = D * 4 / 128;  // 128-byte lines of a float32 row (split: LF / 2 of hi, of lo)
-      const int64_t q0 = batch * p.q_batch_stride + int64_t(t.head) * D;
-      for (int x = tid; x < q_rows * LF; x += NP) {
-        const int r = x / LF, line = x % LF;
-        const int64_t e = q0 + qrow(r) * p.q_row_stride;
-        if (p.dq_lo == nullptr) prefetch_l2(p.dq_acc + e + line * 32);  // the epilogue's choice (GradAcc)
-        else if (line < LF / 2) prefetch_l2(static_cast<const Elem*>(p.dq_hi) + e + line * 64);
-        else prefetch_l2(p.dq_lo + e + (line - LF / 2) * 64);
-      }
-    }
     cp_async_wait_all();  // the copies are never committed to groups
     return;
   }
