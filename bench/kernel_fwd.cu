@@ -4,13 +4,19 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]]
+//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
+//                       [--bwd-acc f32|split]]
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
 // with the FLOPs each really executes (dK/dV: S, dP, dV, dK = 4 GEMMs = 2x
 // the forward's useful FLOPs; dQ: S, dP, dQ = 1.5x) and the useful backward
-// TFLOP/s (SPEC: 2.5x the forward) of their sum.
+// TFLOP/s (SPEC: 2.5x the forward) of their sum. --bwd-acc f32 (default):
+// dQ, dK, dV accumulate in float32, three conversions; split: as the CUDA
+// executor runs them, the gradients plus bf16 remainders (atomic dQ: float32,
+// one conversion), the first pass writing instead of adding where it holds
+// every local row (Plan::first_pass_covers_local); the executor's memsets
+// of the other case are not timed.
 //
 // Prints the median and minimum time of --iters runs after --warmup, the
 // useful FLOPs (SPEC.md) and TFLOP/s. Inputs are random (generated on the
@@ -54,7 +60,8 @@ namespace {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
-               "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n",
+               "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n"
+               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]]\n",
                why.c_str());
   std::exit(2);
 }
@@ -93,7 +100,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false;
+  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -115,6 +122,10 @@ int main(int argc, char** argv) {
       const std::string v = value();
       if (v != "pass" && v != "atomic") usage("--bwd-dq " + v + " (allowed: pass, atomic)");
       dq_atomic = v == "atomic";
+    } else if (a == "--bwd-acc") {
+      const std::string v = value();
+      if (v != "f32" && v != "split") usage("--bwd-acc " + v + " (allowed: f32, split)");
+      split = v == "split";
     } else if (a == "--bwd-dq-last") {
       dq_last = true;
     } else if (a == "--bwd-pingpong") {  // the default, as in the runtime
@@ -205,6 +216,8 @@ int main(int argc, char** argv) {
     // The backward of the last forward (set (warmup + iters - 1) % sets), each launch kind timed apart.
     const int set = (warmup + iters - 1) % sets;
     DeviceBuffer dout(elems * 2), acc(3 * elems * 4), delta(rows * 4), grads(elems * 2);
+    // split: the gradients (hi) and their bf16 remainders (lo), dQ, dK, dV; acc then holds only atomic dQ.
+    DeviceBuffer hi(split ? 3 * elems * 2 : 16), lo(split ? 3 * elems * 2 : 16);
     fill_random<<<prop.multiProcessorCount * 8, 256>>>(static_cast<uint16_t*>(dout.p), elems, 777u, et == kc::ElemType::bf16);
     CHECK_CUDA(cudaGetLastError());
     float* accs = static_cast<float*>(acc.p);
@@ -215,6 +228,20 @@ int main(int argc, char** argv) {
     bp.dq_acc = accs;
     bp.dk_acc = accs + elems;
     bp.dv_acc = accs + 2 * elems;
+    if (split) {
+      uint16_t* h = static_cast<uint16_t*>(hi.p);
+      uint16_t* l = static_cast<uint16_t*>(lo.p);
+      bp.dk_acc = bp.dv_acc = nullptr;
+      bp.dk_hi = h + elems;
+      bp.dk_lo = l + elems;
+      bp.dv_hi = h + 2 * elems;
+      bp.dv_lo = l + 2 * elems;
+      if (!dq_atomic) {
+        bp.dq_acc = nullptr;
+        bp.dq_hi = h;
+        bp.dq_lo = l;
+      }
+    }
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
     bp.dq_first = !dq_last;
@@ -228,6 +255,7 @@ int main(int argc, char** argv) {
         bp.k_prefix = reinterpret_cast<const int32_t*>(base + im.key_prefix_offset) + im.pass_prefix_offset[pi];
         bp.q_items = im.pass_blocks[pi];
         bp.k_items = im.pass_key_blocks[pi];
+        bp.overwrite = split && pi == 0 && plan.first_pass_covers_local;
         CHECK_CUDA(kc::bwd_launch(bp, nullptr));
       }
     };
@@ -246,18 +274,24 @@ int main(int argc, char** argv) {
       return double(t[t.size() / 2]);
     };
     CHECK_CUDA(cudaMemset(acc.p, 0, 3 * elems * 4));
+    if (split) {
+      CHECK_CUDA(cudaMemset(hi.p, 0, 3 * elems * 2));
+      CHECK_CUDA(cudaMemset(lo.p, 0, 3 * elems * 2));
+    }
+    const int converts = !split ? 3 : dq_atomic ? 1 : 0;  // float32 tensors the run ends with
     const double t_delta = median_ms([&] {
       CHECK_CUDA(kc::bwd_delta(o.p, dout.p, static_cast<float*>(delta.p), B, N, H, D, et, nullptr));
     });
     const double t_dkdv = median_ms([&] { passes(1); });
     const double t_dq = median_ms([&] { passes(2); });
     const double t_conv = median_ms([&] {
-      for (int g = 0; g < 3; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, nullptr));
+      for (int g = 0; g < converts; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, nullptr));
     });
     const double total = t_delta + t_dkdv + t_dq + t_conv;
-    std::printf("backward (%s kernels, dQ %s): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
+    std::printf("backward (%s kernels, dQ %s, %s accumulators): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
                 "convert %.3f ms; total %.3f ms, useful %.3e FLOP, %.1f TFLOP/s useful\n",
-                bwd_pp && !dq_atomic ? "ping-pong" : "no ping-pong", dq_atomic ? (dq_last ? "atomic, inside dK/dV, after dK" : "atomic, inside dK/dV") : "pass", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
+                bwd_pp && !dq_atomic ? "ping-pong" : "no ping-pong", dq_atomic ? (dq_last ? "atomic, inside dK/dV, after dK" : "atomic, inside dK/dV") : "pass",
+                split ? (plan.first_pass_covers_local ? "split, first pass writes" : "split") : "float32", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
   }
   CHECK_CUDA(cudaEventDestroy(e0));
