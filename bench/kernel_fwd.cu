@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
   if (bwd) {
     // The backward of the last forward (set (warmup + iters - 1) % sets), each launch kind timed apart.
     const int set = (warmup + iters - 1) % sets;
-    DeviceBuffer dout(elems * 2), acc(3 * elems * 4), delta(rows * 4), grads(elems * 2);
+    DeviceBuffer dout(elems * 2), acc((split ? (dq_atomic ? 1 : 0) : 3) * elems * 4), delta(rows * 4), grads(elems * 2);
     // split: the gradients (hi) and their bf16 remainders (lo), dQ, dK, dV; acc then holds only atomic dQ.
     DeviceBuffer hi(split ? 3 * elems * 2 : 16), lo(split ? 3 * elems * 2 : 16);
     fill_random<<<prop.multiProcessorCount * 8, 256>>>(static_cast<uint16_t*>(dout.p), elems, 777u, et == kc::ElemType::bf16);
@@ -226,12 +226,11 @@ int main(int argc, char** argv) {
                                             float(1.0 / std::sqrt(double(D))), c.causal, et);
     bp.src = ringattn::kern::KeySource{qkv[3 * set + 1]->p, qkv[3 * set + 2]->p, N * H * D, H * D, D, nullptr};
     bp.dq_acc = accs;
-    bp.dk_acc = accs + elems;
-    bp.dv_acc = accs + 2 * elems;
+    bp.dk_acc = split ? nullptr : accs + elems;
+    bp.dv_acc = split ? nullptr : accs + 2 * elems;
     if (split) {
       uint16_t* h = static_cast<uint16_t*>(hi.p);
       uint16_t* l = static_cast<uint16_t*>(lo.p);
-      bp.dk_acc = bp.dv_acc = nullptr;
       bp.dk_hi = h + elems;
       bp.dk_lo = l + elems;
       bp.dv_hi = h + 2 * elems;
@@ -273,7 +272,7 @@ int main(int argc, char** argv) {
       std::sort(t.begin(), t.end());
       return double(t[t.size() / 2]);
     };
-    CHECK_CUDA(cudaMemset(acc.p, 0, 3 * elems * 4));
+    CHECK_CUDA(cudaMemset(acc.p, 0, std::max<size_t>((split ? (dq_atomic ? 1 : 0) : 3) * elems * 4, 16)));
     if (split) {
       CHECK_CUDA(cudaMemset(hi.p, 0, 3 * elems * 2));
       CHECK_CUDA(cudaMemset(lo.p, 0, 3 * elems * 2));
