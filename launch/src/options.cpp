@@ -130,8 +130,8 @@ const std::vector<Flag>& flags() {
       {"--batch", "B", kAll, P, "batch (default 1)", count(&Options::batch, 1, 1 << 20)},
       {"--causal", "", kAll, P, "causal masking (--causal=false: off, the default)", on_off(&Options::causal)},
       {"--deterministic", "", kAll, P, "the backward's reruns give the same bits (the default); --deterministic=false:\n"
-       "                        cuda sums dQ with float32 atomics (about 1.1x faster backward, 2 more bytes\n"
-       "                        per element; the cpu backend is always deterministic)", on_off(&Options::deterministic)},
+       "                        cuda sums dQ with float32 atomics (about 1.1x faster backward, the same\n"
+       "                        memory; the cpu backend is always deterministic)", on_off(&Options::deterministic)},
       {"--head-offsets", "RULE", kAll, P, "interleaved (LongNet) | blocked (torchscale) (default interleaved)", text(&Options::head_offsets)},
       {"--scale", "S", kAll, P, "softmax scale (default 1/sqrt(D))", real(&Options::scale, 0, 1e4, "")},
       {"--dtype", "T", kAll, P, "f32 | f16 | bf16 (default f32 on cpu, bf16 on cuda)", text(&Options::dtype)},

@@ -285,7 +285,7 @@ class DilatedAttention(_torch.nn.Module):
     timeout: seconds after which a silent peer fails the call on every rank.
     deterministic: True (the default): the backward's reruns give the same bits;
         False: on cuda dQ is summed with float32 atomics (about 1.1x faster
-        backward, 2 more bytes per element). The cpu backend is always
+        backward, the same memory). The cpu backend is always
         deterministic.
 
     forward(q, k, v, return_lse=False): (B, L, H, D) tensors of this rank's

@@ -50,7 +50,7 @@ struct Config {
   // The backward's reruns give the same bits (true, the default: on cuda dQ
   // comes from its own pass), or may differ in rounding (false: on cuda dQ is
   // summed with float32 atomics inside the dK/dV kernel, about 1.1x faster,
-  // 2 more bytes per element of device memory). The cpu backend is always
+  // the same device memory). The cpu backend is always
   // deterministic. RINGATTN_BWD_DQ=pass|atomic overrides it for A/B runs.
   bool deterministic = true;
   CacheOptions cache;

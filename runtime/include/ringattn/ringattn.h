@@ -47,7 +47,7 @@ typedef struct {
      sizeof) reads as 0. */
   int32_t nondeterministic; /* 0: the backward's reruns give the same bits (cuda: dQ from its
                                own pass); 1: dQ by float32 atomics on cuda (about 1.1x faster,
-                               not bit-identical, 2 more bytes per element); the cpu backend
+                               not bit-identical, the same memory); the cpu backend
                                is always deterministic */
 } ringattn_config_t;
 
