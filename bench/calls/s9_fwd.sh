@@ -10,7 +10,7 @@ S="$OUT/summary.txt"; : > "$S"
 export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
 say() { echo "$*" | tee -a "$S"; }
 say "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1); $(date -u)"
-{ cmake --preset gpu && cmake --build --preset gpu -j 16 --target ringattn_kernel_fwd ringattn; } > "$OUT/logs/build.log" 2>&1 || { tail -20 "$OUT/logs/build.log"; exit 1; }
+{ cmake --preset gpu && cmake --build --preset gpu -j 16 --target ringattn_kernel_fwd ringattn_cli; } > "$OUT/logs/build.log" 2>&1 || { tail -20 "$OUT/logs/build.log"; exit 1; }
 K=build/gpu/bench/ringattn_kernel_fwd
 for c in "--config dense --seq 16384" "--branches 2048:1 --seq 65536" "--branches 4096:2 --seq 65536" "--branches 16384:8 --seq 65536" \
          "--branches 16384:1 --seq 65536" "--config longnet4 --seq 65536"; do
