@@ -41,7 +41,8 @@ for r in $(seq 1 "$rounds"); do
   for c in "${cases[@]}"; do
     for n in $(printf '%s\n' "${!bin[@]}" | sort); do
       # shellcheck disable=SC2086
-      line=$(timeout "${KB_TIMEOUT:-120}" "${bin[$n]}" $c 2>&1 | tee -a "$OUT/kernel_bisect_$n.log" | grep -E "^backward|^# config|TFLOP/s" | tail -1 | cut -c1-230)
+      # the backward's summary line, else the forward's row (the line after its header)
+      line=$(timeout "${KB_TIMEOUT:-120}" "${bin[$n]}" $c 2>&1 | tee -a "$OUT/kernel_bisect_$n.log" | grep -E -A1 "^backward|^branches" | grep -vE "^branches|^--" | tail -1 | cut -c1-230)
       echo "$r | $n | $c | $line" >> "$OUT/kernel_bisect.txt"
     done
   done
