@@ -43,17 +43,13 @@ struct FwdTraits {
   static constexpr int kConsumerThreads = 256;  // 2 warpgroups of 64 query rows
   static constexpr int kThreads = kProducerThreads + kConsumerThreads;
   static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
-  static constexpr int kQBytes = kBlockM * kHeadDim * 2;  // one Q buffer
+  static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;  // one K (or V) stage
-  // Q is double-buffered: the producer gathers the next item's Q while the
-  // consumers finish this one (with one buffer they waited for it at every
-  // item's start: ~3% of a 2048-key segment's forward, h100-2026-11-28s9).
-  static constexpr int kQBuffers = 2;
-  // Q[2] | K stages | V stages | barriers | work items
-  static constexpr int kBarOff = kQBuffers * kQBytes + 2 * kStages * kKVBytes;
-  static constexpr int kNumBars = 2 * kStages + 2 * kQBuffers;  // full[S], empty[S], q_full[2], q_empty[2]
+  // Q | K stages | V stages | barriers | work item
+  static constexpr int kBarOff = kQBytes + 2 * kStages * kKVBytes;
+  static constexpr int kNumBars = 2 * kStages + 2;  // full[S], empty[S], q_full, q_empty
   static constexpr int kInfoOff = kBarOff + kNumBars * 8;
-  static constexpr int kInfoBytes = 128;  // a WorkItem per Q buffer (48 bytes each), then the next-item slots
+  static constexpr int kInfoBytes = 64;
   static constexpr int kSmemBytes = kInfoOff + kInfoBytes + 1024;  // + alignment to the swizzle atom
   static constexpr int kProducerRegs = 40;   // the 16-row gathers spill below 40 (unroll 4)
   static constexpr int kConsumerRegs = 232;  // double-buffered P would need more
@@ -65,7 +61,7 @@ struct FwdTraits {
                 "a producer thread keeps one chunk column and a whole number of rows");
   static_assert((kProducerThreads / kChunks) % 8 == 0, "rows a thread skips keep its swizzle");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "wgmma N");
-  static_assert(kQBuffers * 48 + 8 <= kInfoBytes, "the work items and the next-item slots fit");
+  static_assert(sizeof(WorkItem) + 8 <= kInfoBytes, "the work item and the next-item slots fit");
   static_assert(kSmemBytes <= 227 * 1024, "fits the sm_90 shared memory");
   static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
 };
@@ -83,33 +79,24 @@ __device__ __forceinline__ uint32_t swz(int row, int ch, int rows) {
 template <typename Traits>
 struct SmemLayout {
   static constexpr int S = Traits::kStages;
-  static constexpr int QB = Traits::kQBuffers;
-  uint32_t q, k, v;                        // tiles; Q buffer b at q + b * kQBytes, stage s at + s * kKVBytes
-  uint32_t full, empty, q_full, q_empty;   // mbarriers; stage s / Q buffer b at + 8 * s / + 8 * b
-  WorkItem* item;  // per Q buffer; q_rows == 0: no more items (the producer's last word)
+  uint32_t q, k, v;                        // tiles; stage s at + s * kKVBytes
+  uint32_t full, empty, q_full, q_empty;   // mbarriers; full/empty of stage s at + 8 * s
+  WorkItem* item;  // q_rows == 0: no more items (the producer's last word)
   int* next;       // two slots: the next item a dynamic scheduler fetched
 
   __device__ __forceinline__ explicit SmemLayout(uint8_t* raw) {
     const uint32_t raw_addr = smem_u32(raw);
     const uint32_t pad = ((raw_addr + 1023u) & ~1023u) - raw_addr;
     q = raw_addr + pad;
-    k = q + QB * Traits::kQBytes;
+    k = q + Traits::kQBytes;
     v = k + S * Traits::kKVBytes;
     full = q + Traits::kBarOff;
     empty = full + 8 * S;
     q_full = empty + 8 * S;
-    q_empty = q_full + 8 * QB;
+    q_empty = q_full + 8;
     item = reinterpret_cast<WorkItem*>(raw + pad + Traits::kInfoOff);
-    next = reinterpret_cast<int*>(raw + pad + Traits::kInfoOff + 48 * QB);
+    next = reinterpret_cast<int*>(raw + pad + Traits::kInfoOff + 48);
   }
-  // Item number itc (of this CTA) uses Q buffer itc % QB, for the (itc / QB)-th time.
-  __device__ __forceinline__ uint32_t q_buf(int itc) const { return q + uint32_t(itc % QB) * Traits::kQBytes; }
-  __device__ __forceinline__ uint32_t q_full_of(int itc) const { return q_full + 8u * uint32_t(itc % QB); }
-  __device__ __forceinline__ uint32_t q_empty_of(int itc) const { return q_empty + 8u * uint32_t(itc % QB); }
-  __device__ __forceinline__ WorkItem* item_of(int itc) const {
-    return reinterpret_cast<WorkItem*>(reinterpret_cast<uint8_t*>(item) + 48 * (itc % QB));
-  }
-  __device__ __forceinline__ static uint32_t q_parity(int itc) { return uint32_t(itc / QB) & 1u; }
   // Expected arrivals: full, one noinc per producer thread; empty, every
   // consumer thread; q_full, the producer threads plus the work item's writer.
   __device__ __forceinline__ void init_barriers() const {
@@ -118,11 +105,8 @@ struct SmemLayout {
       mbar_init(full + 8 * s, Traits::kProducerThreads);
       mbar_init(empty + 8 * s, Traits::kConsumerThreads);
     }
-#pragma unroll
-    for (int b = 0; b < QB; ++b) {
-      mbar_init(q_full + 8 * b, Traits::kProducerThreads + 1);
-      mbar_init(q_empty + 8 * b, Traits::kConsumerThreads);
-    }
+    mbar_init(q_full, Traits::kProducerThreads + 1);
+    mbar_init(q_empty, Traits::kConsumerThreads);
     fence_mbar_init();
   }
 };

@@ -9,8 +9,7 @@
 // box). Each producer thread always moves the same 16-byte chunk column of
 // every (128 / kChunks)-th row, so its swizzled offset is fixed.
 //
-// Per work item: Q into one of two buffers once the consumers have released
-// the item's before last (q_empty),
+// Per work item: Q once the consumers have released the last Q (q_empty),
 // then groups g = 0..n_blocks of {K_g, V_{g-1}} into a kStages-deep ring:
 // exactly what the consumers' step g reads. Each thread signals a group with
 // cp.async.mbarrier.arrive.noinc on the stage's `full` barrier, so the
@@ -102,16 +101,14 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
   int stage = 0;
   uint32_t phase = 0;
   const int items = for_each_item<Traits, kCausal>(p, total, lane, sm.next, [&](const Tile& t, const ItemBlock& item, int itc) {
-    // Q (and the work item) into buffer itc % 2 once the consumers are done
-    // with the Q it held (item itc - 2): the next item's Q lands while they
-    // compute this one.
-    mbar_wait(sm.q_empty_of(itc), sm.q_parity(itc) ^ 1);
+    // Q (and the work item) once the consumers are done with the last Q.
+    mbar_wait(sm.q_empty, (itc & 1) ^ 1);
     if (tid == 0) {
-      *sm.item_of(itc) = item.work(t);
-      mbar_arrive(sm.q_full_of(itc));
+      *sm.item = item.work(t);
+      mbar_arrive(sm.q_full);
     }
-    gather.query_block(p, t, item.batch, item.m0, item.q_rows, sm.q_buf(itc));
-    cp_async_mbar_arrive_noinc(sm.q_full_of(itc));
+    gather.query_block(p, t, item.batch, item.m0, item.q_rows, sm.q);
+    cp_async_mbar_arrive_noinc(sm.q_full);
     if (item.n_blocks == 0) return;
 
     // Then groups {K_g, V_{g-1}}, g = 0..n_blocks, as stages free up.
@@ -130,16 +127,16 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
       if (++stage == S) { stage = 0; phase ^= 1; }
     }
   });
-  // No more items: an empty one (q_rows == 0) in the next buffer once the
-  // consumers are done with it, with every arrival q_full expects.
-  mbar_wait(sm.q_empty_of(items), sm.q_parity(items) ^ 1);
+  // No more items: an empty one (q_rows == 0) once the consumers are done
+  // with the last Q, with every arrival q_full expects.
+  mbar_wait(sm.q_empty, (items & 1) ^ 1);
   if (tid == 0) {
     WorkItem done{};
     done.q_rows = 0;
-    *sm.item_of(items) = done;
-    mbar_arrive(sm.q_full_of(items));
+    *sm.item = done;
+    mbar_arrive(sm.q_full);
   }
-  mbar_arrive(sm.q_full_of(items));
+  mbar_arrive(sm.q_full);
   cp_async_wait<0>();
 }
 

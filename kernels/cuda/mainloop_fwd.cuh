@@ -62,10 +62,9 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
   int stage = 0;
   uint32_t phase = 0;
   for (int itc = 0;; ++itc) {
-    mbar_wait(sm.q_full_of(itc), sm.q_parity(itc));
+    mbar_wait(sm.q_full, itc & 1);
     fence_proxy_async();
-    const WorkItem it = *sm.item_of(itc);
-    const uint32_t s_q = sm.q_buf(itc), q_empty = sm.q_empty_of(itc);
+    const WorkItem it = *sm.item;
     if (it.q_rows == 0) break;  // the producer has no more items
     const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks, seg_len = it.seg_len;
     Epilogue<Traits> epilogue(p, it, r_lo, qc, lane);
@@ -83,7 +82,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
       float s[kSN * 4];
       named_sync(my_bar);
       wgmma_fence();
-      gemm_qk<Traits>(s, s_q, sm.k + stage * Traits::kKVBytes, wg);
+      gemm_qk<Traits>(s, sm.q, sm.k + stage * Traits::kKVBytes, wg);
       wgmma_commit();
       if (blk > 0) {
         gemm_pv<Traits>(o_acc, pf, sm.v + stage * Traits::kKVBytes);
@@ -94,7 +93,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
       // ptxas serialise every wgmma of the kernel, C7514.)
       if (blk > 0) wgmma_wait<1>(); else wgmma_wait<0>();
       named_arrive(other_bar);
-      if (blk == n_blocks - 1) mbar_arrive(q_empty);  // this warpgroup's Q rows are read
+      if (blk == n_blocks - 1) mbar_arrive(sm.q_empty);  // this warpgroup's Q rows are read
 
       // ---- softmax of S_blk (overlaps P_{blk-1} V_{blk-1}) ----
       const int n0 = blk * BN;
@@ -129,7 +128,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
       mbar_arrive(sm.empty + 8 * stage);
       if (++stage == S) { stage = 0; phase ^= 1; }
     } else {
-      mbar_arrive(q_empty);
+      mbar_arrive(sm.q_empty);
     }
     epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane);
   }
