@@ -10,14 +10,8 @@
 #             none): kernel sum against the event time
 #   mem1m     longnet4 1M forward+backward, atomic dQ: time and peak memory
 # Logs bundled into $OUT/logs.tgz plus $OUT/summary.txt.
-set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT/logs"
-S="$OUT/summary.txt"; : > "$S"
-export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
-say() { echo "$*" | tee -a "$S"; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # strict mode, cwd, $OUT/logs, $S, say, the device line
 K=build/gpu/bench/ringattn_kernel_fwd R=build/gpu/launch/ringattn
-say "device: $(nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv,noheader | head -1); $(date -u)"
 say "tree: $(git rev-parse --short HEAD 2>/dev/null) $(git status --short 2>/dev/null | wc -l) changed"
 smi() { nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 100 > "$1" 2>&1 & echo $!; }
 bench() {  # name, mode, args...

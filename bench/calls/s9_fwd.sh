@@ -3,13 +3,7 @@
 # ~620 (issue 13's single-GPU rows): the forward kernel alone on one branch at a time at 64k
 # (kernel driver) and an ncu profile of 2048:1 against 16384:1 (the same SASS, short against
 # long segments); then issue 14's 64k and dense rows once more on this card (atomic dQ).
-set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT/logs"
-S="$OUT/summary.txt"; : > "$S"
-export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
-say() { echo "$*" | tee -a "$S"; }
-say "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1); $(date -u)"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # strict mode, cwd, $OUT/logs, $S, say, the device line
 { cmake --preset gpu && cmake --build --preset gpu -j 16 --target ringattn_kernel_fwd ringattn_cli; } > "$OUT/logs/build.log" 2>&1 || { tail -20 "$OUT/logs/build.log"; exit 1; }
 K=build/gpu/bench/ringattn_kernel_fwd
 for c in "--config dense --seq 16384" "--branches 2048:1 --seq 65536" "--branches 4096:2 --seq 65536" "--branches 16384:8 --seq 65536" \

@@ -2,13 +2,7 @@
 # Ninth session, last call (one GPU): the backward's kernels with the runtime's accumulators
 # (kernel_fwd --bwd-acc split) against float32 ones, per branch and on the issue's cases, and an
 # ncu profile of a dilated branch whose epilogue adds to the accumulators (4096:2, atomic dQ).
-set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT/logs"
-S="$OUT/summary.txt"; : > "$S"
-export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
-say() { echo "$*" | tee -a "$S"; }
-say "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1); $(date -u)"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # strict mode, cwd, $OUT/logs, $S, say, the device line
 { cmake --preset gpu && cmake --build --preset gpu -j 16 --target ringattn_kernel_fwd; } > "$OUT/logs/build.log" 2>&1 || { tail -20 "$OUT/logs/build.log"; exit 1; }
 K=build/gpu/bench/ringattn_kernel_fwd
 for c in "--config dense --seq 16384 --bwd-dq atomic" "--config longnet4 --seq 65536 --bwd-dq atomic" "--config longnet4 --seq 65536 --bwd-dq pass" \

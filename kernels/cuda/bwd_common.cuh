@@ -141,6 +141,24 @@ struct GradAcc {
   uint16_t* lo;
 };
 
+// x added to one accumulator pair, given and returned as its bits: split,
+// (a, b) = the hi pair (gradient dtype) and the lo pair (bf16 remainder):
+// the sum rounded to the dtype, its rounding error kept as the remainder (0
+// where the rounded sum is not finite); float32, (a, b) = the two floats.
+template <typename Elem>
+__device__ __forceinline__ void acc_add2(bool split, uint32_t& a, uint32_t& b, float2 x) {
+  if (split) {
+    const float2 h = unpack2<Elem>(a), l = unpack2<__nv_bfloat16>(b);
+    const float sx = (h.x + l.x) + x.x, sy = (h.y + l.y) + x.y;
+    a = pack2<Elem>(sx, sy);
+    const float2 r = unpack2<Elem>(a);
+    b = pack2<__nv_bfloat16>(isfinite(r.x) ? sx - r.x : 0.f, isfinite(r.y) ? sy - r.y : 0.f);
+  } else {
+    a = __float_as_uint(__uint_as_float(a) + x.x);
+    b = __float_as_uint(__uint_as_float(b) + x.y);
+  }
+}
+
 // Adds val(i) (a float2) to elements idx(i) and idx(i) + 1 of acc(i), for
 // i < N. Every old value is loaded before the first store, so the batch costs
 // one round trip to memory, not N: the compiler may not move a load above a
@@ -175,28 +193,25 @@ __device__ __forceinline__ void grad_add2_batch(AccOf acc, IdxOf idx, ValOf val,
     const int64_t k = idx(i);
     const float2 x = val(i);
     if (g.lo != nullptr) {
-      const float2 h = unpack2<Elem>(a[i]), l = unpack2<__nv_bfloat16>(b[i]);
-      const float sx = (h.x + l.x) + x.x, sy = (h.y + l.y) + x.y;
-      const uint32_t nh = pack2<Elem>(sx, sy);
-      const float2 r = unpack2<Elem>(nh);
-      *reinterpret_cast<uint32_t*>(static_cast<Elem*>(g.hi) + k) = nh;
-      *reinterpret_cast<uint32_t*>(g.lo + k) =
-          pack2<__nv_bfloat16>(isfinite(r.x) ? sx - r.x : 0.f, isfinite(r.y) ? sy - r.y : 0.f);
+      acc_add2<Elem>(true, a[i], b[i], x);
+      *reinterpret_cast<uint32_t*>(static_cast<Elem*>(g.hi) + k) = a[i];
+      *reinterpret_cast<uint32_t*>(g.lo + k) = b[i];
     } else {
-      *reinterpret_cast<float2*>(g.f32 + k) = make_float2(__uint_as_float(a[i]) + x.x, __uint_as_float(b[i]) + x.y);
+      acc_add2<Elem>(false, a[i], b[i], x);
+      *reinterpret_cast<float2*>(g.f32 + k) = make_float2(__uint_as_float(a[i]), __uint_as_float(b[i]));
     }
   }
 }
 
 // The epilogue of bwd_dkdv: adds 4 consecutive floats from shared memory
 // (src + i * stride) to elements idx[i] .. idx[i] + 3 of acc, for the N rows
-// with idx[i] >= 0 (a thread's 16-byte chunk of N rows of dK or dV). Every
-// old value is loaded before the first store: one round trip to memory (as
-// grad_add2_batch); `fresh` as there. idx[i] is a multiple of 4.
+// with idx[i] >= 0 (a thread's 16-byte chunk of N rows of dK or dV), as
+// grad_add2_batch does pairs: every old value loaded first, `fresh` as there.
+// idx[i] is a multiple of 4.
 template <typename Elem, int N>
 __device__ __forceinline__ void grad_add4_rows(const GradAcc& g, const int64_t (&idx)[N], const float* src, int stride,
-                                             bool fresh) {
-  uint4 o[N];  // float32: the four old values; split: hi (x, y) and lo (z, w) pairs
+                                               bool fresh) {
+  uint4 o[N];  // float32: the four old values; split: the hi (x, y) and lo (z, w) pairs
 #pragma unroll
   for (int i = 0; i < N; ++i) {
     const int64_t k = idx[i];
@@ -215,20 +230,16 @@ __device__ __forceinline__ void grad_add4_rows(const GradAcc& g, const int64_t (
     const int64_t k = idx[i];
     if (k < 0) continue;
     const float4 x = *reinterpret_cast<const float4*>(src + i * stride);
-    const uint4 v = o[i];
+    uint4 v = o[i];
     if (g.lo != nullptr) {
-      const float2 h0 = unpack2<Elem>(v.x), h1 = unpack2<Elem>(v.y);
-      const float2 l0 = unpack2<__nv_bfloat16>(v.z), l1 = unpack2<__nv_bfloat16>(v.w);
-      const float s0 = (h0.x + l0.x) + x.x, s1 = (h0.y + l0.y) + x.y, s2 = (h1.x + l1.x) + x.z, s3 = (h1.y + l1.y) + x.w;
-      const uint32_t n0 = pack2<Elem>(s0, s1), n1 = pack2<Elem>(s2, s3);
-      const float2 r0 = unpack2<Elem>(n0), r1 = unpack2<Elem>(n1);
-      *reinterpret_cast<uint2*>(static_cast<Elem*>(g.hi) + k) = make_uint2(n0, n1);
-      *reinterpret_cast<uint2*>(g.lo + k) =
-          make_uint2(pack2<__nv_bfloat16>(isfinite(r0.x) ? s0 - r0.x : 0.f, isfinite(r0.y) ? s1 - r0.y : 0.f),
-                     pack2<__nv_bfloat16>(isfinite(r1.x) ? s2 - r1.x : 0.f, isfinite(r1.y) ? s3 - r1.y : 0.f));
+      acc_add2<Elem>(true, v.x, v.z, make_float2(x.x, x.y));
+      acc_add2<Elem>(true, v.y, v.w, make_float2(x.z, x.w));
+      *reinterpret_cast<uint2*>(static_cast<Elem*>(g.hi) + k) = make_uint2(v.x, v.y);
+      *reinterpret_cast<uint2*>(g.lo + k) = make_uint2(v.z, v.w);
     } else {
-      *reinterpret_cast<float4*>(g.f32 + k) = make_float4(__uint_as_float(v.x) + x.x, __uint_as_float(v.y) + x.y,
-                                                          __uint_as_float(v.z) + x.z, __uint_as_float(v.w) + x.w);
+      acc_add2<Elem>(false, v.x, v.y, make_float2(x.x, x.y));
+      acc_add2<Elem>(false, v.z, v.w, make_float2(x.z, x.w));
+      *reinterpret_cast<uint4*>(g.f32 + k) = v;
     }
   }
 }
