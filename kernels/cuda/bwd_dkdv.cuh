@@ -97,6 +97,23 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   }
   init_stage_barriers(full, empty, S, 2 * NT, NC);  // fences the inits, then a CTA barrier
   const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
+  // LSE and Delta of row tid of block j (threads tid < BQ), as loaded: -inf
+  // past the tile. Both loads are issued together, one block ahead of their
+  // use (issue(j) loads block j + 1's): the producer had waited for them, one
+  // dependent DRAM round trip after the other, in every block (~5% of all
+  // warp samples at `--branches 4096:2`, h100-2026-11-28s9 call 7), and
+  // while it waits it cannot drain the consumers' dQ.
+  auto load_ld = [&](int j, float& v, float& d) {
+    const int m0 = m_lo + j * BQ;
+    v = -INFINITY;
+    d = 0.f;
+    if (tid < t.q_count - m0) {
+      const int64_t off = (t.q_row0 + int64_t(m0 + tid) * t.q_stride) * p.lse_row_stride;
+      v = __ldg(glse + off);
+      d = __ldg(gdelta + off);
+    }
+  };
+  float next_v = -INFINITY, next_d = 0.f;  // block j + 1's, loaded by issue(j)
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
     if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
@@ -106,14 +123,14 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     gather2_swz_affine<D, BQ, NT>(s_q0 + st * L::kQ, g.q, s_do0 + st * L::kQ, g.dout, qrow(0) * p.q_row_stride,
                                   int64_t(t.q_stride) * p.q_row_stride, valid, tid);
     if (tid < BQ) {
-      float l = INFINITY, dl = 0.f;  // rows past the tile: P = exp2(x - inf) = 0
-      if (tid < valid) {
-        const int64_t off = qrow(tid) * p.lse_row_stride;
-        const float v = __ldg(glse + off);
-        if (v * kLog2e > -INFINITY) { l = v * kLog2e; dl = __ldg(gdelta + off); }  // l is never -inf
-      }
-      s_lse[st * BQ + tid] = l;
-      s_delta[st * BQ + tid] = dl;
+      float v = next_v, d = next_d;
+      if (j == 0) load_ld(0, v, d);
+      if (j + 1 < nblk) load_ld(j + 1, next_v, next_d);
+      // Rows past the tile or without keys (LSE -inf): l = +inf, so P =
+      // exp2(x - inf) = 0, and Delta 0; l is never -inf.
+      const bool ok = v * kLog2e > -INFINITY;
+      s_lse[st * BQ + tid] = ok ? v * kLog2e : INFINITY;
+      s_delta[st * BQ + tid] = ok ? d : 0.f;
     }
     mbar_arrive(full + 8 * st);
     cp_async_mbar_arrive_noinc(full + 8 * st);
