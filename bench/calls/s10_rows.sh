@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Tenth session, one GPU: every single-GPU must row of issues 13, 14 and 16 on one card in one call.
-# Phases (arguments, in order): build tests rows fwd torch.
+# Phases (arguments, in order): build tests rows ab fwd torch.
 #   tests: GPU tests matching CTEST_R (default: the backward kernels' atomic and NCCL ones);
 #   rows:  issue 14 through `ringattn bench --op backward` (dQ pass and atomic; 1M atomic REPEAT1M times);
+#   ab:    the runtime of .trees/base (bench/kernel_bisect.sh --prepare base REV) against this tree, AB_ROWS
+#          (";"-separated `ringattn bench` arguments; default longnet4 1M atomic) alternated AB_ROUNDS times;
 #   fwd:   issue 13's forward rows, the kernel driver (dense 16k, longnet4 64k and 1M);
 #   torch: issue 16, bench/torch_op_gpu.sh with TORCH_BENCH_ONLY=1 (the op against the recipe, side by side).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # strict mode, cwd, $OUT/logs, $S, say, the device line
@@ -24,6 +26,22 @@ for ph in "$@"; do
             RINGATTN_BWD_DQ=atomic timeout 120 $R --config longnet4 --seq 1M --iters 5 --warmup 1 > "$OUT/logs/row_1M_atomic_$i.log" 2>&1 || rc=1
             say "longnet4 1M atomic #$i: $(grep -h '^# forward .* backward' "$OUT/logs/row_1M_atomic_$i.log" | head -1 | cut -c1-200) $(grep -ho 'peak device memory [0-9.]* [GM]B' "$OUT/logs/row_1M_atomic_$i.log" | head -1)"
           done ;;
+    ab) rc=0
+        { cmake -S .trees/base -B build/tree_base_rt -DCMAKE_BUILD_TYPE=Release -DRINGATTN_CUDA=ON -DRINGATTN_BUILD_TESTS=OFF &&
+          cmake --build build/tree_base_rt -j 16 --target ringattn_cli; } > "$OUT/logs/ab_build.log" 2>&1 || { rc=1; say "ab: base build failed"; continue; }
+        say "ab: base = $(cat .trees/base/REVISION)"
+        IFS=';' read -r -a abrows <<< "${AB_ROWS:-RINGATTN_BWD_DQ=atomic --config longnet4 --seq 1M --iters 5 --warmup 1}"
+        for r in $(seq 1 "${AB_ROUNDS:-3}"); do
+          for row in "${abrows[@]}"; do
+            for t in base cur; do
+              bin=$([ $t = base ] && echo build/tree_base_rt/launch/ringattn || echo build/gpu/launch/ringattn)
+              # shellcheck disable=SC2086
+              env ${row%%--*} timeout 120 mpirun --allow-run-as-root -np 1 $bin bench --backend cuda --op backward --heads 16 --head-dim 128 --${row#*--} \
+                > "$OUT/logs/ab_${t}_$r.log" 2>&1 || rc=1
+              say "ab $r $t | ${row} | $(grep -h '^# forward .* backward' "$OUT/logs/ab_${t}_$r.log" | head -1 | cut -c1-170)"
+            done
+          done
+        done ;;
     fwd) rc=0
          for c in "--config dense --seq 16384 --iters 20" "--config longnet4 --seq 65536 --iters 20" "--config longnet4 --seq 1048576 --iters 5"; do
            # shellcheck disable=SC2086

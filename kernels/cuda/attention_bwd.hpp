@@ -128,11 +128,13 @@ inline BwdParams bwd_shard_params(const void* q, const void* dout, const float* 
 cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream);
 
 // Delta[b,t,h] = sum_d dout * o (float32 sums), t < rows; o and dout
-// token-major B x rows x H x D, delta B x rows x H.
+// token-major B x rows x H x D, delta B x rows x H. zero (optional, float32,
+// B x rows x H x D: atomic dQ's accumulator) is cleared in the same pass.
 cudaError_t bwd_delta(const void* o, const void* dout, float* delta, int64_t batch, int64_t rows, int64_t heads,
-                      int64_t head_dim, ElemType dtype, cudaStream_t stream);
+                      int64_t head_dim, ElemType dtype, cudaStream_t stream, float* zero = nullptr);
 
-// dst[i] = (Elem) src[i], i < n (round to nearest even).
+// dst[i] = (Elem) src[i], i < n (round to nearest even); n even, src 8-byte and
+// dst 4-byte aligned (cudaErrorInvalidValue otherwise).
 cudaError_t bwd_convert(const float* src, void* dst, int64_t n, ElemType dtype, cudaStream_t stream);
 
 // The owner adds a returned float32 partial (K part then V part) into its

@@ -4,6 +4,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 #include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/bwd_common.cuh"
 #include "kernels/cuda/sm90_ptx.cuh"
@@ -44,10 +46,11 @@ unsigned grid_for(int64_t work, int threads) {
   return unsigned(b < 1 ? 1 : (b > 65535 * 16 ? 65535 * 16 : b));
 }
 
-// One warp per (batch, row, head): D / 32 elements per lane, float sums.
+// Generic Delta (any even head dim): one warp per (batch, row, head), D / 32
+// elements per lane, float sums; zero (if given) row r's D floats cleared too.
 template <typename Elem>
 __global__ void delta_kernel(const Elem* __restrict__ o, const Elem* __restrict__ dout, float* __restrict__ delta,
-                             int64_t rows_total, int head_dim) {
+                             float* __restrict__ zero, int64_t rows_total, int head_dim) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
   for (int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5); r < rows_total; r += warps) {
@@ -58,6 +61,7 @@ __global__ void delta_kernel(const Elem* __restrict__ o, const Elem* __restrict_
       const float2 x = detail::unpack2<Elem>(*reinterpret_cast<const uint32_t*>(a + d));
       const float2 y = detail::unpack2<Elem>(*reinterpret_cast<const uint32_t*>(b + d));
       s += x.x * y.x + x.y * y.y;
+      if (zero) *reinterpret_cast<float2*>(zero + r * head_dim + d) = make_float2(0.f, 0.f);
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
@@ -65,11 +69,77 @@ __global__ void delta_kernel(const Elem* __restrict__ o, const Elem* __restrict_
   }
 }
 
+// Delta for D = 64 and 128 at the memory's speed: 16-byte loads (G = D / 8
+// lanes per row, 32 / G rows per warp, kU row groups in flight per lane), the
+// row's sum over its G lanes; zero (if given: atomic dQ's float32 accumulator,
+// the same B x rows x H x D layout) cleared in the same pass, two 16-byte
+// stores per lane, instead of a memset of its own. (The one-warp-per-row
+// kernel above moved O and dO at ~2.7 TB/s on an H200, 4-byte loads.)
+constexpr int kDeltaGroups = 2;  // row groups in flight per lane
+
+template <typename Elem, int D>
+__global__ void delta_vec_kernel(const Elem* __restrict__ o, const Elem* __restrict__ dout, float* __restrict__ delta,
+                                 float* __restrict__ zero, int64_t rows_total) {
+  constexpr int G = D / 8, RPW = 32 / G, kU = kDeltaGroups;
+  const int lane = threadIdx.x & 31, sub = lane / G, c = lane % G;
+  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t base = warp * RPW * kU; base < rows_total; base += warps * RPW * kU) {  // warp-uniform
+    uint4 x[kU], y[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t r = base + u * RPW + sub;
+      x[u] = y[u] = make_uint4(0, 0, 0, 0);
+      if (r < rows_total) {
+        x[u] = __ldcs(reinterpret_cast<const uint4*>(o + r * D) + c);
+        y[u] = __ldg(reinterpret_cast<const uint4*>(dout + r * D) + c);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t r = base + u * RPW + sub;
+      const uint32_t xs[4] = {x[u].x, x[u].y, x[u].z, x[u].w}, ys[4] = {y[u].x, y[u].y, y[u].z, y[u].w};
+      float s = 0.f;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float2 a = detail::unpack2<Elem>(xs[k]), b = detail::unpack2<Elem>(ys[k]);
+        s += a.x * b.x + a.y * b.y;
+      }
+#pragma unroll
+      for (int off = G / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+      if (r < rows_total) {
+        if (c == 0) delta[r] = s;
+        if (zero) {
+          float4* z = reinterpret_cast<float4*>(zero + r * D) + 2 * c;
+          z[0] = z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
+    }
+  }
+}
+
+template <typename Elem, int D>
+void launch_delta_vec(const void* o, const void* dout, float* delta, float* zero, int64_t rows, cudaStream_t stream) {
+  constexpr int per_warp = kDeltaGroups * 32 / (D / 8);  // rows a warp takes per iteration
+  delta_vec_kernel<Elem, D><<<grid_for((rows + per_warp - 1) / per_warp * 32, 256), 256, 0, stream>>>(
+      static_cast<const Elem*>(o), static_cast<const Elem*>(dout), delta, zero, rows);
+}
+
+// Pairs (any even n, 8-byte aligned) ...
 template <typename Elem>
 __global__ void convert_kernel(const float2* __restrict__ src, uint32_t* __restrict__ dst, int64_t pairs) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
     const float2 v = src[i];
     dst[i] = detail::pack2<Elem>(v.x, v.y);
+  }
+}
+
+// ... and quads (n % 4 == 0, 16-byte aligned source): 16-byte loads, 8-byte stores.
+template <typename Elem>
+__global__ void convert4_kernel(const float4* __restrict__ src, uint2* __restrict__ dst, int64_t quads) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < quads; i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 v = __ldcs(src + i);
+    dst[i] = make_uint2(detail::pack2<Elem>(v.x, v.y), detail::pack2<Elem>(v.z, v.w));
   }
 }
 
@@ -103,28 +173,51 @@ __global__ void scatter_add_kernel(ScatterAddParams p, int64_t total) {
 }  // namespace
 
 cudaError_t bwd_delta(const void* o, const void* dout, float* delta, int64_t batch, int64_t rows, int64_t heads,
-                      int64_t head_dim, ElemType dtype, cudaStream_t stream) {
+                      int64_t head_dim, ElemType dtype, cudaStream_t stream, float* zero) {
   if (!o || !dout || !delta || head_dim % 2 != 0 || head_dim < 2) return cudaErrorInvalidValue;
   const int64_t n = batch * rows * heads;
   if (n == 0) return cudaSuccess;
+  const bool bf = dtype == ElemType::bf16;
+  auto aligned = [](const void* x) { return reinterpret_cast<uintptr_t>(x) % 16 == 0; };
+  if ((head_dim == 64 || head_dim == 128) && aligned(o) && aligned(dout) && aligned(zero)) {
+    if (head_dim == 128)
+      bf ? launch_delta_vec<__nv_bfloat16, 128>(o, dout, delta, zero, n, stream)
+         : launch_delta_vec<__half, 128>(o, dout, delta, zero, n, stream);
+    else
+      bf ? launch_delta_vec<__nv_bfloat16, 64>(o, dout, delta, zero, n, stream)
+         : launch_delta_vec<__half, 64>(o, dout, delta, zero, n, stream);
+    return cudaGetLastError();
+  }
   const unsigned grid = grid_for(n * 32, 256);
-  if (dtype == ElemType::bf16)
+  if (bf)
     delta_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(o),
-                                                         static_cast<const __nv_bfloat16*>(dout), delta, n, int(head_dim));
+                                                         static_cast<const __nv_bfloat16*>(dout), delta, zero, n,
+                                                         int(head_dim));
   else
     delta_kernel<__half><<<grid, 256, 0, stream>>>(static_cast<const __half*>(o), static_cast<const __half*>(dout), delta,
-                                                  n, int(head_dim));
+                                                  zero, n, int(head_dim));
   return cudaGetLastError();
 }
 
 cudaError_t bwd_convert(const float* src, void* dst, int64_t n, ElemType dtype, cudaStream_t stream) {
-  if (!src || !dst || n % 2 != 0) return cudaErrorInvalidValue;
+  if (!src || !dst || n % 2 != 0 || reinterpret_cast<uintptr_t>(src) % 8 != 0 || reinterpret_cast<uintptr_t>(dst) % 4 != 0)
+    return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
+  const bool bf = dtype == ElemType::bf16;
+  if (n % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 8 == 0) {
+    const int64_t quads = n / 4;
+    const unsigned grid = grid_for(quads, 256);
+    const float4* s = reinterpret_cast<const float4*>(src);
+    uint2* d = static_cast<uint2*>(dst);
+    if (bf) convert4_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(s, d, quads);
+    else convert4_kernel<__half><<<grid, 256, 0, stream>>>(s, d, quads);
+    return cudaGetLastError();
+  }
   const int64_t pairs = n / 2;
   const unsigned grid = grid_for(pairs, 256);
   const float2* s = reinterpret_cast<const float2*>(src);
   uint32_t* d = static_cast<uint32_t*>(dst);
-  if (dtype == ElemType::bf16) convert_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(s, d, pairs);
+  if (bf) convert_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(s, d, pairs);
   else convert_kernel<__half><<<grid, 256, 0, stream>>>(s, d, pairs);
   return cudaGetLastError();
 }

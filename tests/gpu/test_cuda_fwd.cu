@@ -33,6 +33,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -611,6 +612,79 @@ TEST(SynthFill, GpuMatchesHostBits) {
       ASSERT_TRUE(dev::fill_synthetic(Backend::cuda, dt, seed, tensor, 100.0, B, N, row0, rows, H, D, d.get()).ok());
       ASSERT_EQ(cudaMemcpy(back.data(), d.get(), bytes, cudaMemcpyDeviceToHost), cudaSuccess);
       EXPECT_EQ(std::memcmp(host.data(), back.data(), bytes), 0) << to_string(dt) << " tensor " << tensor << " seed " << seed;
+    }
+  }
+}
+
+// The backward's small kernels: Delta (the 16-byte path at D = 64 and 128,
+// the generic one at other head dims and at pointers not 16-byte aligned),
+// with atomic dQ's float32 accumulator zeroed in the same pass (NaN-poisoned
+// first, so a row it skips fails), and the float32 -> 16-bit conversion
+// (quads, and pairs where n % 4 != 0 or dst is only 4-byte aligned; dst not
+// 4-byte aligned is refused), against
+// the host: Delta within float32 summation error, conversion bit-exact
+// (round to nearest even). Row counts leave partial row groups.
+TEST(BwdSmallKernels, DeltaZeroAndConvertMatchHost) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const uint64_t seed = fresh_seed();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-2.f, 2.f);
+  for (DType dt : {DType::bf16, DType::f16}) {
+    const auto kind = static_cast<kern::ElemKind>(dt);
+    const kc::ElemType et = dt == DType::bf16 ? kc::ElemType::bf16 : kc::ElemType::f16;
+    for (int64_t D : {128, 64, 96}) {
+      for (int64_t shift : {0, 4}) {  // elements: 4 x 2 bytes leaves o and dout 8-byte aligned only
+        const int64_t B = 2, L = 37, H = 3, rows = B * L * H, n = rows * D;
+        std::vector<float> of(n), gf(n);
+        for (auto& x : of) x = kern::round_to(kind, u(rng));
+        for (auto& x : gf) x = kern::round_to(kind, u(rng));
+        std::vector<uint16_t> oh(n + shift), gh(n + shift);
+        kern::from_float(kind, of.data(), n, oh.data() + shift);
+        kern::from_float(kind, gf.data(), n, gh.data() + shift);
+        DeviceBuffer o((n + shift) * 2), g((n + shift) * 2), delta(rows * 4), zero(n * 4);
+        ASSERT_EQ(o.upload(oh.data()), cudaSuccess);
+        ASSERT_EQ(g.upload(gh.data()), cudaSuccess);
+        ASSERT_EQ(cudaMemset(delta.get(), 0xFF, rows * 4), cudaSuccess);
+        ASSERT_EQ(cudaMemset(zero.get(), 0xFF, n * 4), cudaSuccess);
+        ASSERT_EQ(kc::bwd_delta(static_cast<uint16_t*>(o.get()) + shift, static_cast<uint16_t*>(g.get()) + shift,
+                                static_cast<float*>(delta.get()), B, L, H, D, et, nullptr, static_cast<float*>(zero.get())),
+                  cudaSuccess);
+        std::vector<float> dh(rows), zh(n);
+        ASSERT_EQ(cudaMemcpy(dh.data(), delta.get(), rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(zh.data(), zero.get(), n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (int64_t r = 0; r < rows; ++r) {
+          double s = 0, a = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            s += double(of[r * D + d]) * gf[r * D + d];
+            a += std::fabs(double(of[r * D + d]) * gf[r * D + d]);
+          }
+          // float32 sums of D products; NaN fails the bound
+          ASSERT_LE(std::fabs(dh[r] - s), 1e-6 * a + 1e-30)
+              << to_string(dt) << " D " << D << " shift " << shift << " row " << r << " seed " << seed;
+        }
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(zh[i], 0.f) << "accumulator element " << i << " not zeroed, D " << D << " shift " << shift;
+      }
+    }
+    for (int64_t n : {4 * 1001, 4 * 1001 + 2}) {
+      for (int64_t shift : {0, 2}) {  // dst elements: 2 x 2 bytes leaves dst 4-byte aligned only (the pairs' path)
+        std::vector<float> src(n);
+        for (auto& x : src) x = u(rng) * 1000.f;
+        std::vector<uint16_t> want(n), got(n);
+        kern::from_float(kind, src.data(), n, want.data());
+        DeviceBuffer s(n * 4), d((n + shift) * 2);
+        ASSERT_EQ(s.upload(src.data()), cudaSuccess);
+        ASSERT_EQ(cudaMemset(d.get(), 0xFF, (n + shift) * 2), cudaSuccess);
+        ASSERT_EQ(kc::bwd_convert(static_cast<float*>(s.get()), static_cast<uint16_t*>(d.get()) + shift, n, et, nullptr),
+                  cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(got.data(), static_cast<uint16_t*>(d.get()) + shift, n * 2, cudaMemcpyDeviceToHost),
+                  cudaSuccess);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 2), 0) << to_string(dt) << " n " << n << " shift " << shift;
+      }
+      // dst not 4-byte aligned: refused before any launch (it was a misaligned-address fault)
+      DeviceBuffer s(n * 4), d((n + 1) * 2);
+      EXPECT_EQ(kc::bwd_convert(static_cast<float*>(s.get()), static_cast<uint16_t*>(d.get()) + 1, n, et, nullptr),
+                cudaErrorInvalidValue);
     }
   }
 }

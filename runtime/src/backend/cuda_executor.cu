@@ -370,9 +370,9 @@ class CudaExecutor final : public Executor {
         for (uint16_t* lo : {bp_.dq_atomic ? nullptr : ex_->lo_[0], dk_lo(), ex_->lo_[2]})  // atomic dQ: float32, no remainder
           if (lo) RINGATTN_CUDA_CHECK(cudaMemsetAsync(lo, 0, size_t(n_) * sizeof(uint16_t), cs_));
       }
-      if (bp_.dq_atomic) RINGATTN_CUDA_CHECK(cudaMemsetAsync(ex_->dq_acc_, 0, size_t(n_) * sizeof(float), cs_));
+      // Atomic dQ's float32 accumulator is zeroed by Delta's kernel, in the same pass over the rows.
       RINGATTN_CUDA_CHECK(kc::bwd_delta(a_.o, a_.dout, ex_->delta_, bp_.batch, plan_.local_rows, bp_.heads, bp_.head_dim,
-                                        bp_.dtype, cs_));
+                                        bp_.dtype, cs_, bp_.dq_atomic ? ex_->dq_acc_ : nullptr));
       return Status::Ok();
     }
     Status pack(size_t i, void* slot, const void* block[2]) override { return sv_.pack(i, slot, block, ex_->comm_stream()); }
