@@ -14,8 +14,8 @@ for ph in "$@"; do
   t0=$(date +%s)
   case "$ph" in
     build) OUT="$OUT/logs" timeout 200 ./launch/gpu_suite.sh build > "$OUT/logs/build.log" 2>&1; rc=$? ;;
-    tests) OUT="$OUT/logs" CTEST_R="${CTEST_R:-kernel|atomic|nondeterministic}" timeout "${TESTS_S:-200}" ./launch/gpu_suite.sh ctest > "$OUT/logs/tests.log" 2>&1; rc=$?
-           grep -E "^== ctest|Failed|\*\*\*" "$OUT/logs/tests.log" | head -20 >> "$S" ;;
+    tests) OUT="$OUT/logs" CTEST_R="${CTEST_R:-kernel|atomic|nondeterministic}" timeout "${TESTS_S:-200}" ./launch/gpu_suite.sh ctest > "$OUT/tests.log" 2>&1; rc=$?
+           grep -E "^== ctest|Failed|\*\*\*" "$OUT/tests.log" | head -20 >> "$S"; mv "$OUT/tests.log" "$OUT/logs/" ;;  # gpu_suite bundles $OUT/logs
     rows) rc=0
           for v in "longnet4 64k pass" "longnet4 64k atomic" "dense 16k pass" "dense 16k atomic" "longnet4 1M pass"; do
             set -- $v
