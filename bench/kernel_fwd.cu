@@ -5,7 +5,14 @@
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
 //                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
-//                       [--bwd-acc f32|split]]
+//                       [--bwd-acc f32|split]] [--trace [--trace-csv FILE]]
+//
+// --trace (a build with -DRINGATTN_FWD_TRACE=ON only): after the timed runs,
+// one more forward with FwdParams::trace set, each pass into its own buffer
+// (kernels/cuda/fwd_trace.cuh), and per pass the medians (p10, p90, mean)
+// over work items of where a CTA's time goes, in microseconds, on lines
+// starting with `trace `; --trace-csv also writes every traced item (cycles
+// from its CTA's start).
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
@@ -39,6 +46,7 @@
 #include "backend/env_choice.hpp"
 #include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
+#include "kernels/cuda/fwd_trace.cuh"
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"
 #include "ringattn/config.hpp"
@@ -61,7 +69,8 @@ namespace {
   std::fprintf(stderr,
                "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
                "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n"
-               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]]\n",
+               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]]\n"
+               "       [--trace [--trace-csv FILE]] (a build with -DRINGATTN_FWD_TRACE=ON)\n",
                why.c_str());
   std::exit(2);
 }
@@ -88,6 +97,165 @@ struct DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
+// Per-item trace of one pass (fwd_trace.cuh): words of `ctas` CTAs of
+// (items + 1) records each.
+struct PassTrace {
+  std::vector<unsigned long long> w;
+  int ctas = 0, items = 0;
+  const unsigned long long* rec(int cta, int r) const {
+    return w.data() + (size_t(cta) * (items + 1) + r) * kc::kTraceSlots;
+  }
+};
+
+// Order statistics of one quantity over items, in microseconds.
+struct Stat {
+  std::vector<double> v;
+  void add(double x) { v.push_back(x); }
+  double q(double f) const { return v[size_t(f * double(v.size() - 1) + 0.5)]; }
+  void print(const std::string& tag, const char* name, const char* what) {
+    if (v.empty()) {
+      std::printf("%s %-26s (no items)  %s\n", tag.c_str(), name, what);
+      return;
+    }
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    std::printf("%s %-26s med %9.3f p10 %9.3f p90 %9.3f mean %9.3f n %6zu  %s\n", tag.c_str(), name, q(0.5), q(0.1),
+                q(0.9), sum / double(v.size()), v.size(), what);
+  }
+};
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// The `trace ` lines of one pass (and its items into csv, if open).
+void summarize_trace(const PassTrace& t, const std::string& tag, int64_t pass_items, int pass, FILE* csv) {
+  using ull = unsigned long long;
+  std::vector<double> ghz, life;
+  ull t_first = ~0ull, t_last = 0, start_max = 0, end_min = ~0ull;
+  int ctas = 0, items_min = INT32_MAX, items_max = 0, headless = 0;
+  int64_t items_all = 0, untraced = 0;
+  for (int c = 0; c < t.ctas; ++c) {
+    const ull* h = t.rec(c, 0);
+    if (h[kc::kTrHTimerStart] == 0) continue;  // no such CTA
+    ++ctas;
+    if (h[kc::kTrHTimerEnd] == 0) { ++headless; continue; }
+    const double dt = double(h[kc::kTrHTimerEnd] - h[kc::kTrHTimerStart]);
+    if (dt > 0) ghz.push_back(double(h[kc::kTrHClockEnd] - h[kc::kTrHClockStart]) / dt);
+    life.push_back(dt * 1e-3);
+    t_first = std::min(t_first, h[kc::kTrHTimerStart]);
+    start_max = std::max(start_max, h[kc::kTrHTimerStart]);
+    t_last = std::max(t_last, h[kc::kTrHTimerEnd]);
+    end_min = std::min(end_min, h[kc::kTrHTimerEnd]);
+    const int n = int(h[kc::kTrHItems]);
+    items_min = std::min(items_min, n);
+    items_max = std::max(items_max, n);
+    items_all += n;
+    untraced += std::max(0, n - t.items);
+  }
+  if (ctas == 0 || ghz.empty()) {
+    std::printf("%s no CTA wrote its header: were the kernels built with RINGATTN_FWD_TRACE?\n", tag.c_str());
+    return;
+  }
+  const double f = median_of(ghz);  // cycles per ns
+  std::sort(ghz.begin(), ghz.end());
+  std::printf("%s %lld items, %d CTAs traced (%d without an end), items/CTA %d..%d, %lld items taken, %lld past "
+              "trace_items=%d\n",
+              tag.c_str(), (long long)pass_items, ctas, headless, items_min, items_max, (long long)items_all,
+              (long long)untraced, t.items);
+  std::printf("%s SM clock %.4f GHz (median over CTAs, %.4f..%.4f); pass %.2f us by globaltimer (first CTA start -> "
+              "last CTA end), CTA starts spread %.2f us, ends spread %.2f us, CTA life med %.2f us\n",
+              tag.c_str(), f, ghz.front(), ghz.back(), double(t_last - t_first) * 1e-3,
+              double(start_max - t_first) * 1e-3, double(t_last - end_min) * 1e-3, median_of(life));
+
+  const auto us = [f](ull a, ull b) { return (double(b) - double(a)) / (f * 1e3); };  // a -> b
+  const auto C = [](const ull* r, int wg, int e) { return r[kc::kTrC0 + wg * kc::kTrCEvents + e]; };
+  Stat item, first_item, nblk, qw[2], first_q[2], first_blk[2], loop[2], per_blk[2], per_blk2[2], tail[2], epi[2],
+      lag_q, lag_epi, p_decode, p_qwait, p_claim_to_q, p_kv, p_claim, qe_vs_loop, qe_to_ready, kv_vs_loop;
+  for (int c = 0; c < t.ctas; ++c) {
+    const ull* h = t.rec(c, 0);
+    if (h[kc::kTrHTimerStart] == 0 || h[kc::kTrHTimerEnd] == 0) continue;
+    const int n = std::min(int(h[kc::kTrHItems]), t.items);
+    const ull c0 = h[kc::kTrHClockStart];
+    for (int i = 0; i < n; ++i) {
+      const ull* r = t.rec(c, 1 + i);
+      const ull* pr = i > 0 ? t.rec(c, i) : nullptr;
+      const int nb = int(r[kc::kTrNBlocks]);
+      nblk.add(nb);
+      auto ok = [](ull a, ull b) { return a != 0 && b != 0; };
+      if (pr && ok(C(pr, 0, kc::kTrCEpilogueDone), C(r, 0, kc::kTrCEpilogueDone)))
+        item.add(us(C(pr, 0, kc::kTrCEpilogueDone), C(r, 0, kc::kTrCEpilogueDone)));
+      if (!pr && C(r, 0, kc::kTrCEpilogueDone)) first_item.add(us(c0, C(r, 0, kc::kTrCEpilogueDone)));
+      for (int wg = 0; wg < 2; ++wg) {
+        const ull q = C(r, wg, kc::kTrCQReady), s0 = C(r, wg, kc::kTrCFirstSDone), le = C(r, wg, kc::kTrCLoopEnd),
+                  tp = C(r, wg, kc::kTrCTailPvDone), ep = C(r, wg, kc::kTrCEpilogueDone);
+        if (pr && ok(C(pr, wg, kc::kTrCEpilogueDone), q)) qw[wg].add(us(C(pr, wg, kc::kTrCEpilogueDone), q));
+        if (!pr && q) first_q[wg].add(us(c0, q));
+        if (ok(q, s0)) first_blk[wg].add(us(q, s0));
+        if (ok(q, le)) loop[wg].add(us(q, le));
+        if (ok(q, le) && nb > 0) per_blk[wg].add(us(q, le) / nb);
+        if (ok(s0, le) && nb > 1) per_blk2[wg].add(us(s0, le) / (nb - 1));
+        if (ok(le, tp)) tail[wg].add(us(le, tp));
+        if (ok(tp, ep)) epi[wg].add(us(tp, ep));
+      }
+      if (ok(C(r, 0, kc::kTrCQReady), C(r, 1, kc::kTrCQReady)))
+        lag_q.add(us(C(r, 0, kc::kTrCQReady), C(r, 1, kc::kTrCQReady)));
+      if (ok(C(r, 0, kc::kTrCEpilogueDone), C(r, 1, kc::kTrCEpilogueDone)))
+        lag_epi.add(us(C(r, 0, kc::kTrCEpilogueDone), C(r, 1, kc::kTrCEpilogueDone)));
+      const ull dec = r[kc::kTrPItemDecoded], qe = r[kc::kTrPQEmptyDone], kv = r[kc::kTrPLastKvIssued],
+                nx = r[kc::kTrPNextClaimed];
+      if (pr && ok(pr[kc::kTrPNextClaimed], dec)) p_decode.add(us(pr[kc::kTrPNextClaimed], dec));
+      if (ok(dec, qe)) p_qwait.add(us(dec, qe));
+      if (pr && ok(pr[kc::kTrPNextClaimed], qe)) p_claim_to_q.add(us(pr[kc::kTrPNextClaimed], qe));
+      if (ok(qe, kv)) p_kv.add(us(qe, kv));
+      if (ok(kv, nx)) p_claim.add(us(kv, nx));
+      if (pr && ok(C(pr, 0, kc::kTrCLoopEnd), C(pr, 1, kc::kTrCLoopEnd)) && qe)
+        qe_vs_loop.add(us(std::max(C(pr, 0, kc::kTrCLoopEnd), C(pr, 1, kc::kTrCLoopEnd)), qe));
+      if (ok(qe, C(r, 0, kc::kTrCQReady))) qe_to_ready.add(us(qe, C(r, 0, kc::kTrCQReady)));
+      if (ok(C(r, 0, kc::kTrCLoopEnd), kv)) kv_vs_loop.add(us(C(r, 0, kc::kTrCLoopEnd), kv));
+      if (csv) {
+        std::fprintf(csv, "%d,%d,%llu,%d,%llu,%d,%.6f", pass, c, h[kc::kTrHSmId], i, r[kc::kTrItem], nb, f);
+        for (int e = 0; e < kc::kTrNBlocks; ++e) std::fprintf(csv, ",%lld", r[e] ? (long long)(r[e] - c0) : -1ll);
+        std::fprintf(csv, "\n");
+      }
+    }
+  }
+  std::printf("%s us over items (item i; wg0/wg1 = consumer warpgroup; P = producer):\n", tag.c_str());
+  nblk.print(tag, "n_blocks", "(a count, not us) key blocks per item");
+  item.print(tag, "item_wg0", "C_EPILOGUE_DONE(i-1) -> C_EPILOGUE_DONE(i), wg0");
+  first_item.print(tag, "first_item_wg0", "CTA start -> C_EPILOGUE_DONE(0), wg0");
+  for (int wg = 0; wg < 2; ++wg) {
+    const std::string s = std::to_string(wg);
+    qw[wg].print(tag, ("q_wait_wg" + s).c_str(), "C_EPILOGUE_DONE(i-1) -> C_Q_READY(i)");
+    first_q[wg].print(tag, ("first_q_wg" + s).c_str(), "CTA start -> C_Q_READY(0)");
+    first_blk[wg].print(tag, ("first_block_wg" + s).c_str(), "C_Q_READY -> C_FIRST_S_DONE");
+    loop[wg].print(tag, ("main_loop_wg" + s).c_str(), "C_Q_READY -> C_LOOP_END");
+    per_blk[wg].print(tag, ("per_block_wg" + s).c_str(), "main loop / n_blocks");
+    per_blk2[wg].print(tag, ("per_block_after_first_wg" + s).c_str(), "C_FIRST_S_DONE -> C_LOOP_END / (n_blocks - 1)");
+    tail[wg].print(tag, ("tail_pv_wg" + s).c_str(), "C_LOOP_END -> C_TAIL_PV_DONE");
+    epi[wg].print(tag, ("epilogue_wg" + s).c_str(), "C_TAIL_PV_DONE -> C_EPILOGUE_DONE");
+  }
+  lag_q.print(tag, "wg1_lag_q_ready", "C_Q_READY wg1 - wg0");
+  lag_epi.print(tag, "wg1_lag_epilogue", "C_EPILOGUE_DONE wg1 - wg0");
+  p_decode.print(tag, "p_decode", "P_NEXT_CLAIMED(i-1) -> P_ITEM_DECODED(i)");
+  p_qwait.print(tag, "p_q_empty_wait", "P_ITEM_DECODED -> P_Q_EMPTY_DONE");
+  p_claim_to_q.print(tag, "p_claim_to_q", "P_NEXT_CLAIMED(i-1) -> P_Q_EMPTY_DONE(i)");
+  p_kv.print(tag, "p_kv_issue", "P_Q_EMPTY_DONE -> P_LAST_KV_ISSUED");
+  p_claim.print(tag, "p_claim", "P_LAST_KV_ISSUED -> P_NEXT_CLAIMED");
+  qe_vs_loop.print(tag, "q_empty_vs_loop_end", "max(C_LOOP_END wg0, wg1)(i-1) -> P_Q_EMPTY_DONE(i)");
+  qe_to_ready.print(tag, "q_issue_to_ready_wg0", "P_Q_EMPTY_DONE(i) -> C_Q_READY(i) wg0");
+  kv_vs_loop.print(tag, "last_kv_vs_loop_end_wg0", "C_LOOP_END wg0 -> P_LAST_KV_ISSUED (negative: producer ahead)");
+  if (!item.v.empty() && !per_blk2[0].v.empty()) {
+    const double blk = per_blk2[0].q(0.5), it = item.q(0.5), nb = nblk.q(0.5);
+    std::printf("%s item overhead: med item %.3f us - med n_blocks %.0f x med per block after the first %.3f us = "
+                "%.3f us\n",
+                tag.c_str(), it, nb, blk, it - nb * blk);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,7 +268,8 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false;
+  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false, trace = false;
+  std::string trace_csv;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -132,6 +301,14 @@ int main(int argc, char** argv) {
       bwd_pp = true;
     } else if (a == "--bwd-no-pingpong") {
       bwd_pp = false;
+    } else if (a == "--trace") {
+#if RINGATTN_FWD_TRACE
+      trace = true;
+#else
+      usage("--trace needs the forward kernels built with the trace: configure with -DRINGATTN_FWD_TRACE=ON");
+#endif
+    } else if (a == "--trace-csv") {
+      trace_csv = value();
     }
     else usage("unknown option " + a);
   }
@@ -169,6 +346,9 @@ int main(int argc, char** argv) {
 
   kc::FwdParams fp = kc::fwd_shard_params(nullptr, o.p, static_cast<float*>(lse.p), B, N, H, D,
                                           float(1.0 / std::sqrt(double(D))), c.causal, et);
+  // --trace: pass pi writes its trace at trace_at[pi] (empty: not traced).
+  std::vector<unsigned long long*> trace_at;
+  std::vector<int> trace_items;
   auto forward = [&](int set) {
     fp.q = qkv[3 * set]->p;
     fp.src = ringattn::kern::KeySource{qkv[3 * set + 1]->p, qkv[3 * set + 2]->p, N * H * D, H * D, D, nullptr};
@@ -179,6 +359,8 @@ int main(int argc, char** argv) {
       fp.num_tiles = int32_t(ps.tile_end - ps.tile_begin);
       fp.tile_block_prefix = reinterpret_cast<const int32_t*>(base + im.prefix_offset) + im.pass_prefix_offset[pi];
       fp.num_blocks = im.pass_blocks[pi];
+      fp.trace = trace_at.empty() ? nullptr : trace_at[pi];
+      fp.trace_items = trace_at.empty() ? 0 : trace_items[pi];
       CHECK_CUDA(kc::fwd_launch(fp, nullptr));
     }
   };
@@ -212,6 +394,59 @@ int main(int argc, char** argv) {
   for (const kern::Tile& t : plan.tiles) packed += t.seg_len > 0;
   std::printf("plan: %zu tiles, %lld of them packed segments (RINGATTN_PACK_SEGMENTS=%d)\n", plan.tiles.size(),
               (long long)packed, popt.pack_segments ? 1 : 0);
+  if (trace) {
+    // One more forward, every pass traced into its own buffer (CTAs: at most one per SM).
+    const int sms = prop.multiProcessorCount;
+    std::vector<size_t> off;
+    size_t words = 0;
+    for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+      const int64_t items = int64_t(im.pass_blocks[pi]) * B;
+      const int64_t g = std::max(1, sms - 1);  // the grid may be sms - 1 (causal)
+      const int64_t per_cta = (items + g - 1) / g;
+      trace_items.push_back(int(std::min<int64_t>(items, 2 * per_cta + 16)));
+      off.push_back(words);
+      words += size_t(sms) * (trace_items.back() + 1) * kc::kTraceSlots;
+    }
+    DeviceBuffer tbuf(words * 8);
+    CHECK_CUDA(cudaMemset(tbuf.p, 0, words * 8));
+    for (size_t o : off) trace_at.push_back(static_cast<unsigned long long*>(tbuf.p) + o);
+    CHECK_CUDA(cudaEventRecord(e0, nullptr));
+    forward((warmup + iters) % sets);
+    CHECK_CUDA(cudaEventRecord(e1, nullptr));
+    CHECK_CUDA(cudaEventSynchronize(e1));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
+    trace_at.clear();
+    std::vector<unsigned long long> all(words);
+    CHECK_CUDA(cudaMemcpy(all.data(), tbuf.p, words * 8, cudaMemcpyDeviceToHost));
+    std::printf("trace forward: %.3f ms traced (untraced median %.3f ms), %zu passes, %d SMs\n", t, med,
+                plan.passes.size(), sms);
+    FILE* csv = nullptr;
+    if (!trace_csv.empty()) {
+      csv = std::fopen(trace_csv.c_str(), "w");
+      if (!csv) usage("cannot write " + trace_csv);
+      std::fprintf(csv, "pass,cta,sm,itc,item,n_blocks,ghz,p_item_decoded,p_q_empty_done,p_last_kv_issued,"
+                        "p_next_claimed");
+      for (int wg = 0; wg < 2; ++wg)
+        std::fprintf(csv, ",c%d_q_ready,c%d_first_s_done,c%d_loop_end,c%d_tail_pv_done,c%d_epilogue_done", wg, wg, wg,
+                     wg, wg);
+      std::fprintf(csv, "\n");  // times: cycles from the CTA's start, -1 not written
+    }
+    for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+      const Pass& ps = plan.passes[pi];
+      PassTrace pt;
+      pt.ctas = sms;
+      pt.items = trace_items[pi];
+      pt.w.assign(all.begin() + off[pi], all.begin() + off[pi] + size_t(sms) * (pt.items + 1) * kc::kTraceSlots);
+      const Branch& br = c.branches[size_t(ps.branch)];
+      char tag[64];
+      std::snprintf(tag, sizeof tag, "trace pass %zu", pi);
+      std::printf("%s of %zu: branch %d (%lld:%lld), step %d, %lld tiles\n", tag, plan.passes.size(), ps.branch,
+                  (long long)br.w, (long long)br.r, ps.step, (long long)(ps.tile_end - ps.tile_begin));
+      summarize_trace(pt, tag, int64_t(im.pass_blocks[pi]) * B, int(pi), csv);
+    }
+    if (csv) std::fclose(csv);
+  }
   if (bwd) {
     // The backward of the last forward (set (warmup + iters - 1) % sets), each launch kind timed apart.
     const int set = (warmup + iters - 1) % sets;

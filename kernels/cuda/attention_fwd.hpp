@@ -50,6 +50,11 @@ struct FwdParams {
   // whichever CTA takes it).
   int32_t* tile_counter = nullptr;
   ElemType dtype = ElemType::bf16;
+  // Per-item timing trace (kernels/cuda/fwd_trace.cuh: layout, events); only
+  // read by kernels built with RINGATTN_FWD_TRACE, and there only when
+  // non-null. trace_items: items recorded per CTA.
+  unsigned long long* trace = nullptr;
+  int32_t trace_items = 0;
 };
 
 // The layout fields FwdParams and BwdParams share, for a token-major shard

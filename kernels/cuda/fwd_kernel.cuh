@@ -8,6 +8,7 @@
 //   mainloop_fwd.cuh    consumer warpgroups: wgmma, masking, online softmax (softmax.cuh)
 //   epilogue.cuh        O/LSE write, merging in place by the log-sum-exp rule
 //   sm90_ptx.cuh        the Hopper instructions they use
+//   fwd_trace.cuh       optional per-item timing trace (RINGATTN_FWD_TRACE builds only)
 //
 // One CTA per SM, grid = min(#SMs, work items); a CTA walks the items
 // blockIdx.x, +gridDim.x, ... or takes the next untaken one from the pass's
@@ -18,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
+#include "kernels/cuda/fwd_trace.cuh"
 #include "kernels/cuda/kernel_traits.cuh"
 #include "kernels/cuda/load.cuh"
 #include "kernels/cuda/mainloop_fwd.cuh"
@@ -33,6 +35,12 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
   const int total = p.num_blocks * p.batch;
   if (tid == 0) sm.init_barriers();
   __syncthreads();
+#if RINGATTN_FWD_TRACE
+  if (tid == 0) {
+    trace_times(p, kTrHTimerStart);
+    trace_header(p, kTrHSmId, trace_smid());
+  }
+#endif
   if (tid < Traits::kProducerThreads) {
     warpgroup_reg_dealloc<Traits::kProducerRegs>();
     produce<Traits, kCausal>(p, sm, tid, total);

@@ -103,6 +103,9 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
   const int items = for_each_item<Traits, kCausal>(p, total, lane, sm.next, [&](const Tile& t, const ItemBlock& item, int itc) {
     // Q (and the work item) once the consumers are done with the last Q.
     mbar_wait(sm.q_empty, (itc & 1) ^ 1);
+#if RINGATTN_FWD_TRACE
+    if (tid == 0) trace_mark(p, itc, kTrPQEmptyDone);
+#endif
     if (tid == 0) {
       *sm.item = item.work(t);
       mbar_arrive(sm.q_full);
@@ -126,6 +129,9 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
       cp_async_mbar_arrive_noinc(sm.full + 8 * stage);
       if (++stage == S) { stage = 0; phase ^= 1; }
     }
+#if RINGATTN_FWD_TRACE
+    if (tid == 0) trace_mark(p, itc, kTrPLastKvIssued);
+#endif
   });
   // No more items: an empty one (q_rows == 0) once the consumers are done
   // with the last Q, with every arrival q_full expects.
@@ -138,6 +144,9 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
   }
   mbar_arrive(sm.q_full);
   cp_async_wait<0>();
+#if RINGATTN_FWD_TRACE
+  if (tid == 0) trace_header(p, kTrHItems, unsigned(items));
+#endif
 }
 
 }  // namespace ringattn::kern::cuda::detail

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include "kernels/cuda/epilogue.cuh"
+#include "kernels/cuda/fwd_trace.cuh"
 #include "kernels/cuda/kernel_traits.cuh"
 #include "kernels/cuda/softmax.cuh"
 
@@ -58,6 +59,10 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
   const int qc = (lane & 3) * 2;  // column pair inside an 8-column block
   const float sl2 = p.scale * 1.4426950408889634f;
   if (wg == 1) named_arrive(1);  // warpgroup 0 issues first
+#if RINGATTN_FWD_TRACE
+  const bool tracer = (ctid & 127) == 0;  // this warpgroup's trace writer
+  const int tr = kTrC0 + wg * kTrCEvents;
+#endif
 
   int stage = 0;
   uint32_t phase = 0;
@@ -66,6 +71,9 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     fence_proxy_async();
     const WorkItem it = *sm.item;
     if (it.q_rows == 0) break;  // the producer has no more items
+#if RINGATTN_FWD_TRACE
+    if (tracer) trace_mark(p, itc, tr + kTrCQReady);
+#endif
     const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks, seg_len = it.seg_len;
     Epilogue<Traits> epilogue(p, it, r_lo, qc, lane);
 
@@ -94,6 +102,9 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
       if (blk > 0) wgmma_wait<1>(); else wgmma_wait<0>();
       named_arrive(other_bar);
       if (blk == n_blocks - 1) mbar_arrive(sm.q_empty);  // this warpgroup's Q rows are read
+#if RINGATTN_FWD_TRACE
+      if (tracer && blk == 0) trace_mark(p, itc, tr + kTrCFirstSDone);
+#endif
 
       // ---- softmax of S_blk (overlaps P_{blk-1} V_{blk-1}) ----
       const int n0 = blk * BN;
@@ -116,6 +127,9 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
       pack_probs<Elem, kSN>(s, pf);
       if (++stage == S) { stage = 0; phase ^= 1; }
     }
+#if RINGATTN_FWD_TRACE
+    if (tracer) trace_mark(p, itc, tr + kTrCLoopEnd);
+#endif
     if (n_blocks > 0) {
       mbar_wait(sm.full + 8 * stage, phase);
       fence_proxy_async();
@@ -125,14 +139,23 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
       wgmma_commit();
       named_arrive(other_bar);
       wgmma_wait<0>();
+#if RINGATTN_FWD_TRACE
+      if (tracer) trace_mark(p, itc, tr + kTrCTailPvDone);
+#endif
       mbar_arrive(sm.empty + 8 * stage);
       if (++stage == S) { stage = 0; phase ^= 1; }
     } else {
       mbar_arrive(sm.q_empty);
     }
     epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane);
+#if RINGATTN_FWD_TRACE
+    if (tracer) trace_mark(p, itc, tr + kTrCEpilogueDone);
+#endif
   }
   if (wg == 0) named_sync(1);  // takes warpgroup 1's last arrive
+#if RINGATTN_FWD_TRACE
+  if (ctid == 0) trace_times(p, kTrHTimerEnd);
+#endif
 }
 
 }  // namespace ringattn::kern::cuda::detail

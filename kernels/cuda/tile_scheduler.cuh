@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
+#include "kernels/cuda/fwd_trace.cuh"
 #include "kernels/cuda/kernel_traits.cuh"
 
 namespace ringattn::kern::cuda::detail {
@@ -99,6 +100,13 @@ __device__ __forceinline__ int for_each_item(const FwdParams& p, int total, int 
       n_end = int(last < 0 ? 0 : (last < t.k_count ? last : t.k_count));
     }
     it.n_blocks = (n_end + BN - 1) / BN;
+#if RINGATTN_FWD_TRACE
+    if (threadIdx.x == 0) {
+      trace_mark(p, itc, kTrPItemDecoded);
+      trace_put(p, itc, kTrNBlocks, unsigned(it.n_blocks));
+      trace_put(p, itc, kTrItem, unsigned(w));
+    }
+#endif
     f(t, it, itc);
     if (p.tile_counter == nullptr) {
       w += gridDim.x;
@@ -108,6 +116,9 @@ __device__ __forceinline__ int for_each_item(const FwdParams& p, int total, int 
       producer_sync();
       w = next[itc & 1];
     }
+#if RINGATTN_FWD_TRACE
+    if (threadIdx.x == 0) trace_mark(p, itc, kTrPNextClaimed);
+#endif
   }
   return itc;
 }
