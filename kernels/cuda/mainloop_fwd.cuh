@@ -67,7 +67,10 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     const WorkItem it = *sm.item;
     if (it.q_rows == 0) break;  // the producer has no more items
     const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks, seg_len = it.seg_len;
-    Epilogue<Traits> epilogue(p, it, r_lo, qc, lane);
+    // pdl: the pass before may still be running until the first item's
+    // epilogue has waited for it (epilogue.cuh); nothing before touches O or LSE.
+    const bool pdl_first = p.pdl && itc == 0;
+    Epilogue<Traits> epilogue(p, it, r_lo, qc, lane, pdl_first);
 
     float o_acc[kON * 4];
 #pragma unroll
@@ -130,7 +133,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     } else {
       mbar_arrive(sm.q_empty);
     }
-    epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane);
+    epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane, pdl_first);
   }
   if (wg == 0) named_sync(1);  // takes warpgroup 1's last arrive
 }
