@@ -5,7 +5,7 @@
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
 //                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
-//                       [--bwd-acc f32|split]] [--trace [--trace-csv FILE]]
+//                       [--bwd-acc f32|split]] [--no-pdl] [--trace [--trace-csv FILE]]
 //
 // --trace (a build with -DRINGATTN_FWD_TRACE=ON only): after the timed runs,
 // one more forward with FwdParams::trace set, each pass into its own buffer
@@ -24,6 +24,13 @@
 // one conversion), the first pass writing instead of adding where it holds
 // every local row (Plan::first_pass_covers_local); the executor's memsets
 // of the other case are not timed.
+//
+// As the executor (RINGATTN_PDL, default on), every pass launch after the
+// first of a timed sequence is a programmatic dependent launch
+// (FwdParams::pdl, BwdParams::pdl, pdl_dq), so it starts on the SMs the
+// previous pass's tail leaves; --no-pdl launches them all plain (A/B). Work
+// goes onto a stream of its own (blocking: ordered with the default stream's
+// input fills and copies).
 //
 // Prints the median and minimum time of --iters runs after --warmup, the
 // useful FLOPs (SPEC.md) and TFLOP/s. Inputs are random (generated on the
@@ -69,7 +76,7 @@ namespace {
   std::fprintf(stderr,
                "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
                "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n"
-               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]]\n"
+               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]] [--no-pdl]\n"
                "       [--trace [--trace-csv FILE]] (a build with -DRINGATTN_FWD_TRACE=ON)\n",
                why.c_str());
   std::exit(2);
@@ -268,7 +275,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
-  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false, trace = false;
+  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false, trace = false, pdl = true;
   std::string trace_csv;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -309,6 +316,8 @@ int main(int argc, char** argv) {
 #endif
     } else if (a == "--trace-csv") {
       trace_csv = value();
+    } else if (a == "--no-pdl") {
+      pdl = false;
     }
     else usage("unknown option " + a);
   }
@@ -344,6 +353,8 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaMemcpy(image.p, im.blob.data(), im.blob.size(), cudaMemcpyHostToDevice));
   const char* base = static_cast<const char*>(image.p);
 
+  cudaStream_t st = nullptr;
+  CHECK_CUDA(cudaStreamCreate(&st));
   kc::FwdParams fp = kc::fwd_shard_params(nullptr, o.p, static_cast<float*>(lse.p), B, N, H, D,
                                           float(1.0 / std::sqrt(double(D))), c.causal, et);
   // --trace: pass pi writes its trace at trace_at[pi] (empty: not traced).
@@ -352,7 +363,8 @@ int main(int argc, char** argv) {
   auto forward = [&](int set) {
     fp.q = qkv[3 * set]->p;
     fp.src = ringattn::kern::KeySource{qkv[3 * set + 1]->p, qkv[3 * set + 2]->p, N * H * D, H * D, D, nullptr};
-    CHECK_CUDA(kc::fwd_init_outputs(o.p, fp.lse, int64_t(elems), int64_t(rows), et, !plan.covers_all, nullptr));
+    CHECK_CUDA(kc::fwd_init_outputs(o.p, fp.lse, int64_t(elems), int64_t(rows), et, !plan.covers_all, st));
+    bool after_pass = false;  // as the executor: pdl right behind another pass's launch only
     for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
       const Pass& ps = plan.passes[pi];
       fp.tiles = reinterpret_cast<const ringattn::kern::Tile*>(base + im.tiles_offset) + ps.tile_begin;
@@ -361,7 +373,10 @@ int main(int argc, char** argv) {
       fp.num_blocks = im.pass_blocks[pi];
       fp.trace = trace_at.empty() ? nullptr : trace_at[pi];
       fp.trace_items = trace_at.empty() ? 0 : trace_items[pi];
-      CHECK_CUDA(kc::fwd_launch(fp, nullptr));
+      fp.pdl = pdl && after_pass;
+      bool launched = false;
+      CHECK_CUDA(kc::fwd_launch(fp, st, &launched));
+      after_pass |= launched;
     }
   };
 
@@ -370,9 +385,9 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaEventCreate(&e1));
   std::vector<float> ms;
   for (int it = 0; it < warmup + iters; ++it) {
-    CHECK_CUDA(cudaEventRecord(e0, nullptr));
+    CHECK_CUDA(cudaEventRecord(e0, st));
     forward(it % sets);
-    CHECK_CUDA(cudaEventRecord(e1, nullptr));
+    CHECK_CUDA(cudaEventRecord(e1, st));
     CHECK_CUDA(cudaEventSynchronize(e1));
     float t = 0;
     CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
@@ -392,8 +407,9 @@ int main(int argc, char** argv) {
               flops / (med * 1e-3) / 1e12, c.causal ? "  causal" : "", bad ? "  NON-FINITE OUTPUT" : "");
   int64_t packed = 0;
   for (const kern::Tile& t : plan.tiles) packed += t.seg_len > 0;
-  std::printf("plan: %zu tiles, %lld of them packed segments (RINGATTN_PACK_SEGMENTS=%d)\n", plan.tiles.size(),
-              (long long)packed, popt.pack_segments ? 1 : 0);
+  std::printf("plan: %zu tiles, %lld of them packed segments (RINGATTN_PACK_SEGMENTS=%d), %zu passes, %s\n",
+              plan.tiles.size(), (long long)packed, popt.pack_segments ? 1 : 0, plan.passes.size(),
+              pdl ? "pdl (passes after the first: programmatic dependent launch)" : "no pdl (--no-pdl)");
   if (trace) {
     // One more forward, every pass traced into its own buffer (CTAs: at most one per SM).
     const int sms = prop.multiProcessorCount;
@@ -410,9 +426,9 @@ int main(int argc, char** argv) {
     DeviceBuffer tbuf(words * 8);
     CHECK_CUDA(cudaMemset(tbuf.p, 0, words * 8));
     for (size_t o : off) trace_at.push_back(static_cast<unsigned long long*>(tbuf.p) + o);
-    CHECK_CUDA(cudaEventRecord(e0, nullptr));
+    CHECK_CUDA(cudaEventRecord(e0, st));
     forward((warmup + iters) % sets);
-    CHECK_CUDA(cudaEventRecord(e1, nullptr));
+    CHECK_CUDA(cudaEventRecord(e1, st));
     CHECK_CUDA(cudaEventSynchronize(e1));
     float t = 0;
     CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
@@ -479,8 +495,10 @@ int main(int argc, char** argv) {
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
     bp.dq_first = !dq_last;
+    bp.pdl_dq = pdl;  // only used where one call launches both kernels (parts 3)
     auto passes = [&](int parts) {
       bp.parts = parts;
+      bool after_pass = false;
       for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
         const Pass& ps = plan.passes[pi];
         bp.tiles = reinterpret_cast<const ringattn::kern::Tile*>(base + im.tiles_offset) + ps.tile_begin;
@@ -490,15 +508,18 @@ int main(int argc, char** argv) {
         bp.q_items = im.pass_blocks[pi];
         bp.k_items = im.pass_key_blocks[pi];
         bp.overwrite = split && pi == 0 && plan.first_pass_covers_local;
-        CHECK_CUDA(kc::bwd_launch(bp, nullptr));
+        bp.pdl = pdl && after_pass;
+        bool launched = false;
+        CHECK_CUDA(kc::bwd_launch(bp, st, &launched));
+        after_pass |= launched;
       }
     };
     auto median_ms = [&](auto&& f) {
       std::vector<float> t;
       for (int it = 0; it < warmup + iters; ++it) {
-        CHECK_CUDA(cudaEventRecord(e0, nullptr));
+        CHECK_CUDA(cudaEventRecord(e0, st));
         f();
-        CHECK_CUDA(cudaEventRecord(e1, nullptr));
+        CHECK_CUDA(cudaEventRecord(e1, st));
         CHECK_CUDA(cudaEventSynchronize(e1));
         float x = 0;
         CHECK_CUDA(cudaEventElapsedTime(&x, e0, e1));
@@ -515,12 +536,12 @@ int main(int argc, char** argv) {
     const int converts = !split ? 3 : dq_atomic ? 1 : 0;  // float32 tensors the run ends with
     const double t_delta = median_ms([&] {
       // atomic dQ: its float32 accumulator is zeroed in the same pass, as the runtime does
-      CHECK_CUDA(kc::bwd_delta(o.p, dout.p, static_cast<float*>(delta.p), B, N, H, D, et, nullptr, dq_atomic ? accs : nullptr));
+      CHECK_CUDA(kc::bwd_delta(o.p, dout.p, static_cast<float*>(delta.p), B, N, H, D, et, st, dq_atomic ? accs : nullptr));
     });
     const double t_dkdv = median_ms([&] { passes(1); });
     const double t_dq = median_ms([&] { passes(2); });
     const double t_conv = median_ms([&] {
-      for (int g = 0; g < converts; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, nullptr));
+      for (int g = 0; g < converts; ++g) CHECK_CUDA(kc::bwd_convert(accs + g * elems, grads.p, int64_t(elems), et, st));
     });
     const double total = t_delta + t_dkdv + t_dq + t_conv;
     std::printf("backward (%s kernels, dQ %s, %s accumulators): delta %.3f ms, dK/dV %.3f ms (%.1f TFLOP/s executed), dQ %.3f ms (%.1f TFLOP/s executed), "
@@ -531,5 +552,6 @@ int main(int argc, char** argv) {
   }
   CHECK_CUDA(cudaEventDestroy(e0));
   CHECK_CUDA(cudaEventDestroy(e1));
+  CHECK_CUDA(cudaStreamDestroy(st));
   return bad ? 1 : 0;
 }

@@ -106,6 +106,24 @@ struct BwdParams {
   // Which launches run (bit 0: dK/dV, bit 1: dQ): both, except in the
   // kernel benchmark, which times them apart.
   int32_t parts = 3;
+  // Programmatic dependent launch (sm_90; FwdParams::pdl says when a caller
+  // may set it): `pdl`: the pass's first launch may start while the kernel
+  // before it on the stream (an earlier pass's) finishes; `pdl_dq`: the dQ
+  // launch may start while this pass's own dK/dV launch finishes (set it
+  // whenever PDL is wanted, also on a sequence's first pass; with `pdl` it is
+  // implied). Both kernels read Q, dO, K/V, LSE, Delta, the tiles and the
+  // prefixes before the earlier kernel has completed: these must have been
+  // written before the sequence's first launch that is not pdl. Each waits
+  // for the earlier kernel (griddepcontrol.wait) before its first access to
+  // what earlier passes write: dK/dV's accumulators (or a received block's
+  // float32 partial), the dQ pass's accumulator. Atomic dQ's adds into dq_acc
+  // do not wait: float additions from two launches commute as well as from
+  // two CTAs; dq_acc is zeroed (Delta's kernel) before the sequence and read
+  // (the conversion, a plain launch) after it. Every CTA lets the next launch
+  // start (griddepcontrol.launch_dependents) as it starts, with or without
+  // pdl. The same bits either way. False: plain launches, as before.
+  bool pdl = false;
+  bool pdl_dq = false;
 };
 
 // BwdParams of a token-major shard (Q, dO: batch x rows x heads x head_dim;
@@ -124,8 +142,9 @@ inline BwdParams bwd_shard_params(const void* q, const void* dout, const float* 
 }
 
 // Both launches of one pass (dK/dV, then dQ). cudaErrorInvalidValue for an
-// unsupported head dim or dtype or a missing pointer.
-cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream);
+// unsupported head dim or dtype or a missing pointer. *launched (if given):
+// whether any kernel went onto the stream (fwd_launch says why it matters).
+cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched = nullptr);
 
 // Delta[b,t,h] = sum_d dout * o (float32 sums), t < rows; o and dout
 // token-major B x rows x H x D, delta B x rows x H. zero (optional, float32,

@@ -55,6 +55,24 @@ struct FwdParams {
   // non-null. trace_items: items recorded per CTA.
   unsigned long long* trace = nullptr;
   int32_t trace_items = 0;
+  // Programmatic dependent launch (sm_90): this launch may start while the
+  // kernel before it on the stream finishes (cudaLaunchKernelEx with
+  // programmatic stream serialization), its CTAs taking the SMs that kernel's
+  // tail leaves idle. The producer reads Q, K/V, the tiles, the prefix and
+  // tile_counter before the earlier kernel has completed, so these must have
+  // been written before the first launch that is NOT pdl (the start of the
+  // sequence) and by nothing on the stream since; every consumer thread waits
+  // for the earlier kernel (griddepcontrol.wait) before its first access to O
+  // and LSE (its first item's old LSE is read after that wait, in the
+  // epilogue). Set it only where the operation just before on the stream is
+  // another attention pass's launch (no memset, event wait or other kernel in
+  // between): the CUDA executor sets it for every launch of a step's pass
+  // loop but the first (RINGATTN_PDL=0: never). Every CTA executes
+  // griddepcontrol.launch_dependents once fewer than a grid's worth of items
+  // is left after the one it starts (tile_scheduler.cuh), with or without pdl
+  // (a no-op unless the next launch is programmatic). The same bits either
+  // way. False: a plain launch, as before.
+  bool pdl = false;
 };
 
 // The layout fields FwdParams and BwdParams share, for a token-major shard
@@ -92,7 +110,10 @@ int fwd_block_m(ElemType dtype, int head_dim);
 
 // Returns cudaSuccess or the launch error; cudaErrorInvalidValue for an
 // unsupported head_dim (callers turn it into a Status naming the value).
-cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream);
+// *launched (if given): whether a kernel went onto the stream (an empty pass
+// launches none, so the next pass's launch follows whatever came before it:
+// a caller setting FwdParams::pdl needs to know).
+cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream, bool* launched = nullptr);
 
 // Fill LSE with -inf (and O with zeros when zero_o) before the first pass.
 cudaError_t fwd_init_outputs(void* o, float* lse, int64_t o_elems, int64_t lse_elems,

@@ -68,6 +68,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   const int tid = threadIdx.x, lane = tid & 31, warp = (tid - NP) >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
   const int item = blockIdx.x, batch = blockIdx.y;
+  // The next launch may start once every CTA of this one has started
+  // (bwd_kernel.cuh): it waits for this one before touching what it writes.
+  if (tid == 0) griddep_launch_dependents();
   const int ti = find_tile(p.k_prefix, p.num_tiles, item);
   const Tile t = p.tiles[ti];
   const int n0 = (item - __ldg(p.k_prefix + ti)) * BN;
@@ -79,7 +82,13 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     m_lo = first <= 0 ? 0 : (first >= t.q_count ? t.q_count : int(first));
     m_lo -= m_lo % BQ;
   }
-  if (m_lo >= t.q_count) return;
+  if (m_lo >= t.q_count) {
+    // Nothing to do. pdl: one thread of the grid waits for the launch before
+    // all the same, so that this grid's completion implies that one's even if
+    // every CTA returns here (bwd_kernel.cuh).
+    if (p.pdl && item == 0 && batch == 0 && tid == 0) griddep_wait();
+    return;
+  }
 
   const TileRows<Elem, D> g(p, t, batch);
   const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
@@ -427,6 +436,15 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     gidx[i] = r < kn ? kv0 + key_row(t, p.src, n0 + r) * p.src.row_stride + dq_chunk(r, c) * 4 : -1;
   }
   const bool fresh = p.overwrite && p.dk_lo != nullptr;
+  // pdl: the launch before may still be running, and earlier passes' adds to
+  // these rows (or the first pass's writes) must be complete and visible
+  // before this thread's first read or write of dK/dV (or of a received
+  // block's float32 partial): wait for it. Everything before read only
+  // Q, dO, K/V, LSE, Delta (written before the sequence) and, with atomic
+  // dQ, added to dq_acc (additions commute across launches; nothing else
+  // touches dq_acc during the sequence). prefetch_acc only pulled lines into
+  // L2, where every SM's stores land: nothing stale is read through it.
+  if (p.pdl) griddep_wait();
   grad_add4_rows<Elem, NR>(GradAcc{p.dk_acc, p.dk_hi, p.dk_lo}, gidx, s_acc + r0 * D + c * 4, RPS * D, fresh);
   grad_add4_rows<Elem, NR>(GradAcc{p.dv_acc, p.dv_hi, p.dv_lo}, gidx, s_acc + BN * D + r0 * D + c * 4, RPS * D, fresh);
 }

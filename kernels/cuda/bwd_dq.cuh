@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
   const int tid = threadIdx.x, lane = tid & 31, warp = (tid - NP) >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
   const int item = blockIdx.x, batch = blockIdx.y;
+  if (tid == 0) griddep_launch_dependents();  // as in bwd_dkdv
   const int ti = find_tile(p.q_prefix, p.num_tiles, item);
   const Tile t = p.tiles[ti];
   const int m0 = (item - __ldg(p.q_prefix + ti)) * BM;
@@ -50,7 +51,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
     const int64_t last = int64_t(diag) + m0 + q_rows;
     n_end = int(last < 0 ? 0 : (last < t.k_count ? last : t.k_count));
   }
-  if (n_end == 0) return;
+  if (n_end == 0) {
+    if (p.pdl && item == 0 && batch == 0 && tid == 0) griddep_wait();  // as in bwd_dkdv
+    return;
+  }
 
   const TileRows<Elem, D> g(p, t, batch);
   auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
@@ -163,6 +167,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
   if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
 
   const int64_t q0 = batch * p.q_batch_stride + int64_t(t.head) * D;
+  // pdl: earlier passes' adds to these dQ rows (or the first pass's writes)
+  // complete and visible before this thread's first access (bwd_dkdv).
+  if (p.pdl) griddep_wait();
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = 64 * wg + r_lo + 8 * h;

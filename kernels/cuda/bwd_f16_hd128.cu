@@ -2,5 +2,5 @@
 #include "kernels/cuda/bwd_kernel.cuh"
 
 namespace ringattn::kern::cuda::detail {
-template cudaError_t run_bwd<__half, 128>(const BwdParams&, cudaStream_t);
+template cudaError_t run_bwd<__half, 128>(const BwdParams&, cudaStream_t, bool*);
 }  // namespace ringattn::kern::cuda::detail

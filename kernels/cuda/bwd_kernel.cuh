@@ -37,40 +37,61 @@
 // cycles stalled at that barrier) 1.15x slower than the mbarrier ring; every
 // thread loading as well as computing (no producer) 1.05x slower with the dQ
 // pass and 1.24x with atomic dQ (dense 16k, H100).
+//
+// Programmatic dependent launch (BwdParams::pdl, pdl_dq): neither kernel is
+// persistent (a CTA per item, several waves), so every CTA lets the next
+// launch start (griddepcontrol.launch_dependents) as it starts: the next
+// launch begins once the last wave has started, and its CTAs take the SMs
+// that wave's CTAs leave. A launch made with pdl runs its whole main loop
+// (which reads only what was written before the sequence) and waits for the
+// launch before it (griddepcontrol.wait) in every thread that then touches
+// the accumulators, just before its epilogue. A CTA with nothing to do
+// returns at once; block (0, 0) waits first, so every grid waits somewhere
+// and a launch's completion implies that of all launches before it.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
 #include "kernels/cuda/bwd_dkdv.cuh"
 #include "kernels/cuda/bwd_dq.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace ringattn::kern::cuda::detail {
 
+// One launch (none for no items); `pdl` is this launch's BwdParams::pdl (the
+// kernels read it from their copy of the parameters).
 template <typename Kernel>
-cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int threads, const BwdParams& p,
-                              cudaStream_t stream) {
+cudaError_t launch_bwd_kernel(Kernel kernel, int smem, int items, int batch, int threads, const BwdParams& p, bool pdl,
+                              cudaStream_t stream, bool* launched) {
   if (items == 0) return cudaSuccess;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return e;
-  kernel<<<dim3(unsigned(items), unsigned(batch)), threads, smem, stream>>>(p);
-  return cudaGetLastError();
+  BwdParams q = p;
+  q.pdl = pdl;
+  e = launch_kernel(kernel, dim3(unsigned(items), unsigned(batch)), threads, smem, stream, q, pdl);
+  *launched |= e == cudaSuccess;
+  return e;
 }
 
 template <typename Elem, int D, bool kCausal>
-cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream) {
+cudaError_t launch_bwd(const BwdParams& p, cudaStream_t stream, bool* launched) {
+  bool dkdv = false;
   if (p.parts & 1) {
     cudaError_t e = launch_bwd_kernel(bwd_dkdv_kernel<Elem, D, kCausal>, DkdvSmem<D>::kBytes, p.k_items, p.batch,
-                                      kBwdThreads, p, stream);
+                                      kBwdThreads, p, p.pdl, stream, &dkdv);
+    *launched |= dkdv;
     if (e != cudaSuccess) return e;
   }
   if (!(p.parts & 2) || p.dq_atomic) return cudaSuccess;
+  // Right behind this pass's dK/dV launch (pdl_dq), or, where that launched
+  // nothing, first of the pass (pdl).
   return launch_bwd_kernel(bwd_dq_kernel<Elem, D, kCausal>, DqSmem<D>::kBytes, p.q_items, p.batch, kBwdThreads, p,
-                           stream);
+                           dkdv ? p.pdl || p.pdl_dq : p.pdl, stream, launched);
 }
 
 // Explicitly instantiated once per (dtype, head dim) file (bwd_<dtype>_hd<D>.cu).
 template <typename Elem, int D>
-cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream) {
-  return p.causal ? launch_bwd<Elem, D, true>(p, stream) : launch_bwd<Elem, D, false>(p, stream);
+cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream, bool* launched) {
+  return p.causal ? launch_bwd<Elem, D, true>(p, stream, launched) : launch_bwd<Elem, D, false>(p, stream, launched);
 }
 
 }  // namespace ringattn::kern::cuda::detail

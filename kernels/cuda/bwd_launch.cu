@@ -14,14 +14,16 @@ namespace ringattn::kern::cuda {
 
 namespace detail {
 template <typename Elem, int D>
-cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream);
-extern template cudaError_t run_bwd<__nv_bfloat16, 64>(const BwdParams&, cudaStream_t);
-extern template cudaError_t run_bwd<__nv_bfloat16, 128>(const BwdParams&, cudaStream_t);
-extern template cudaError_t run_bwd<__half, 64>(const BwdParams&, cudaStream_t);
-extern template cudaError_t run_bwd<__half, 128>(const BwdParams&, cudaStream_t);
+cudaError_t run_bwd(const BwdParams& p, cudaStream_t stream, bool* launched);
+extern template cudaError_t run_bwd<__nv_bfloat16, 64>(const BwdParams&, cudaStream_t, bool*);
+extern template cudaError_t run_bwd<__nv_bfloat16, 128>(const BwdParams&, cudaStream_t, bool*);
+extern template cudaError_t run_bwd<__half, 64>(const BwdParams&, cudaStream_t, bool*);
+extern template cudaError_t run_bwd<__half, 128>(const BwdParams&, cudaStream_t, bool*);
 }  // namespace detail
 
-cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream) {
+cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched) {
+  bool any = false;
+  if (launched) *launched = false;
   if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
   if (p.dtype != ElemType::bf16 && p.dtype != ElemType::f16) return cudaErrorInvalidValue;
   if (p.num_tiles < 0 || p.q_items < 0 || p.k_items < 0 || p.batch < 1 || p.batch > 65535) return cudaErrorInvalidValue;
@@ -34,9 +36,14 @@ cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream) {
   // A writing first pass stores split dK and dV (one `fresh` for both) and, with the dQ
   // pass, split dQ; float32 accumulators are only ever added to.
   if (p.overwrite && (!p.dk_lo || !p.dv_lo || (!p.dq_atomic && !p.dq_lo))) return cudaErrorInvalidValue;
+  cudaError_t e;
   if (p.dtype == ElemType::bf16)
-    return p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream) : detail::run_bwd<__nv_bfloat16, 64>(p, stream);
-  return p.head_dim == 128 ? detail::run_bwd<__half, 128>(p, stream) : detail::run_bwd<__half, 64>(p, stream);
+    e = p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream, &any)
+                          : detail::run_bwd<__nv_bfloat16, 64>(p, stream, &any);
+  else
+    e = p.head_dim == 128 ? detail::run_bwd<__half, 128>(p, stream, &any) : detail::run_bwd<__half, 64>(p, stream, &any);
+  if (launched) *launched = any;
+  return e;
 }
 
 namespace {

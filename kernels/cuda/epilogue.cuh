@@ -11,6 +11,18 @@
 // nothing old (l1 = -inf) is overwritten without reading O.
 // A thread owns rows r_lo and r_lo + 8 of its warp's 16, columns qc, qc+1 of
 // every 8-column block (softmax.cuh); the quad's lane 0 writes LSE.
+//
+// Programmatic dependent launch (FwdParams::pdl): O and LSE are what the
+// passes before this one on the stream wrote, and the one just before may
+// still be running. So in the CTA's first item (`defer`, `wait`) each consumer
+// thread waits for it (griddepcontrol.wait) at the top of store(), before its first
+// read or write of O and LSE in this pass, and reads the old LSE only after
+// that wait (not at the item's start); later items read and write after this
+// thread's wait. The old O rows are still pulled into L2 at the first item's
+// start: a prefetch brings no data into registers or L1, and L2 is where
+// every SM's stores land (the point of coherence), so a line prefetched
+// before the earlier pass writes it is updated by that write, not left stale.
+// The loads that use it come after the wait.
 #pragma once
 #include "kernels/cuda/kernel_traits.cuh"
 #include "kernels/cuda/softmax.cuh"
@@ -30,8 +42,10 @@ struct Epilogue {
 
   // At the item's start: when merging, fetch the old LSE now and pull the old
   // O rows into L2, so the epilogue does not wait two dependent DRAM round
-  // trips while the tensor cores idle.
-  __device__ __forceinline__ Epilogue(const FwdParams& p, const WorkItem& it, int r_lo, int qc, int lane) {
+  // trips while the tensor cores idle. With `defer` (pdl, the CTA's first
+  // item) the LSE is read by store(), after its wait.
+  __device__ __forceinline__ Epilogue(const FwdParams& p, const WorkItem& it, int r_lo, int qc, int lane,
+                                      bool defer) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = r_lo + h * 8;
@@ -40,16 +54,27 @@ struct Epilogue {
                 qrow * p.q_row_stride;
       lrow[h] = p.lse + it.batch * p.lse_batch_stride + it.head + qrow * p.lse_row_stride;
       if (p.accumulate && row < it.q_rows) {
-        l_old[h] = *lrow[h];
+        if (!defer) l_old[h] = *lrow[h];
         // The quad's 4 lanes cover the row's 2 (D = 128) or 1 (D = 64) 128-byte lines.
         if ((lane & 3) * 128 < D * 2) prefetch_l2(orow[h] - qc + (lane & 3) * 64);
       }
     }
   }
 
-  // O = o_acc / row_sum and LSE = log(row_sum) + row_max * scale, written or merged.
+  // O = o_acc / row_sum and LSE = log(row_sum) + row_max * scale, written or
+  // merged. `wait` (pdl, the CTA's first item; the constructor's `defer`):
+  // wait for the pass before, then read the old LSE.
   __device__ __forceinline__ void store(const FwdParams& p, const WorkItem& it, const float* o_acc,
-                                        const float* row_max, float* row_sum, float sl2, int r_lo, int lane) {
+                                        const float* row_max, float* row_sum, float sl2, int r_lo, int lane,
+                                        bool wait) {
+    if (wait) {
+      griddep_wait();
+      if (p.accumulate) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          if (r_lo + h * 8 < it.q_rows) l_old[h] = *lrow[h];
+      }
+    }
     quad_allreduce_sum(row_sum);
     float w1[2], w2[2], lnew[2];
     bool write[2];

@@ -16,11 +16,22 @@
 // hands it to the consumers through shared memory and streams its Q and K/V
 // rows; the two consumer warpgroups (setmaxnreg 232) compute and write it.
 // Atomics only hand out work items (never sum results): reruns are bit-identical.
+//
+// Programmatic dependent launch (FwdParams::pdl): a pass launched with pdl
+// starts while the pass before it drains. Every CTA lets the next pass start
+// (griddepcontrol.launch_dependents) once its producer starts an item with
+// fewer than a grid's worth left after it (tile_scheduler.cuh), or has no
+// more; with pdl, each consumer thread waits for the pass before
+// (griddepcontrol.wait) in its first item's epilogue, before its first read
+// or write of O and LSE (load.cuh, epilogue.cuh say why the rest is safe).
+// Every CTA has an item (grid <= items), so the grid waits before it
+// completes: a pass's completion implies that of every pass before it.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
 #include "kernels/cuda/fwd_trace.cuh"
 #include "kernels/cuda/kernel_traits.cuh"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/load.cuh"
 #include "kernels/cuda/mainloop_fwd.cuh"
 #include "kernels/cuda/tile_scheduler.cuh"
@@ -58,8 +69,7 @@ cudaError_t launch_fwd(const FwdParams& p, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   int grid = 0;
   if ((e = fwd_grid_size(p, &grid)) != cudaSuccess) return e;
-  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(kernel, dim3(unsigned(grid)), Traits::kThreads, Traits::kSmemBytes, stream, p, p.pdl);
 }
 
 // Causal becomes a template constant here (the flash-attention habit: runtime

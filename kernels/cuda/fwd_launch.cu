@@ -18,7 +18,8 @@ int fwd_block_m(ElemType /*dtype*/, int /*head_dim*/) {
   return detail::FwdTraits<__nv_bfloat16, 128>::kBlockM;  // 128 for every dtype and head dim
 }
 
-cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream) {
+cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream, bool* launched) {
+  if (launched) *launched = false;
   if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
   if (p.dtype != ElemType::bf16 && p.dtype != ElemType::f16) return cudaErrorInvalidValue;
   if (p.num_tiles < 0 || p.num_blocks < 0 || p.batch < 1) return cudaErrorInvalidValue;
@@ -26,12 +27,15 @@ cudaError_t fwd_launch(const FwdParams& p, cudaStream_t stream) {
   if (!p.q || !p.o || !p.lse || !p.src.k || !p.src.v || !p.tiles || !p.tile_block_prefix)
     return cudaErrorInvalidValue;
   if (p.batch > 65535) return cudaErrorInvalidValue;
+  cudaError_t e;
   if (p.dtype == ElemType::bf16) {
-    return p.head_dim == 128 ? detail::run_fwd<__nv_bfloat16, 128>(p, stream)
-                             : detail::run_fwd<__nv_bfloat16, 64>(p, stream);
+    e = p.head_dim == 128 ? detail::run_fwd<__nv_bfloat16, 128>(p, stream)
+                          : detail::run_fwd<__nv_bfloat16, 64>(p, stream);
+  } else {
+    e = p.head_dim == 128 ? detail::run_fwd<__half, 128>(p, stream) : detail::run_fwd<__half, 64>(p, stream);
   }
-  return p.head_dim == 128 ? detail::run_fwd<__half, 128>(p, stream)
-                           : detail::run_fwd<__half, 64>(p, stream);
+  if (launched) *launched = e == cudaSuccess;
+  return e;
 }
 
 namespace {

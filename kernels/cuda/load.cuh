@@ -16,6 +16,12 @@
 // producer never waits for its own loads, only for the consumers to free a
 // stage (`empty`). The ring runs on across items, so the next item's Q/K/V
 // arrive during this one's tail and epilogue.
+//
+// With FwdParams::pdl the producer runs while the pass before it on the
+// stream may still be running, and never waits for it: it reads only Q, K/V,
+// the tiles, the prefix (written before the sequence of passes began: the
+// caller's rule) and this pass's own tile counter (zeroed before the
+// sequence; every pass has its own), none of which an earlier pass writes.
 #pragma once
 #include <cstdint>
 #include "kernels/common/tile.hpp"
@@ -133,8 +139,11 @@ __device__ __forceinline__ void produce(const FwdParams& p, const SmemLayout<Tra
     if (tid == 0) trace_mark(p, itc, kTrPLastKvIssued);
 #endif
   });
-  // No more items: an empty one (q_rows == 0) once the consumers are done
-  // with the last Q, with every arrival q_full expects.
+  // No more items (a CTA whose items all came before the last G of the pass
+  // lets the next pass start only now: for_each_item).
+  if (tid == 0) griddep_launch_dependents();
+  // An empty item (q_rows == 0) once the consumers are done with the last Q,
+  // with every arrival q_full expects.
   mbar_wait(sm.q_empty, (items & 1) ^ 1);
   if (tid == 0) {
     WorkItem done{};

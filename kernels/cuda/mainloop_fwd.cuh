@@ -75,7 +75,10 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     if (tracer) trace_mark(p, itc, tr + kTrCQReady);
 #endif
     const int m0 = it.m0, diag = it.diag, k_count = it.k_count, n_blocks = it.n_blocks, seg_len = it.seg_len;
-    Epilogue<Traits> epilogue(p, it, r_lo, qc, lane);
+    // pdl: the pass before may still be running until the first item's
+    // epilogue has waited for it (epilogue.cuh); nothing before touches O or LSE.
+    const bool pdl_first = p.pdl && itc == 0;
+    Epilogue<Traits> epilogue(p, it, r_lo, qc, lane, pdl_first);
 
     float o_acc[kON * 4];
 #pragma unroll
@@ -147,7 +150,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     } else {
       mbar_arrive(sm.q_empty);
     }
-    epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane);
+    epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane, pdl_first);
 #if RINGATTN_FWD_TRACE
     if (tracer) trace_mark(p, itc, tr + kTrCEpilogueDone);
 #endif

@@ -80,6 +80,22 @@ __device__ __forceinline__ void red_add_v4(float* addr, float a, float b, float 
                : "memory");
 }
 
+// ------------------------------------------- programmatic dependent launch --
+// (PDL, sm_90; FwdParams::pdl.) The kernel launched after this one on the
+// stream with programmatic stream serialization may start once every CTA of
+// this grid has executed launch_dependents or exited (a hint: repeats in a CTA
+// do nothing more; without such a dependent it does nothing).
+__device__ __forceinline__ void griddep_launch_dependents() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+// Blocks the calling thread until the grid this one was launched behind has
+// completed and its memory operations are visible to this grid. Only what
+// follows in this thread is ordered (every thread that touches the earlier
+// kernel's data waits itself); the memory clobber keeps the compiler from
+// moving loads or stores across it. A no-op when the launch was not
+// programmatic.
+__device__ __forceinline__ void griddep_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
 // Register reallocation between warpgroups (every warp of the warpgroup).
 template <int kRegs>
 __device__ __forceinline__ void warpgroup_reg_dealloc() {

@@ -100,6 +100,17 @@ __device__ __forceinline__ int for_each_item(const FwdParams& p, int total, int 
       n_end = int(last < 0 ? 0 : (last < t.k_count ? last : t.k_count));
     }
     it.n_blocks = (n_end + BN - 1) / BN;
+    // Fewer than G items are left after this one: in the static order this
+    // is the CTA's last item, and with the counter every CTA is at about its
+    // last. The next pass (launched with FwdParams::pdl) may then start once
+    // every CTA has got here or exited, and its CTAs take the SMs that this
+    // pass's finished CTAs leave (one CTA fills an SM's shared memory, so
+    // none starts on an SM whose CTA still runs). Only a hint: the next pass
+    // orders itself behind this one with griddepcontrol.wait, so where this
+    // sits changes the timing, never the results. (Later than this, at the
+    // counter's exhaustion, the CTA holding the pass's last item would hold
+    // the launch back for most of that item while other SMs idle.)
+    if (w >= total - int(gridDim.x) && threadIdx.x == 0) griddep_launch_dependents();
 #if RINGATTN_FWD_TRACE
     if (threadIdx.x == 0) {
       trace_mark(p, itc, kTrPItemDecoded);

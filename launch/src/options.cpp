@@ -243,7 +243,9 @@ std::string usage(const std::string& cmd) {
        "  RINGATTN_BWD_PINGPONG=1|0, RINGATTN_PACK_SEGMENTS=1|0 (short segments packed 128/c to a tile;\n"
        "                        the same on every rank),\n"
        "  RINGATTN_BWD_DQ=pass|atomic, RINGATTN_BWD_DQ_ORDER=first|last (atomic dQ's GEMM before or\n"
-       "                        after dK's)   kernel and ring settings for A/B runs (README, Status and limits)\n"
+       "                        after dK's), RINGATTN_PDL=1|0 (consecutive attention launches of a ring\n"
+       "                        step overlap: programmatic dependent launch)\n"
+       "                        kernel and ring settings for A/B runs (README, Status and limits)\n"
        "Exit codes: 0 success, 1 failure (verify FAILED, a write failed, ...), 2 bad arguments\n"
        "or inputs, 3 communication failure or timeout. An error is printed once, by rank 0.\n";
   if (cmd == "bench") u += "(training-like loop with changing lengths and prefetch: examples/varlen_loop.cpp)\n";

@@ -575,6 +575,260 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
 INSTANTIATE_TEST_SUITE_P(ShortSegments, KernelBwd,
                          ::testing::Combine(::testing::ValuesIn(short_segment_cases(true)), kVariants), param_name);
 
+// ---- programmatic dependent launch (FwdParams::pdl, BwdParams::pdl, pdl_dq)
+//
+// A sequence of pass launches on one stream, every launch after the first a
+// programmatic dependent launch (as the CUDA executor launches a ring step's
+// passes), must give the bits of the same launches made plain: a launch reads
+// and writes what the launch before it wrote (every pass merges into the same
+// O/LSE rows; every backward pass adds into the same dQ/dK/dV rows), so a
+// missing or misplaced griddepcontrol.wait shows as other bits (or NaN: the
+// outputs are poisoned first where nothing should read them). The plan's
+// passes run kRepeat times in a row in one sequence (the same keys merged
+// again: a different result, but a deterministic one) for more launch
+// boundaries. Forward: the static and the dynamic tile order, plain once, pdl
+// twice each. Backward: the dQ pass with split accumulators (the first pass
+// writing where it holds every row; dQ, dK, dV and their remainders
+// bit-identical), and atomic dQ with float32 accumulators (dK and dV
+// bit-identical; dQ's float adds come in a timing-dependent order, so within
+// 1e-5 relative L2 of the plain run's). Everything on a stream of its own.
+struct PdlCase {
+  std::string name;
+  std::vector<Branch> branches;
+  int64_t seq, heads, head_dim, batch;
+  bool causal;
+  DType dtype;
+};
+void PrintTo(const PdlCase& c, std::ostream* os) { *os << c.name; }
+
+class KernelPdl : public ::testing::TestWithParam<PdlCase> {};
+
+TEST_P(KernelPdl, SameBitsAsPlainLaunches) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  constexpr int kRepeat = 3;
+  const PdlCase& pc = GetParam();
+  const int64_t B = pc.batch, N = pc.seq, H = pc.heads, D = pc.head_dim;
+  Config c = make_config(pc.branches, H, D, pc.causal, HeadOffsets::interleaved, pc.dtype);
+  c.backend = Backend::cuda;
+  ASSERT_TRUE(validate_config(c).ok());
+  const kern::ElemKind kind = elem_kind(pc.dtype);
+  const kc::ElemType et = pc.dtype == DType::bf16 ? kc::ElemType::bf16 : kc::ElemType::f16;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(describe(c, N, B) + " seed=" + std::to_string(seed));
+  Shape s;
+  s.batch = B;
+  s.seq = N;
+  const Plan plan = build_plan(c, s, 1, 0, PlanOptions{});
+  const PlanImage im = build_plan_image(plan, kc::fwd_block_m(et, int(D)));
+  const size_t np = plan.passes.size();
+  ASSERT_GE(np, 2u) << "a sequence of one pass has no launch boundary";
+  const size_t n = size_t(B * N * H * D), rows = size_t(B * N * H);
+  const Inputs in = make_inputs(kind, seed, n, 1.0);
+  std::vector<uint16_t> dout(n);
+  {
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = float(kern::synth_value(seed, kern::SynthTensor::dout, i));
+    kern::from_float(kind, f.data(), n, dout.data());
+  }
+  DeviceBuffer image(im.blob.size()), q(n * 2), k(n * 2), v(n * 2), o(n * 2), dO(n * 2), lse(rows * 4),
+      delta(rows * 4), acc(3 * n * 4), hi(3 * n * 2), lo(3 * n * 2), counters(kRepeat * np * sizeof(int32_t));
+  for (const DeviceBuffer* d : {&image, &q, &k, &v, &o, &dO, &lse, &delta, &acc, &hi, &lo, &counters})
+    ASSERT_EQ(d->status(), cudaSuccess);
+  ASSERT_EQ(image.upload(im.blob.data()), cudaSuccess);
+  ASSERT_EQ(q.upload(in.q.data()), cudaSuccess);
+  ASSERT_EQ(k.upload(in.k.data()), cudaSuccess);
+  ASSERT_EQ(v.upload(in.v.data()), cudaSuccess);
+  ASSERT_EQ(dO.upload(dout.data()), cudaSuccess);
+  cudaStream_t st = nullptr;
+  ASSERT_EQ(cudaStreamCreate(&st), cudaSuccess);
+  struct StreamGuard {
+    cudaStream_t s;
+    ~StreamGuard() { cudaStreamDestroy(s); }
+  } guard{st};
+  const char* base = static_cast<const char*>(image.get());
+  const auto* tiles = reinterpret_cast<const kern::Tile*>(base + im.tiles_offset);
+  const auto* prefix = reinterpret_cast<const int32_t*>(base + im.prefix_offset);
+  const auto* key_prefix = reinterpret_cast<const int32_t*>(base + im.key_prefix_offset);
+  const kern::KeySource src{k.get(), v.get(), N * H * D, H * D, D, nullptr};
+  auto fetch = [&](const void* dev, size_t bytes) {
+    std::vector<uint8_t> h(bytes);
+    EXPECT_EQ(cudaMemcpy(h.data(), dev, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+  };
+
+  // ---- forward: O and LSE of kRepeat x the plan's passes, from NaN.
+  kc::FwdParams fp = kc::fwd_shard_params(q.get(), o.get(), static_cast<float*>(lse.get()), B, N, H, D,
+                                          float(1.0 / std::sqrt(double(D))), c.causal, et);
+  fp.src = src;
+  auto forward = [&](bool pdl, bool dynamic, std::vector<uint8_t>* o_bits, std::vector<uint8_t>* lse_bits) {
+    ASSERT_EQ(cudaMemsetAsync(counters.get(), 0, kRepeat * np * sizeof(int32_t), st), cudaSuccess);
+    ASSERT_EQ(cudaMemsetAsync(o.get(), 0xFF, n * 2, st), cudaSuccess);  // NaN in bf16, f16 and float32
+    ASSERT_EQ(cudaMemsetAsync(lse.get(), 0xFF, rows * 4, st), cudaSuccess);
+    ASSERT_EQ(kc::fwd_init_outputs(o.get(), fp.lse, int64_t(n), int64_t(rows), et, !plan.covers_all, st), cudaSuccess);
+    bool after_pass = false;
+    for (int rep = 0; rep < kRepeat; ++rep)
+      for (size_t pi = 0; pi < np; ++pi) {
+        fp.tiles = tiles + plan.passes[pi].tile_begin;
+        fp.num_tiles = int32_t(plan.passes[pi].tile_end - plan.passes[pi].tile_begin);
+        fp.tile_block_prefix = prefix + im.pass_prefix_offset[pi];
+        fp.num_blocks = im.pass_blocks[pi];
+        fp.tile_counter = dynamic ? static_cast<int32_t*>(counters.get()) + rep * np + pi : nullptr;
+        fp.pdl = pdl && after_pass;
+        bool launched = false;
+        ASSERT_EQ(kc::fwd_launch(fp, st, &launched), cudaSuccess) << "pass " << pi;
+        after_pass |= launched;
+      }
+    ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+    *o_bits = fetch(o.get(), n * 2);
+    *lse_bits = fetch(lse.get(), rows * 4);
+  };
+  std::vector<uint8_t> o_ref, lse_ref;
+  forward(false, false, &o_ref, &lse_ref);
+  if (HasFatalFailure()) return;
+  {
+    std::vector<float> of(n);
+    kern::to_float(kind, reinterpret_cast<const uint16_t*>(o_ref.data()), n, of.data());
+    int64_t bad = 0;
+    for (float x : of) bad += !std::isfinite(x);
+    const float* l = reinterpret_cast<const float*>(lse_ref.data());
+    for (size_t i = 0; i < rows; ++i) bad += std::isnan(l[i]);
+    ASSERT_EQ(bad, 0) << "non-finite O or NaN LSE in the plain launches' forward";
+  }
+  for (int dynamic = 0; dynamic < 2; ++dynamic)
+    for (int run = 0; run < 2; ++run) {
+      SCOPED_TRACE(std::string("forward, pdl, ") + (dynamic ? "dynamic" : "static") + " tile order, run " +
+                   std::to_string(run));
+      std::vector<uint8_t> ob, lb;
+      forward(true, dynamic == 1, &ob, &lb);
+      if (HasFatalFailure()) return;
+      EXPECT_EQ(std::memcmp(ob.data(), o_ref.data(), ob.size()), 0) << "O differs from the plain launches'";
+      EXPECT_EQ(std::memcmp(lb.data(), lse_ref.data(), lb.size()), 0) << "LSE differs from the plain launches'";
+    }
+  // The backward reads the plain launches' O and LSE.
+  {
+    std::vector<uint8_t> ob, lb;
+    forward(false, true, &ob, &lb);
+    if (HasFatalFailure()) return;
+  }
+
+  // ---- backward: kRepeat x the plan's passes into the same accumulators.
+  kc::BwdParams bp = kc::bwd_shard_params(q.get(), dO.get(), static_cast<const float*>(lse.get()),
+                                          static_cast<const float*>(delta.get()), B, N, H, D,
+                                          float(1.0 / std::sqrt(double(D))), c.causal, et);
+  bp.src = src;
+  bp.pingpong = true;  // the runtime's default
+  float* const f32 = static_cast<float*>(acc.get());
+  char* const hib = static_cast<char*>(hi.get());
+  uint16_t* const lob = static_cast<uint16_t*>(lo.get());
+  // split: dQ pass, split accumulators (hi then lo of dQ, dK, dV); else atomic dQ, float32 (dQ, dK, dV).
+  auto backward = [&](bool pdl, bool split, std::vector<uint8_t>* out) {
+    const bool overwrite = split && plan.first_pass_covers_local;
+    bp.dq_atomic = !split;
+    if (split) {
+      const int fill = overwrite ? 0xFF : 0;  // NaN where the first pass writes without reading
+      ASSERT_EQ(cudaMemsetAsync(hi.get(), fill, 3 * n * 2, st), cudaSuccess);
+      ASSERT_EQ(cudaMemsetAsync(lo.get(), fill, 3 * n * 2, st), cudaSuccess);
+      bp.dq_acc = bp.dk_acc = bp.dv_acc = nullptr;
+      bp.dq_hi = hib;
+      bp.dk_hi = hib + n * 2;
+      bp.dv_hi = hib + 2 * n * 2;
+      bp.dq_lo = lob;
+      bp.dk_lo = lob + n;
+      bp.dv_lo = lob + 2 * n;
+    } else {
+      ASSERT_EQ(cudaMemsetAsync(acc.get(), 0xFF, n * 4, st), cudaSuccess);  // dQ: Delta's kernel zeroes it
+      ASSERT_EQ(cudaMemsetAsync(f32 + n, 0, 2 * n * 4, st), cudaSuccess);
+      bp.dq_acc = f32;
+      bp.dk_acc = f32 + n;
+      bp.dv_acc = f32 + 2 * n;
+      bp.dq_hi = bp.dk_hi = bp.dv_hi = nullptr;
+      bp.dq_lo = bp.dk_lo = bp.dv_lo = nullptr;
+    }
+    ASSERT_EQ(kc::bwd_delta(o.get(), dO.get(), static_cast<float*>(delta.get()), B, N, H, D, et, st,
+                            split ? nullptr : f32),
+              cudaSuccess);
+    bool after_pass = false;
+    bp.pdl_dq = pdl;
+    for (int rep = 0; rep < kRepeat; ++rep)
+      for (size_t pi = 0; pi < np; ++pi) {
+        bp.tiles = tiles + plan.passes[pi].tile_begin;
+        bp.num_tiles = int32_t(plan.passes[pi].tile_end - plan.passes[pi].tile_begin);
+        bp.q_prefix = prefix + im.pass_prefix_offset[pi];
+        bp.k_prefix = key_prefix + im.pass_prefix_offset[pi];
+        bp.q_items = im.pass_blocks[pi];
+        bp.k_items = im.pass_key_blocks[pi];
+        bp.overwrite = overwrite && rep == 0 && pi == 0;
+        bp.pdl = pdl && after_pass;
+        bool launched = false;
+        ASSERT_EQ(kc::bwd_launch(bp, st, &launched), cudaSuccess) << "pass " << pi;
+        after_pass |= launched;
+      }
+    ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+    if (split) {
+      *out = fetch(hi.get(), 3 * n * 2);
+      const std::vector<uint8_t> l = fetch(lo.get(), 3 * n * 2);
+      out->insert(out->end(), l.begin(), l.end());
+    } else {
+      *out = fetch(acc.get(), 3 * n * 4);
+    }
+  };
+  for (int split = 1; split >= 0; --split) {
+    SCOPED_TRACE(split ? "backward, dQ pass, split accumulators" : "backward, atomic dQ, float32 accumulators");
+    std::vector<uint8_t> ref;
+    backward(false, split == 1, &ref);
+    if (HasFatalFailure()) return;
+    {
+      int64_t bad = 0;
+      if (split) {
+        std::vector<float> x(3 * n);
+        kern::to_float(kind, reinterpret_cast<const uint16_t*>(ref.data()), 3 * n, x.data());
+        for (float y : x) bad += !std::isfinite(y);
+      } else {
+        const float* x = reinterpret_cast<const float*>(ref.data());
+        for (size_t i = 0; i < 3 * n; ++i) bad += !std::isfinite(x[i]);
+      }
+      ASSERT_EQ(bad, 0) << "non-finite gradients from the plain launches";
+    }
+    for (int run = 0; run < 2; ++run) {
+      SCOPED_TRACE("pdl, run " + std::to_string(run));
+      std::vector<uint8_t> got;
+      backward(true, split == 1, &got);
+      if (HasFatalFailure()) return;
+      ASSERT_EQ(got.size(), ref.size());
+      if (split) {
+        EXPECT_EQ(std::memcmp(got.data(), ref.data(), got.size()), 0) << "dQ/dK/dV (hi or lo) differ from the plain launches'";
+        continue;
+      }
+      // dK, dV: the same bits; dQ: the same sums in another order.
+      EXPECT_EQ(std::memcmp(got.data() + n * 4, ref.data() + n * 4, 2 * n * 4), 0) << "dK/dV differ from the plain launches'";
+      const float* a = reinterpret_cast<const float*>(got.data());
+      const float* r = reinterpret_cast<const float*>(ref.data());
+      double num = 0, den = 0;
+      int64_t bad = 0;
+      for (size_t i = 0; i < n; ++i) {
+        bad += !std::isfinite(a[i]);
+        num += (double(a[i]) - r[i]) * (double(a[i]) - r[i]);
+        den += double(r[i]) * r[i];
+      }
+      EXPECT_EQ(bad, 0) << "non-finite dQ";
+      EXPECT_LE(std::sqrt(num / std::max(den, 1e-300)), 1e-5) << "dQ relative L2 against the plain launches'";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sequences, KernelPdl,
+    ::testing::Values(
+        // Four passes (one per branch) over the same query rows; 8 forward work items per CTA
+        // in the first pass, several waves of backward CTAs.
+        PdlCase{"longnet4_16k_bf16_d128", {{2048, 1}, {4096, 2}, {8192, 4}, {16384, 8}}, 16384, 8, 128, 1, false,
+                DType::bf16},
+        // Causal (backward CTAs with nothing to do return at once; forward items without keys),
+        // a short-segment branch (packed tiles), batch 2 (grid y), f16, D = 64.
+        PdlCase{"causal_mix_8k_f16_d64_batch2", {{64, 1}, {1024, 1}, {2048, 2}, {8192, 4}}, 8192, 4, 64, 2, true,
+                DType::f16}),
+    [](const ::testing::TestParamInfo<PdlCase>& info) { return info.param.name; });
+
 TEST(KernelFwdApi, RejectsBadArgumentsBeforeAnyDeviceCall) {
   kc::FwdParams p;
   p.head_dim = 96;

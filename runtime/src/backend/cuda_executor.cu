@@ -11,6 +11,10 @@
 // the block's layout (the ring's return slot), which goes back to the
 // block's owner, who adds it in ring-step order (bwd_scatter_add). With the
 // dQ pass reruns are bit-identical (attention_bwd.hpp).
+//
+// A ring step's pass launches after the first are programmatic dependent
+// launches (RINGATTN_PDL=1, the default): they start on the SMs the previous
+// pass leaves idle and wait for it before touching its outputs (Work::run_passes).
 #include <cuda_runtime.h>
 #include <mpi.h>
 
@@ -222,6 +226,11 @@ class CudaExecutor final : public Executor {
     // consumer warpgroups take turns issuing GEMMs (BwdParams::pingpong; 3% faster
     // on one H100, bench/results/h100-2026-11-28d).
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_PINGPONG", "1", "0", false, &bwd_pingpong_));
+    // RINGATTN_PDL=1 (default) | 0: consecutive attention launches of one ring
+    // step's pass loop as programmatic dependent launches (FwdParams::pdl,
+    // BwdParams::pdl): each starts on the SMs the previous one's tail leaves
+    // idle. The same bits either way.
+    RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_PDL", "1", "0", false, &pdl_));
     // RINGATTN_RING_SLOTS=auto (default) | N: receive slots of the ring on
     // nccl (ring.hpp); auto takes every step's when they fit a budget of
     // min(4 GiB, 1/16 of this GPU's memory).
@@ -311,15 +320,30 @@ class CudaExecutor final : public Executor {
     }
 
    private:
+    // Programmatic dependent launch (FwdParams::pdl): a launch is pdl only
+    // when the operation just before it on cs_ is a pass launch of this same
+    // loop (nothing else goes onto cs_ inside it). The loop's first launch
+    // follows the ring's event wait for the received block (or the prologue's
+    // memset and fill, or another step's passes, or a scatter-add) and is
+    // plain, so everything the producers read without waiting (Q, this
+    // step's K/V block, the plan image, the tile counters zeroed by the
+    // prologue) is written before it; the passes' own tile counters are
+    // distinct. The ring's mark after the loop (an event that frees the
+    // receive slot) covers every pass: each pdl launch waits for the one
+    // before it, so the last one's completion implies all of theirs.
     Status run_passes(int step, const kern::KeySource& src) {
       fp_.src = src;
+      bool after_pass = false;  // a pass of this loop is the last launch on cs_
       return dp_.for_step(plan_, step, [&](const DevicePlan::PassView& v) -> Status {
         fp_.tiles = v.tiles;
         fp_.num_tiles = v.num_tiles;
         fp_.tile_block_prefix = v.q_prefix;
         fp_.num_blocks = v.q_items;
         fp_.tile_counter = v.tile_counter;
-        RINGATTN_CUDA_CHECK(kc::fwd_launch(fp_, cs_));
+        fp_.pdl = ex_->pdl_ && after_pass;
+        bool launched = false;  // an empty pass launches nothing
+        RINGATTN_CUDA_CHECK(kc::fwd_launch(fp_, cs_, &launched));
+        after_pass |= launched;
         return Status::Ok();
       });
     }
@@ -428,6 +452,14 @@ class CudaExecutor final : public Executor {
       // The step's first pass writes instead of adding when it holds every
       // local row (step 0 only; prologue() did not zero the accumulators).
       bool first = step == 0 && plan_.first_pass_covers_local;
+      // Programmatic dependent launch as in the forward's loop
+      // (Work::run_passes; BwdParams::pdl): the loop's first launch is plain
+      // (before it: the memset of a received block's partial, the ring's
+      // event wait, Delta's kernel, a scatter-add); the kernels read Q, dO,
+      // K/V, LSE and Delta without waiting, all written before it. The dQ
+      // launch overlaps its own pass's dK/dV launch even in the first pass.
+      bool after_pass = false;
+      bp_.pdl_dq = ex_->pdl_;
       return dp_.for_step(plan_, step, [&](const DevicePlan::PassView& v) -> Status {
         bp_.tiles = v.tiles;
         bp_.num_tiles = v.num_tiles;
@@ -437,7 +469,10 @@ class CudaExecutor final : public Executor {
         bp_.k_items = v.k_items;
         bp_.overwrite = first;
         first = false;
-        RINGATTN_CUDA_CHECK(kc::bwd_launch(bp_, cs_));
+        bp_.pdl = ex_->pdl_ && after_pass;
+        bool launched = false;
+        RINGATTN_CUDA_CHECK(kc::bwd_launch(bp_, cs_, &launched));
+        after_pass |= launched;
         return Status::Ok();
       });
     }
@@ -491,6 +526,7 @@ class CudaExecutor final : public Executor {
   bool dq_atomic_ = false;
   bool dq_first_ = true;
   bool bwd_pingpong_ = true;
+  bool pdl_ = true;  // RINGATTN_PDL
   int32_t* counters_[2] = {nullptr, nullptr};
   size_t counter_cap_ = 0;
   int counter_set_ = 0;
