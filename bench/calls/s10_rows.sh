@@ -4,7 +4,7 @@
 #   tests: GPU tests matching CTEST_R (default: the backward kernels' atomic and NCCL ones);
 #   rows:  issue 14 through `ringattn bench --op backward` (dQ pass and atomic; 1M atomic REPEAT1M times);
 #   ab:    the runtime of .trees/base (bench/kernel_bisect.sh --prepare base REV) against this tree, AB_ROWS
-#          (";"-separated `ringattn bench` arguments; default longnet4 1M atomic) alternated AB_ROUNDS times;
+#          (";"-separated `ringattn bench` arguments; default longnet4 1M atomic) alternated AB_ROUNDS times (AB_OP: --op, default backward);
 #   fwd:   issue 13's forward rows, the kernel driver (dense 16k, longnet4 64k and 1M);
 #   torch: issue 16, bench/torch_op_gpu.sh with TORCH_BENCH_ONLY=1 (the op against the recipe, side by side).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # strict mode, cwd, $OUT/logs, $S, say, the device line
@@ -36,9 +36,9 @@ for ph in "$@"; do
             for t in base cur; do
               bin=$([ $t = base ] && echo build/tree_base_rt/launch/ringattn || echo build/gpu/launch/ringattn)
               # shellcheck disable=SC2086
-              env ${row%%--*} timeout 120 mpirun --allow-run-as-root -np 1 $bin bench --backend cuda --op backward --heads 16 --head-dim 128 --${row#*--} \
+              env ${row%%--*} timeout 120 mpirun --allow-run-as-root -np 1 $bin bench --backend cuda --op "${AB_OP:-backward}" --heads 16 --head-dim 128 --${row#*--} \
                 > "$OUT/logs/ab_${t}_$r.log" 2>&1 || rc=1
-              say "ab $r $t | ${row} | $(grep -h '^# forward .* backward' "$OUT/logs/ab_${t}_$r.log" | head -1 | cut -c1-170)"
+              say "ab $r $t | ${row} | $(grep -h '^# forward .* backward' "$OUT/logs/ab_${t}_$r.log" | head -1 | cut -c1-170)$(grep -E '^ +[a-z]' "$OUT/logs/ab_${t}_$r.log" | tail -1 | cut -c1-120)"
             done
           done
         done ;;
