@@ -101,6 +101,19 @@ struct Variant {
 void PrintTo(const KernelCase& c, std::ostream* os) { *os << c.name; }
 void PrintTo(const Variant& v, std::ostream* os) { *os << to_string(v.dtype) << " d" << v.head_dim; }
 
+// The backward's split accumulators (bwd_launch): dQ, dK, dV of n elements
+// each, 16-bit values at hi (bytes) and their bf16 remainders at lo, in that
+// order; no float32 accumulators.
+void use_split_accumulators(kc::BwdParams* bp, char* hi, uint16_t* lo, size_t n) {
+  bp->dq_acc = bp->dk_acc = bp->dv_acc = nullptr;
+  bp->dq_hi = hi;
+  bp->dk_hi = hi + n * 2;
+  bp->dv_hi = hi + 2 * n * 2;
+  bp->dq_lo = lo;
+  bp->dk_lo = lo + n;
+  bp->dv_lo = lo + 2 * n;
+}
+
 // Sizes keep the float64 reference (the cost of this binary) to a few seconds
 // on a 16-core host for all 44 tests.
 std::vector<KernelCase> kernel_cases() {
@@ -512,13 +525,7 @@ TEST_P(KernelBwd, MatchesFloat64Reference) {
       const int fill = overwrite ? 0xFF : 0;  // 0xFFFF: NaN in bf16 and f16, which a read would carry into the result
       ASSERT_EQ(cudaMemset(hi.get(), fill, 3 * n * 2), cudaSuccess);
       ASSERT_EQ(cudaMemset(lo.get(), fill, 3 * n * 2), cudaSuccess);
-      bp.dq_acc = bp.dk_acc = bp.dv_acc = nullptr;
-      bp.dq_hi = hib;
-      bp.dk_hi = hib + n * 2;
-      bp.dv_hi = hib + 2 * n * 2;
-      bp.dq_lo = lob;
-      bp.dk_lo = lob + n;
-      bp.dv_lo = lob + 2 * n;
+      use_split_accumulators(&bp, hib, lob, n);
       if (mixed) {
         ASSERT_EQ(cudaMemset(acc.get(), 0, n * 4), cudaSuccess);
         bp.dq_acc = f32;
@@ -728,13 +735,7 @@ TEST_P(KernelPdl, SameBitsAsPlainLaunches) {
       const int fill = overwrite ? 0xFF : 0;  // NaN where the first pass writes without reading
       ASSERT_EQ(cudaMemsetAsync(hi.get(), fill, 3 * n * 2, st), cudaSuccess);
       ASSERT_EQ(cudaMemsetAsync(lo.get(), fill, 3 * n * 2, st), cudaSuccess);
-      bp.dq_acc = bp.dk_acc = bp.dv_acc = nullptr;
-      bp.dq_hi = hib;
-      bp.dk_hi = hib + n * 2;
-      bp.dv_hi = hib + 2 * n * 2;
-      bp.dq_lo = lob;
-      bp.dk_lo = lob + n;
-      bp.dv_lo = lob + 2 * n;
+      use_split_accumulators(&bp, hib, lob, n);
     } else {
       ASSERT_EQ(cudaMemsetAsync(acc.get(), 0xFF, n * 4, st), cudaSuccess);  // dQ: Delta's kernel zeroes it
       ASSERT_EQ(cudaMemsetAsync(f32 + n, 0, 2 * n * 4, st), cudaSuccess);
