@@ -5,7 +5,7 @@
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
 //                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
-//                       [--bwd-acc f32|split]] [--no-pdl] [--trace [--trace-csv FILE]]
+//                       [--bwd-acc f32|split]] [--no-pdl] [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]]
 //
 // --trace (a build with -DRINGATTN_FWD_TRACE=ON only): after the timed runs,
 // one more forward with FwdParams::trace set, each pass into its own buffer
@@ -13,6 +13,12 @@
 // over work items of where a CTA's time goes, in microseconds, on lines
 // starting with `trace `; --trace-csv also writes every traced item (cycles
 // from its CTA's start).
+// --bwd --trace (a build with -DRINGATTN_BWD_TRACE=ON): after the timed
+// backward, one more sequence of the dK/dV launches with BwdParams::trace set,
+// each pass into its own buffer (kernels/cuda/bwd_trace.cuh: one record per
+// CTA), and per pass the same statistics over CTAs on lines starting with
+// `trace bwd `; --bwd-trace-csv writes every CTA's record. With both options
+// built --trace traces both; with one, what is built.
 //
 // --bwd: also the backward's launches, each timed apart (Delta, the dK/dV
 // kernels of every pass, the dQ kernels, the float32 -> 16-bit conversion),
@@ -53,6 +59,7 @@
 #include "backend/env_choice.hpp"
 #include "kernels/cuda/attention_bwd.hpp"
 #include "kernels/cuda/attention_fwd.hpp"
+#include "kernels/cuda/bwd_trace.cuh"
 #include "kernels/cuda/fwd_trace.cuh"
 #include "plan/plan.hpp"
 #include "plan/plan_image.hpp"
@@ -72,12 +79,24 @@ using namespace ringattn;
 
 namespace {
 
+#if RINGATTN_FWD_TRACE
+constexpr bool kFwdTraceBuilt = true;
+#else
+constexpr bool kFwdTraceBuilt = false;
+#endif
+#if RINGATTN_BWD_TRACE
+constexpr bool kBwdTraceBuilt = true;
+#else
+constexpr bool kBwdTraceBuilt = false;
+#endif
+
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
                "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n"
                "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]] [--no-pdl]\n"
-               "       [--trace [--trace-csv FILE]] (a build with -DRINGATTN_FWD_TRACE=ON)\n",
+               "       [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]] (a build with -DRINGATTN_FWD_TRACE=ON\n"
+               "       and/or -DRINGATTN_BWD_TRACE=ON: the forward's, the backward dK/dV kernel's trace)\n",
                why.c_str());
   std::exit(2);
 }
@@ -131,6 +150,9 @@ struct Stat {
                 q(0.9), sum / double(v.size()), v.size(), what);
   }
 };
+
+// The dK/dV kernel's stages (bwd_common.cuh kBwdStages): the first refill waits at block 3.
+constexpr int kBwdStagesForTrace = 3;
 
 double median_of(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -263,6 +285,188 @@ void summarize_trace(const PassTrace& t, const std::string& tag, int64_t pass_it
   }
 }
 
+
+// The `trace bwd ` lines of one pass of the backward's dK/dV kernel
+// (bwd_trace.cuh: `ctas` records, `items` per batch element) and its CTAs into csv, if open.
+void summarize_bwd_trace(const unsigned long long* w, int64_t ctas, int64_t items, const std::string& tag, int pass,
+                         FILE* csv) {
+  using ull = unsigned long long;
+  const auto R = [w](int64_t c) { return w + size_t(c) * kc::kBwdTraceSlots; };
+  const auto C = [](const ull* r, int wg, int e) { return r[kc::kBtC0 + wg * kc::kBtCEvents + e]; };
+  std::vector<double> ghz;
+  ull t_first = ~0ull, t_last = 0, start_max = 0, end_min = ~0ull, flags = 0;
+  int64_t traced = 0, headless = 0, flag_mix = 0;
+  for (int64_t c = 0; c < ctas; ++c) {
+    const ull* r = R(c);
+    if (r[kc::kBtTimerStart] == 0) continue;  // nothing to do (causal), or not run
+    if (traced++ == 0) flags = r[kc::kBtFlags];
+    flag_mix += r[kc::kBtFlags] != flags;
+    if (r[kc::kBtTimerEnd] == 0) { ++headless; continue; }
+    const double dt = double(r[kc::kBtTimerEnd] - r[kc::kBtTimerStart]);
+    if (dt > 0) ghz.push_back(double(r[kc::kBtClockEnd] - r[kc::kBtClockStart]) / dt);
+    t_first = std::min(t_first, r[kc::kBtTimerStart]);
+    start_max = std::max(start_max, r[kc::kBtTimerStart]);
+    t_last = std::max(t_last, r[kc::kBtTimerEnd]);
+    end_min = std::min(end_min, r[kc::kBtTimerEnd]);
+  }
+  if (traced == 0 || ghz.empty()) {
+    std::printf("%s %lld CTAs, none wrote its record: were the kernels built with RINGATTN_BWD_TRACE?\n", tag.c_str(),
+                (long long)ctas);
+    return;
+  }
+  const double f = median_of(ghz);  // cycles per ns
+  std::sort(ghz.begin(), ghz.end());
+  std::printf("%s %lld CTAs, %lld traced (%lld without an end, %lld with nothing to do), flags:%s%s%s%s%s%s\n",
+              tag.c_str(), (long long)ctas, (long long)traced, (long long)headless, (long long)(ctas - traced),
+              flags & kc::kBtFlagFresh ? " fresh (written, not added)" : " adds", flags & kc::kBtFlagAtomic ? ", atomic dQ" : "",
+              flags & kc::kBtFlagAtomic ? (flags & kc::kBtFlagDqFirst ? " first" : " last") : "",
+              flags & kc::kBtFlagPingpong ? ", pingpong" : "", flags & kc::kBtFlagPdl ? ", pdl" : "",
+              flag_mix ? " (CTAs differ)" : "");
+  std::printf("%s SM clock %.4f GHz (median over CTAs, %.4f..%.4f); pass %.2f us by globaltimer (first CTA start -> "
+              "last wg0 end), CTA starts spread %.2f us, ends spread %.2f us\n",
+              tag.c_str(), f, ghz.front(), ghz.back(), double(t_last - t_first) * 1e-3,
+              double(start_max - t_first) * 1e-3, double(t_last - end_min) * 1e-3);
+
+  const auto us = [f](ull a, ull b) { return (double(b) - double(a)) / (f * 1e3); };  // a -> b
+  const auto cyc = [f](ull n) { return double(uint32_t(n)) / (f * 1e3); };          // summed cycles
+  auto ok = [](ull a, ull b) { return a != 0 && b != 0; };
+  Stat nblk, life, setup, p_kv, p_first, p_last, p_done, p_tail, p_full, p_full_b, p_drain, p_drain_b, p_empty,
+      p_empty_b, first[2], blk0[2], steady[2], last[2], epi[2], epi_stage[2], epi_adds[2], c_dqe[2], c_dqe_b[2],
+      c_full[2], c_full_b[2], c_full_after0[2], lag_loop, overhead, ov_first, ov_blk0, ov_last, ov_epi, epi_meet0,
+      epi_pre_adds0;
+  for (int64_t c = 0; c < ctas; ++c) {
+    const ull* r = R(c);
+    if (r[kc::kBtTimerStart] == 0 || r[kc::kBtTimerEnd] == 0) continue;
+    const ull c0 = r[kc::kBtClockStart];
+    const int nb = int(r[kc::kBtNBlk]);
+    nblk.add(nb);
+    ull end = std::max(r[kc::kBtPDone], std::max(C(r, 0, kc::kBtCEpilogueDone), C(r, 1, kc::kBtCEpilogueDone)));
+    life.add(us(c0, end));
+    if (r[kc::kBtClockEntry]) setup.add(us(r[kc::kBtClockEntry], c0));
+    if (r[kc::kBtPKvIssued]) p_kv.add(us(c0, r[kc::kBtPKvIssued]));
+    if (r[kc::kBtPFirstIssued]) p_first.add(us(c0, r[kc::kBtPFirstIssued]));
+    if (r[kc::kBtPLastIssued]) p_last.add(us(c0, r[kc::kBtPLastIssued]));
+    if (r[kc::kBtPDone]) p_done.add(us(c0, r[kc::kBtPDone]));
+    const ull le_max = std::max(C(r, 0, kc::kBtCLoopEnd), C(r, 1, kc::kBtCLoopEnd));
+    if (ok(le_max, r[kc::kBtPDone])) p_tail.add(us(le_max, r[kc::kBtPDone]));
+    if (flags & kc::kBtFlagAtomic) {
+      p_full.add(cyc(r[kc::kBtPDqFullWait]));
+      p_drain.add(cyc(r[kc::kBtPDrainWork]));
+      if (nb > 0) {
+        p_full_b.add(cyc(r[kc::kBtPDqFullWait]) / nb);
+        p_drain_b.add(cyc(r[kc::kBtPDrainWork]) / nb);
+      }
+    }
+    p_empty.add(cyc(r[kc::kBtPEmptyWait]));
+    if (nb > kBwdStagesForTrace) p_empty_b.add(cyc(r[kc::kBtPEmptyWait]) / (nb - kBwdStagesForTrace));
+    double st0 = -1;
+    for (int wg = 0; wg < 2; ++wg) {
+      const ull ff = C(r, wg, kc::kBtCFirstFull), b0 = C(r, wg, kc::kBtCBlock0End), ls = C(r, wg, kc::kBtCLastStart),
+                le = C(r, wg, kc::kBtCLoopEnd), as = C(r, wg, kc::kBtCAddsStart), ep = C(r, wg, kc::kBtCEpilogueDone);
+      if (ff) first[wg].add(us(c0, ff));
+      if (ok(ff, b0)) blk0[wg].add(us(ff, b0));
+      const double sb = ok(b0, ls) && nb > 2 ? us(b0, ls) / (nb - 2) : -1;
+      if (sb >= 0) steady[wg].add(sb);
+      if (wg == 0) st0 = sb;
+      if (ok(ls, le)) last[wg].add(us(ls, le));
+      if (ok(le, ep)) epi[wg].add(us(le, ep));
+      if (ok(le, as)) epi_stage[wg].add(us(le, as));
+      if (ok(as, ep)) epi_adds[wg].add(us(as, ep));
+      if (flags & kc::kBtFlagAtomic) {
+        c_dqe[wg].add(cyc(C(r, wg, kc::kBtCDqEmptyWait)));
+        if (nb > 1) c_dqe_b[wg].add(cyc(C(r, wg, kc::kBtCDqEmptyWait)) / (nb - 1));
+      }
+      const double fw = cyc(C(r, wg, kc::kBtCFullWait));
+      c_full[wg].add(fw);
+      if (nb > 0) c_full_b[wg].add(fw / nb);
+      if (ff && nb > 1) c_full_after0[wg].add((fw - us(c0, ff)) / (nb - 1));
+    }
+    if (ok(C(r, 0, kc::kBtCLoopEnd), r[kc::kBtStaged0])) epi_meet0.add(us(C(r, 0, kc::kBtCLoopEnd), r[kc::kBtStaged0]));
+    if (ok(r[kc::kBtStaged0], C(r, 0, kc::kBtCAddsStart)))
+      epi_pre_adds0.add(us(r[kc::kBtStaged0], C(r, 0, kc::kBtCAddsStart)));
+    if (ok(C(r, 0, kc::kBtCLoopEnd), C(r, 1, kc::kBtCLoopEnd)))
+      lag_loop.add(us(C(r, 0, kc::kBtCLoopEnd), C(r, 1, kc::kBtCLoopEnd)));
+    if (st0 >= 0) {
+      const ull ff = C(r, 0, kc::kBtCFirstFull), b0 = C(r, 0, kc::kBtCBlock0End), ls = C(r, 0, kc::kBtCLastStart),
+                le = C(r, 0, kc::kBtCLoopEnd);
+      overhead.add(us(c0, end) - nb * st0);
+      ov_first.add(us(c0, ff));
+      ov_blk0.add(us(ff, b0) - st0);
+      ov_last.add(us(ls, le) - st0);
+      ov_epi.add(us(le, end));
+    }
+    if (csv) {
+      std::fprintf(csv, "%d,%lld,%lld,%lld,%llu,%d,%llu,%.6f", pass, (long long)c, (long long)(c % items),
+                   (long long)(c / items), r[kc::kBtSmId], nb, r[kc::kBtFlags], f);
+      const auto t = [&](ull x) { std::fprintf(csv, ",%lld", x ? (long long)(x - c0) : -1ll); };
+      const auto n = [&](ull x) { std::fprintf(csv, ",%llu", x & 0xffffffffull); };
+      t(r[kc::kBtClockEntry]);
+      t(r[kc::kBtStaged0]);
+      for (int e = kc::kBtPKvIssued; e <= kc::kBtPDone; ++e) t(r[e]);
+      for (int e = kc::kBtPDqFullWait; e <= kc::kBtPEmptyWait; ++e) n(r[e]);
+      for (int wg = 0; wg < 2; ++wg) {
+        for (int e = kc::kBtCFirstFull; e <= kc::kBtCEpilogueDone; ++e) t(C(r, wg, e));
+        n(C(r, wg, kc::kBtCDqEmptyWait));
+        n(C(r, wg, kc::kBtCFullWait));
+      }
+      std::fprintf(csv, "\n");
+    }
+  }
+  std::printf("%s us over CTAs (start = after the barrier set-up; wg0/wg1 = consumer warpgroup; P = producer; "
+              "waits: cycles summed over the CTA):\n", tag.c_str());
+  nblk.print(tag, "nblk", "(a count, not us) query blocks of 64 per CTA");
+  life.print(tag, "cta_life", "start -> last of C_EPILOGUE_DONE wg0/wg1, P_DONE");
+  setup.print(tag, "setup", "kernel entry -> start (tile lookup, barrier init)");
+  p_kv.print(tag, "p_kv_issued", "start -> P_KV_ISSUED");
+  p_first.print(tag, "p_first_issued", "start -> P_FIRST_ISSUED (block 0's loads issued)");
+  p_last.print(tag, "p_last_issued", "start -> P_LAST_ISSUED");
+  p_done.print(tag, "p_done", "start -> P_DONE (last drain done)");
+  p_tail.print(tag, "p_done_after_loops", "max(C_LOOP_END wg0, wg1) -> P_DONE");
+  if (flags & kc::kBtFlagAtomic) {
+    p_full.print(tag, "p_dq_full_wait", "P waits on dq_full, per CTA");
+    p_full_b.print(tag, "p_dq_full_wait_per_blk", "... / nblk");
+    p_drain.print(tag, "p_drain_work", "P in drain after dq_full (LDS/REDG loop, dq_empty arrive), per CTA");
+    p_drain_b.print(tag, "p_drain_work_per_blk", "... / nblk");
+  }
+  p_empty.print(tag, "p_empty_wait", "P waits on empty (stage refills), per CTA");
+  p_empty_b.print(tag, "p_empty_wait_per_refill", "... / (nblk - 3)");
+  for (int wg = 0; wg < 2; ++wg) {
+    const std::string x = std::to_string(wg);
+    first[wg].print(tag, ("first_data_wg" + x).c_str(), "start -> C_FIRST_FULL (K/V gathered, block 0 landed)");
+    blk0[wg].print(tag, ("block0_wg" + x).c_str(), "C_FIRST_FULL -> C_BLOCK0_END");
+    steady[wg].print(tag, ("steady_per_block_wg" + x).c_str(), "(C_LAST_START - C_BLOCK0_END) / (nblk - 2), nblk > 2");
+    last[wg].print(tag, ("last_block_wg" + x).c_str(), "C_LAST_START -> C_LOOP_END");
+    epi[wg].print(tag, ("epilogue_wg" + x).c_str(), "C_LOOP_END -> C_EPILOGUE_DONE");
+    epi_stage[wg].print(tag, ("epilogue_pre_adds_wg" + x).c_str(),
+                        "C_LOOP_END -> C_ADDS_START (meeting the other wg, smem staging, key rows, pdl wait)");
+    if (wg == 0) {
+      epi_meet0.print(tag, "epilogue_staged_wg0", "C_LOOP_END -> STAGED0 (meeting wg1, smem staging), wg0");
+      epi_pre_adds0.print(tag, "epilogue_rows_pdl_wg0", "STAGED0 -> C_ADDS_START (key rows, pdl wait), wg0");
+    }
+    epi_adds[wg].print(tag, ("epilogue_adds_wg" + x).c_str(), "C_ADDS_START -> C_EPILOGUE_DONE (grad_add4_rows x2)");
+    if (flags & kc::kBtFlagAtomic) {
+      c_dqe[wg].print(tag, ("dq_empty_wait_wg" + x).c_str(), "waits on dq_empty in dq_stage, per CTA");
+      c_dqe_b[wg].print(tag, ("dq_empty_wait_per_blk_wg" + x).c_str(), "... / (nblk - 1)");
+    }
+    c_full[wg].print(tag, ("full_wait_wg" + x).c_str(), "waits on full, per CTA (block 0's included)");
+    c_full_b[wg].print(tag, ("full_wait_per_blk_wg" + x).c_str(), "... / nblk");
+    c_full_after0[wg].print(tag, ("full_wait_after0_wg" + x).c_str(),
+                            "(full waits - (start -> C_FIRST_FULL)) / (nblk - 1), ~ blocks 1..");
+  }
+  lag_loop.print(tag, "wg1_lag_loop_end", "C_LOOP_END wg1 - wg0");
+  overhead.print(tag, "overhead", "cta_life - nblk x the CTA's steady_per_block_wg0, nblk > 2 (= the 4 below)");
+  ov_first.print(tag, "overhead_first_data", "of which start -> C_FIRST_FULL wg0");
+  ov_blk0.print(tag, "overhead_block0_excess", "block0_wg0 - steady");
+  ov_last.print(tag, "overhead_last_excess", "last_block_wg0 - steady");
+  ov_epi.print(tag, "overhead_epilogue", "C_LOOP_END wg0 -> CTA end");
+  if (!life.v.empty() && !steady[0].v.empty()) {
+    const double l = life.q(0.5), nb = nblk.q(0.5), b = steady[0].q(0.5);
+    std::printf("%s per-CTA overhead = CTA life - nblk x steady per-block: med %.3f us - med nblk %.0f x med %.3f us "
+                "= %.3f us (%.1f%% of the life); over CTAs (nblk > 2): med %.3f us\n",
+                tag.c_str(), l, nb, b, l - nb * b, 100.0 * (l - nb * b) / l, overhead.q(0.5));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -276,7 +480,7 @@ int main(int argc, char** argv) {
   s.seq = 65536;
   int warmup = 2, iters = 20;
   bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false, trace = false, pdl = true;
-  std::string trace_csv;
+  std::string trace_csv, bwd_trace_csv;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -309,18 +513,21 @@ int main(int argc, char** argv) {
     } else if (a == "--bwd-no-pingpong") {
       bwd_pp = false;
     } else if (a == "--trace") {
-#if RINGATTN_FWD_TRACE
+      if (!kFwdTraceBuilt && !kBwdTraceBuilt)
+        usage("--trace needs kernels built with a trace: configure with -DRINGATTN_FWD_TRACE=ON (the forward) "
+              "and/or -DRINGATTN_BWD_TRACE=ON (the backward's dK/dV kernel)");
       trace = true;
-#else
-      usage("--trace needs the forward kernels built with the trace: configure with -DRINGATTN_FWD_TRACE=ON");
-#endif
     } else if (a == "--trace-csv") {
       trace_csv = value();
+    } else if (a == "--bwd-trace-csv") {
+      bwd_trace_csv = value();
     } else if (a == "--no-pdl") {
       pdl = false;
     }
     else usage("unknown option " + a);
   }
+  if (trace && !kFwdTraceBuilt && !bwd)
+    usage("--trace: this build traces only the backward's dK/dV kernel (RINGATTN_BWD_TRACE): add --bwd");
   check(branches.empty() ? named_branches(config, s.seq, &c.branches) : parse_branches(branches, &c.branches));
   check(validate_config(c));
   check(validate_shape(c, s, 1));
@@ -410,7 +617,7 @@ int main(int argc, char** argv) {
   std::printf("plan: %zu tiles, %lld of them packed segments (RINGATTN_PACK_SEGMENTS=%d), %zu passes, %s\n",
               plan.tiles.size(), (long long)packed, popt.pack_segments ? 1 : 0, plan.passes.size(),
               pdl ? "pdl (passes after the first: programmatic dependent launch)" : "no pdl (--no-pdl)");
-  if (trace) {
+  if (trace && kFwdTraceBuilt) {
     // One more forward, every pass traced into its own buffer (CTAs: at most one per SM).
     const int sms = prop.multiProcessorCount;
     std::vector<size_t> off;
@@ -496,6 +703,7 @@ int main(int argc, char** argv) {
     bp.pingpong = bwd_pp;
     bp.dq_first = !dq_last;
     bp.pdl_dq = pdl;  // only used where one call launches both kernels (parts 3)
+    std::vector<unsigned long long*> bwd_trace_at;  // --trace: pass pi's dK/dV records (empty: not traced)
     auto passes = [&](int parts) {
       bp.parts = parts;
       bool after_pass = false;
@@ -509,6 +717,7 @@ int main(int argc, char** argv) {
         bp.k_items = im.pass_key_blocks[pi];
         bp.overwrite = split && pi == 0 && plan.first_pass_covers_local;
         bp.pdl = pdl && after_pass;
+        bp.trace = bwd_trace_at.empty() ? nullptr : bwd_trace_at[pi];
         bool launched = false;
         CHECK_CUDA(kc::bwd_launch(bp, st, &launched));
         after_pass |= launched;
@@ -549,6 +758,54 @@ int main(int argc, char** argv) {
                 bwd_pp && !dq_atomic ? "ping-pong" : "no ping-pong", dq_atomic ? (dq_last ? "atomic, inside dK/dV, after dK" : "atomic, inside dK/dV") : "pass",
                 split ? (plan.first_pass_covers_local ? "split, first pass writes" : "split") : "float32", t_delta, t_dkdv, 2 * flops / (t_dkdv * 1e-3) / 1e12, t_dq,
                 1.5 * flops / (t_dq * 1e-3) / 1e12, t_conv, total, 2.5 * flops, 2.5 * flops / (total * 1e-3) / 1e12);
+    if (trace && !kBwdTraceBuilt) {
+      std::printf("trace bwd: not built (configure with -DRINGATTN_BWD_TRACE=ON)\n");
+    } else if (trace) {
+      // One more sequence of the dK/dV launches, every pass traced into its own buffer (a record per CTA).
+      std::vector<size_t> off;
+      size_t words = 0;
+      for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+        off.push_back(words);
+        words += size_t(im.pass_key_blocks[pi]) * size_t(B) * kc::kBwdTraceSlots;
+      }
+      DeviceBuffer tbuf(words * 8);
+      CHECK_CUDA(cudaMemset(tbuf.p, 0, std::max<size_t>(words * 8, 16)));
+      for (size_t o : off) bwd_trace_at.push_back(static_cast<unsigned long long*>(tbuf.p) + o);
+      CHECK_CUDA(cudaEventRecord(e0, st));
+      passes(1);
+      CHECK_CUDA(cudaEventRecord(e1, st));
+      CHECK_CUDA(cudaEventSynchronize(e1));
+      float t = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
+      bwd_trace_at.clear();
+      std::vector<unsigned long long> all(words);
+      if (words) CHECK_CUDA(cudaMemcpy(all.data(), tbuf.p, words * 8, cudaMemcpyDeviceToHost));
+      std::printf("trace bwd dK/dV: %.3f ms traced (untraced median %.3f ms), %zu passes, %d SMs\n", t, t_dkdv,
+                  plan.passes.size(), prop.multiProcessorCount);
+      FILE* csv = nullptr;
+      if (!bwd_trace_csv.empty()) {
+        csv = std::fopen(bwd_trace_csv.c_str(), "w");
+        if (!csv) usage("cannot write " + bwd_trace_csv);
+        std::fprintf(csv, "pass,cta,item,batch,sm,nblk,flags,ghz,entry,staged0,p_kv_issued,p_first_issued,p_last_issued,p_done,"
+                          "p_dq_full_wait,p_drain_work,p_empty_wait");
+        for (int wg = 0; wg < 2; ++wg)
+          std::fprintf(csv, ",c%d_first_full,c%d_block0_end,c%d_last_start,c%d_loop_end,c%d_adds_start,"
+                            "c%d_epilogue_done,c%d_dq_empty_wait,c%d_full_wait", wg, wg, wg, wg, wg, wg, wg, wg);
+        std::fprintf(csv, "\n");  // times: cycles from the CTA's start, -1 not written; waits: summed cycles
+      }
+      for (size_t pi = 0; pi < plan.passes.size(); ++pi) {
+        const Pass& ps = plan.passes[pi];
+        const Branch& br = c.branches[size_t(ps.branch)];
+        char tag[64];
+        std::snprintf(tag, sizeof tag, "trace bwd pass %zu", pi);
+        std::printf("%s of %zu: branch %d (%lld:%lld), step %d, %lld tiles, %d key blocks x batch %lld\n", tag,
+                    plan.passes.size(), ps.branch, (long long)br.w, (long long)br.r, ps.step,
+                    (long long)(ps.tile_end - ps.tile_begin), im.pass_key_blocks[pi], (long long)B);
+        summarize_bwd_trace(all.data() + off[pi], int64_t(im.pass_key_blocks[pi]) * B, im.pass_key_blocks[pi], tag,
+                            int(pi), csv);
+      }
+      if (csv) std::fclose(csv);
+    }
   }
   CHECK_CUDA(cudaEventDestroy(e0));
   CHECK_CUDA(cudaEventDestroy(e1));

@@ -124,6 +124,10 @@ struct BwdParams {
   // pdl. The same bits either way. False: plain launches, as before.
   bool pdl = false;
   bool pdl_dq = false;
+  // Per-CTA timing trace of the dK/dV kernel (kernels/cuda/bwd_trace.cuh:
+  // layout, events; k_items x batch records); only read by kernels built with
+  // RINGATTN_BWD_TRACE, and there only when non-null.
+  unsigned long long* trace = nullptr;
 };
 
 // BwdParams of a token-major shard (Q, dO: batch x rows x heads x head_dim;

@@ -1,7 +1,9 @@
 // The backward's key-major kernel: dK and dV of kBwdBlockN keys of a tile per
-// CTA (bwd_kernel.cuh has the whole picture).
+// CTA (bwd_kernel.cuh has the whole picture). bwd_trace.cuh: its optional
+// per-CTA timing trace (RINGATTN_BWD_TRACE builds only).
 #pragma once
 #include "kernels/cuda/bwd_common.cuh"
+#include "kernels/cuda/bwd_trace.cuh"
 
 namespace ringattn::kern::cuda::detail {
 
@@ -23,7 +25,13 @@ struct DkdvSmem {
   static constexpr int kDqOff = kDsOff + 2 * kDs;
   static constexpr int kFloatsOff = kDqOff + kDq;
   static constexpr int kBarOff = kFloatsOff + 2 * S * BQ * 4;
+#if RINGATTN_BWD_TRACE
+  // bwd_trace.cuh's shadow of the CTA's trace record, after the barriers.
+  static constexpr int kTraceOff = kBarOff + (2 * S + 2) * 8;
+  static constexpr int kBytes = kTraceOff + kBwdTraceSlots * 8 + 1024;
+#else
   static constexpr int kBytes = kBarOff + (2 * S + 2) * 8 + 1024;
+#endif
   static_assert(kKV % 1024 == 0 && kQ % 1024 == 0 && kDs % 1024 == 0, "tiles keep the swizzle atom's alignment");
   static_assert(kBytes <= 227 * 1024, "fits the sm_90 shared memory");
 };
@@ -68,6 +76,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   const int tid = threadIdx.x, lane = tid & 31, warp = (tid - NP) >> 5, wg = warp >> 2;
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
   const int item = blockIdx.x, batch = blockIdx.y;
+#if RINGATTN_BWD_TRACE
+  const unsigned long long tr_entry = tid == 0 ? bwd_trace_clock() : 0ull;
+#endif
   // The next launch may start once every CTA of this one has started
   // (bwd_kernel.cuh): it waits for this one before touching what it writes.
   if (tid == 0) griddep_launch_dependents();
@@ -104,8 +115,25 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     mbar_init(dq_full, NC);
     mbar_init(dq_empty, NP);
   }
+#if RINGATTN_BWD_TRACE
+  const uint32_t tr_s = s_k + L::kTraceOff;  // the record's shadow (bwd_trace.cuh)
+  if (tid == 0)
+    for (int i = 0; i < kBwdTraceSlots; ++i) bwd_trace_st(tr_s, i, 0ull);
+#endif
   init_stage_barriers(full, empty, S, 2 * NT, NC);  // fences the inits, then a CTA barrier
   const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
+#if RINGATTN_BWD_TRACE
+  if (unsigned long long* r = tid == 0 ? bwd_trace_rec(p) : nullptr) {
+    r[kBtTimerStart] = bwd_trace_globaltimer();
+    r[kBtClockStart] = bwd_trace_clock();
+    r[kBtClockEntry] = tr_entry;
+    r[kBtSmId] = bwd_trace_smid();
+    r[kBtNBlk] = unsigned(nblk);
+    r[kBtFlags] = (p.overwrite && p.dk_lo != nullptr ? kBtFlagFresh : 0u) | (p.dq_atomic ? kBtFlagAtomic : 0u) |
+                  (p.pdl ? kBtFlagPdl : 0u) | (p.dq_first ? kBtFlagDqFirst : 0u) |
+                  (p.pingpong ? kBtFlagPingpong : 0u);
+  }
+#endif
   // LSE and Delta of row tid of block j (threads tid < BQ), as loaded: -inf
   // past the tile. Both loads are issued together, one block ahead of their
   // use (issue(j) loads block j + 1's): the producer had waited for them, one
@@ -125,7 +153,15 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   float next_v = -INFINITY, next_d = 0.f;  // block j + 1's, loaded by issue(j)
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
+#if RINGATTN_BWD_TRACE
+    if (f > 0) {
+      if (tid == 0) bwd_trace_sub_now(tr_s, kBtPEmptyWait);
+      mbar_wait(empty + 8 * st, (f - 1) & 1);
+      if (tid == 0) bwd_trace_add_now(tr_s, kBtPEmptyWait);
+    }
+#else
     if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
+#endif
     const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
     auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
@@ -143,6 +179,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     }
     mbar_arrive(full + 8 * st);
     cp_async_mbar_arrive_noinc(full + 8 * st);
+#if RINGATTN_BWD_TRACE
+    if (tid == 0 && j == 0) bwd_trace_mark(tr_s, kBtPFirstIssued);
+    if (tid == 0 && j == nblk - 1) bwd_trace_mark(tr_s, kBtPLastIssued);
+#endif
   };
   // dq_atomic: block j's staged dQ into dq_acc, one red.v4 per 16-byte
   // chunk (thread: chunk column tid % CH of rows tid / CH + k NP / CH; a warp
@@ -155,7 +195,17 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // waits for the REDG to read its source), h100-2026-11-28s8 call 9.
   auto drain = [&](int j) {
     constexpr int CH = D / 4, RS = NP / CH;
+#if RINGATTN_BWD_TRACE
+    if (tid == 0) bwd_trace_sub_now(tr_s, kBtPDqFullWait);
     mbar_wait(dq_full, j & 1);
+    if (tid == 0) {
+      const uint32_t now = bwd_trace_clock32();
+      bwd_trace_st32(tr_s, kBtPDqFullWait, bwd_trace_ld32(tr_s, kBtPDqFullWait) + now);
+      bwd_trace_st32(tr_s, kBtPDrainWork, bwd_trace_ld32(tr_s, kBtPDrainWork) - now);
+    }
+#else
+    mbar_wait(dq_full, j & 1);
+#endif
     const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
     const int c = tid % CH, r0 = tid / CH;
@@ -171,6 +221,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       red_add_v4(row, v.x, v.y, v.z, v.w);
     }
     mbar_arrive(dq_empty);  // its release orders the loads above before the consumers' next stores
+#if RINGATTN_BWD_TRACE
+    if (tid == 0) bwd_trace_add_now(tr_s, kBtPDrainWork);
+#endif
   };
   // Two blocks before the end, the consumers fetch the old dK/dV values
   // their epilogue adds to into L2, so its loads wait for L2, not DRAM (the
@@ -197,6 +250,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     warpgroup_reg_dealloc<kProdRegs>();
     gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
     gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
+#if RINGATTN_BWD_TRACE
+    if (tid == 0) bwd_trace_mark(tr_s, kBtPKvIssued);
+#endif
     // Block k's dQ is staged halfway through block k (after its dQ GEMM) and
     // needed free halfway through block k + 1; its stage frees at the end of
     // block k. So drain(k) first, then the loads of block k + S (S - 1 blocks
@@ -208,6 +264,12 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       if (p.dq_atomic) drain(k);
       if (k + S < nblk) issue(k + S);
     }
+#if RINGATTN_BWD_TRACE
+    if (tid == 0) {
+      bwd_trace_mark(tr_s, kBtPDone);
+      if (unsigned long long* r = bwd_trace_rec(p)) bwd_trace_copy(r, tr_s, kBtPKvIssued, kBtC0 - kBtPKvIssued);
+    }
+#endif
     cp_async_wait_all();  // the copies are never committed to groups
     return;
   }
@@ -231,6 +293,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   const bool pp = p.pingpong && !p.dq_atomic;
   const int my_bar = 2 + wg, other_bar = 3 - wg;
   if (pp && wg == 1) named_arrive(2);
+#if RINGATTN_BWD_TRACE
+  const bool tracer = ((tid - NP) & 127) == 0;  // this warpgroup's trace writer
+  const int tr = kBtC0 + wg * kBtCEvents;
+  uint32_t tr_dq_empty = 0, tr_full = 0;  // summed wait cycles (every thread; the tracer's are written)
+#endif
 
   // dq_atomic: dQ (64 queries x 64 head-dim columns 64wg.., D = 128; all 64
   // by warpgroup 0 when D = 64) = dS (MN-major from dS^T) K (MN-major), k =
@@ -252,7 +319,15 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // four producer lanes issuing one per row from the Q/dO tiles of the stage
   // the block before used, branch dq-bulk, 10-17% slower than this.)
   auto dq_stage = [&](const float* dq, int j) {
+#if RINGATTN_BWD_TRACE
+    if (j > 0) {
+      tr_dq_empty -= bwd_trace_clock32();
+      mbar_wait(dq_empty, (j - 1) & 1);
+      tr_dq_empty += bwd_trace_clock32();
+    }
+#else
     if (j > 0) mbar_wait(dq_empty, (j - 1) & 1);
+#endif
     // dq_chunk(r, 16wg + 2nb + (qc >> 2)) = 16wg + 2 (nb ^ (r % 4)) + (qc >> 2), r % 4
     // the same for both rows: four addresses and immediates (nb >= 4, the second row).
     const int rr = r_lo & 3;
@@ -274,7 +349,15 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   for (int j = 0; j < nblk; ++j) {
     const int buf = j % S, m0 = m_lo + j * BQ;
     if (j == j_pre) prefetch_acc(tid - NP, NC);
+#if RINGATTN_BWD_TRACE
+    if (tracer && j == nblk - 1) bwd_trace_mark(tr_s, tr + kBtCLastStart);
+    tr_full -= bwd_trace_clock32();
     mbar_wait(full + 8 * buf, (j / S) & 1);
+    tr_full += bwd_trace_clock32();
+    if (tracer && j == 0) bwd_trace_mark(tr_s, tr + kBtCFirstFull);
+#else
+    mbar_wait(full + 8 * buf, (j / S) & 1);
+#endif
     fence_proxy_async();
     const uint32_t s_q = s_q0 + buf * L::kQ, s_do = s_do0 + buf * L::kQ;
     float st[kSN * 4], dpt[kSN * 4];
@@ -400,7 +483,13 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     }
     wgmma_wait<0>();
     mbar_arrive(empty + 8 * buf);  // this thread's last read of the stage is done
+#if RINGATTN_BWD_TRACE
+    if (tracer && j == 0) bwd_trace_mark(tr_s, tr + kBtCBlock0End);
+#endif
   }
+#if RINGATTN_BWD_TRACE
+  if (tracer) bwd_trace_mark(tr_s, tr + kBtCLoopEnd);
+#endif
   if (pp && wg == 0) named_sync(2);  // takes warpgroup 1's last arrive
 
   // dK and dV leave through shared memory: each thread stores its scaled
@@ -426,6 +515,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     }
   }
   named_sync(1);
+#if RINGATTN_BWD_TRACE
+  if (tracer && wg == 0) bwd_trace_mark(tr_s, kBtStaged0);
+#endif
   const int64_t kv0 = batch * p.src.batch_stride + int64_t(t.head) * p.src.head_stride;
   constexpr int CH = D / 4, RPS = NC / CH, NR = BN / RPS;  // chunks per row, rows per sweep, sweeps
   const int ct = tid - NP, c = ct % CH, r0 = ct / CH;
@@ -445,8 +537,26 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   // touches dq_acc during the sequence). prefetch_acc only pulled lines into
   // L2, where every SM's stores land: nothing stale is read through it.
   if (p.pdl) griddep_wait();
+#if RINGATTN_BWD_TRACE
+  if (tracer) bwd_trace_mark(tr_s, tr + kBtCAddsStart);
+#endif
   grad_add4_rows<Elem, NR>(GradAcc{p.dk_acc, p.dk_hi, p.dk_lo}, gidx, s_acc + r0 * D + c * 4, RPS * D, fresh);
   grad_add4_rows<Elem, NR>(GradAcc{p.dv_acc, p.dv_hi, p.dv_lo}, gidx, s_acc + BN * D + r0 * D + c * 4, RPS * D, fresh);
+#if RINGATTN_BWD_TRACE
+  if (tracer) {
+    bwd_trace_mark(tr_s, tr + kBtCEpilogueDone);
+    bwd_trace_st(tr_s, tr + kBtCDqEmptyWait, tr_dq_empty);
+    bwd_trace_st(tr_s, tr + kBtCFullWait, tr_full);
+    if (unsigned long long* r = bwd_trace_rec(p)) {
+      bwd_trace_copy(r, tr_s, tr, kBtCEvents);
+      if (wg == 0) {
+        r[kBtStaged0] = bwd_trace_ld(tr_s, kBtStaged0);
+        r[kBtTimerEnd] = bwd_trace_globaltimer();
+        r[kBtClockEnd] = bwd_trace_clock();
+      }
+    }
+  }
+#endif
 }
 
 }  // namespace ringattn::kern::cuda::detail
