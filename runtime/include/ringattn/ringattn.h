@@ -56,7 +56,8 @@ int ringattn_create(const ringattn_config_t* config, MPI_Comm comm, ringattn_con
 /* Collective. q, k, v, o: batch x seq/P x heads x head_dim; lse: batch x seq/P x heads (float).
  * Stream-ordered on the cuda backend: with NCCL (or one rank) it may return with its work in
  * flight; the next forward, ringattn_synchronize and ringattn_destroy wait for it under the
- * timeout (see Context::forward in ringattn.hpp). Collective argument errors fail every rank. */
+ * timeout (see Context::forward in ringattn.hpp). Collective argument errors fail every rank.
+ * Buffers: 16-byte aligned on the cuda backend, element-aligned on cpu; lse 4-byte aligned. */
 int ringattn_forward(ringattn_context_t ctx, int64_t batch, int64_t seq, const void* q, const void* k,
                      const void* v, void* o, float* lse, void* stream);
 /* Collective: the exact gradient of a forward on the same shapes (see Context::backward in

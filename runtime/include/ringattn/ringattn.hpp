@@ -92,6 +92,10 @@ class Context {
   // returned by whichever of them comes next. With the mpi transport the
   // host drives the ring and the call returns when the work is complete. On
   // the cpu backend the call is synchronous.
+  // Buffers are aligned to 16 bytes on the cuda backend (as cudaMalloc and
+  // torch give them; the kernels move rows in 16-byte chunks), to their
+  // element on cpu, lse to 4: otherwise InvalidArgument on every rank (also
+  // for backward).
   Status forward(const Shape& shape, const void* q, const void* k, const void* v, void* o,
                  float* lse, void* stream = nullptr);
 

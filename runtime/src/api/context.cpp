@@ -1,5 +1,6 @@
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <initializer_list>
 #include <utility>
 #include <map>
@@ -141,6 +142,24 @@ Status Context::Impl::check(const Shape& shape, std::initializer_list<std::pair<
         local = InvalidArgument(std::string("buffer '") + name + "' is null (every rank must pass its shard)");
         break;
       }
+  if (local.ok()) {
+    // The CUDA kernels move every tensor's rows in 16-byte chunks (cp.async,
+    // 16-byte loads and stores; a misaligned one faulted the GPU); the CPU
+    // backend reads whole elements. LSE is read and written as floats.
+    const size_t tensor_align = cfg.backend == Backend::cuda ? 16 : dtype_size(cfg.dtype);
+    for (const auto& [name, ptr] : buffers) {
+      const size_t need = std::string(name) == "lse" ? sizeof(float) : tensor_align;
+      if (reinterpret_cast<uintptr_t>(ptr) % need != 0) {
+        char at[32];
+        std::snprintf(at, sizeof(at), "%p", ptr);
+        local = InvalidArgument(std::string("buffer '") + name + "' at " + at + " is not " + std::to_string(need) +
+                                "-byte aligned (allowed: an address that is a multiple of " + std::to_string(need) +
+                                (cfg.backend == Backend::cuda ? " on the cuda backend, as cudaMalloc and torch give"
+                                                              : ", the element size") + ")");
+        break;
+      }
+    }
+  }
   if (local.ok()) {
     const uint64_t rows = uint64_t(shape.batch) * uint64_t(shape.seq / world) * uint64_t(cfg.heads);
     auto bytes = [&](const char* name) {
