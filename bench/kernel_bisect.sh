@@ -42,8 +42,11 @@ for r in $(seq 1 "$rounds"); do
     for n in $(printf '%s\n' "${!bin[@]}" | sort); do
       # shellcheck disable=SC2086
       # the backward's summary line, else the forward's row (the line after its header)
-      line=$(timeout "${KB_TIMEOUT:-120}" "${bin[$n]}" $c 2>&1 | tee -a "$OUT/kernel_bisect_$n.log" | grep -E -A1 "^backward|^branches" | grep -vE "^branches|^--" | tail -1 | cut -c1-230)
-      echo "$r | $n | $c | $line" >> "$OUT/kernel_bisect.txt"
+      out=$(timeout "${KB_TIMEOUT:-120}" "${bin[$n]}" $c 2>&1); echo "$out" >> "$OUT/kernel_bisect_$n.log"
+      line=$(echo "$out" | grep -E -A1 "^backward|^branches" | grep -vE "^branches|^--" | tail -1 | cut -c1-230)
+      # the forward output's hash (trees built before it was printed show none): equal hashes, equal bits
+      bits=$(echo "$out" | grep -o "^bits: hash of O and LSE 0x[0-9a-f]*" | awk '{print $NF}')
+      echo "$r | $n | $c | $line${bits:+ | O/LSE $bits}" >> "$OUT/kernel_bisect.txt"
     done
   done
 done

@@ -38,7 +38,8 @@
 // goes onto a stream of its own (blocking: ordered with the default stream's
 // input fills and copies).
 //
-// Prints the median and minimum time of --iters runs after --warmup, the
+// Prints a hash of the last forward's O and LSE (`bits:`; the same for two trees
+// that compute the same bits), and the median and minimum time of --iters runs after --warmup, the
 // useful FLOPs (SPEC.md) and TFLOP/s. Inputs are random (generated on the
 // device) and rotate between two sets where memory allows, so no run finds
 // its inputs in L2. Correctness is tests/gpu/test_cuda_fwd.cu's job; this
@@ -612,6 +613,26 @@ int main(int argc, char** argv) {
   std::printf("%-28s %9lld %5lld %4lld %4lld %6s %12.3e %10.3f %10.3f %9.1f%s%s\n", format_branches(c.branches).c_str(),
               (long long)N, (long long)B, (long long)H, (long long)D, to_string(c.dtype), flops, med, ms.front(),
               flops / (med * 1e-3) / 1e12, c.causal ? "  causal" : "", bad ? "  NON-FINITE OUTPUT" : "");
+  {
+    // The output's bits, to compare trees that must compute the same function
+    // (kernel_bisect.sh prints this line per tree): an FNV-1a-style hash over
+    // the 8-byte words (then the tail bytes) of O and LSE of the last timed
+    // forward (deterministic inputs, deterministic kernels), 64 MB at a time.
+    uint64_t h = 1469598103934665603ull;
+    auto fnv = [&](const void* dev, size_t bytes) {
+      std::vector<uint64_t> buf(std::min<size_t>((bytes + 7) / 8, size_t(8) << 20));
+      for (size_t at = 0; at < bytes; at += buf.size() * 8) {
+        const size_t nb = std::min(buf.size() * 8, bytes - at);
+        CHECK_CUDA(cudaMemcpy(buf.data(), static_cast<const char*>(dev) + at, nb, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < nb / 8; ++i) h = (h ^ buf[i]) * 1099511628211ull;
+        const unsigned char* tail = reinterpret_cast<const unsigned char*>(buf.data()) + nb / 8 * 8;
+        for (size_t i = 0; i < nb % 8; ++i) h = (h ^ tail[i]) * 1099511628211ull;
+      }
+    };
+    fnv(o.p, elems * 2);
+    fnv(lse.p, rows * 4);
+    std::printf("bits: hash of O and LSE 0x%016llx\n", (unsigned long long)h);
+  }
   int64_t packed = 0;
   for (const kern::Tile& t : plan.tiles) packed += t.seg_len > 0;
   std::printf("plan: %zu tiles, %lld of them packed segments (RINGATTN_PACK_SEGMENTS=%d), %zu passes, %s\n",
