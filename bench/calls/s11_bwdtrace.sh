@@ -11,17 +11,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # strict mode, cwd, $OUT/logs, $S, say, the device line
 say "tree: $(git rev-parse --short HEAD 2>/dev/null) $(git status --short 2>/dev/null | wc -l) changed"
 ITERS="${ITERS:-3}"
-build() {  # dir, log, extra cmake args...
-  local dir="$1" log="$2" t0 rc
-  t0=$(date +%s); shift 2
-  { cmake -S . -B "$dir" -DRINGATTN_CUDA=ON -DRINGATTN_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "$@" &&
-    cmake --build "$dir" -j 16 --target ringattn_kernel_fwd; } > "$OUT/logs/$log" 2>&1
-  rc=$?; say "build $dir ($*): rc=$rc in $(( $(date +%s) - t0 )) s"
-  [ $rc = 0 ] || tail -20 "$OUT/logs/$log" >> "$S"
-  return $rc
-}
-build build/gpu-bwdtrace build_bwdtrace.log -DRINGATTN_BWD_TRACE=ON -DRINGATTN_FWD_TRACE=OFF; rc_t=$?
-build build/gpu-notrace build_notrace.log -DRINGATTN_BWD_TRACE=OFF -DRINGATTN_FWD_TRACE=OFF; rc_n=$?
+build_driver build/gpu-bwdtrace build_bwdtrace.log -DRINGATTN_BWD_TRACE=ON -DRINGATTN_FWD_TRACE=OFF; rc_t=$?
+build_driver build/gpu-notrace build_notrace.log -DRINGATTN_BWD_TRACE=OFF -DRINGATTN_FWD_TRACE=OFF; rc_n=$?
 COMMON="--bwd --bwd-acc split --heads 16 --head-dim 128 --iters $ITERS"
 i=0
 for c in "--config longnet4 --seq 65536 --bwd-dq atomic" "--config dense --seq 16384 --bwd-dq atomic" \

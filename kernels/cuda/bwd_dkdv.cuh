@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   const int r_lo = 16 * (warp & 3) + (lane >> 2), qc = (lane & 3) * 2;
   const int item = blockIdx.x, batch = blockIdx.y;
 #if RINGATTN_BWD_TRACE
-  const unsigned long long tr_entry = tid == 0 ? bwd_trace_clock() : 0ull;
+  const unsigned long long tr_entry = tid == 0 ? clock64_now() : 0ull;
 #endif
   // The next launch may start once every CTA of this one has started
   // (bwd_kernel.cuh): it waits for this one before touching what it writes.
@@ -124,10 +124,10 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   const int nblk = (t.q_count - m_lo + BQ - 1) / BQ;
 #if RINGATTN_BWD_TRACE
   if (unsigned long long* r = tid == 0 ? bwd_trace_rec(p) : nullptr) {
-    r[kBtTimerStart] = bwd_trace_globaltimer();
-    r[kBtClockStart] = bwd_trace_clock();
+    r[kBtTimerStart] = globaltimer_now();
+    r[kBtClockStart] = clock64_now();
     r[kBtClockEntry] = tr_entry;
-    r[kBtSmId] = bwd_trace_smid();
+    r[kBtSmId] = smid_now();
     r[kBtNBlk] = unsigned(nblk);
     r[kBtFlags] = (p.overwrite && p.dk_lo != nullptr ? kBtFlagFresh : 0u) | (p.dq_atomic ? kBtFlagAtomic : 0u) |
                   (p.pdl ? kBtFlagPdl : 0u) | (p.dq_first ? kBtFlagDqFirst : 0u) |
@@ -199,7 +199,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     if (tid == 0) bwd_trace_sub_now(tr_s, kBtPDqFullWait);
     mbar_wait(dq_full, j & 1);
     if (tid == 0) {
-      const uint32_t now = bwd_trace_clock32();
+      const uint32_t now = clock32_now();
       bwd_trace_st32(tr_s, kBtPDqFullWait, bwd_trace_ld32(tr_s, kBtPDqFullWait) + now);
       bwd_trace_st32(tr_s, kBtPDrainWork, bwd_trace_ld32(tr_s, kBtPDrainWork) - now);
     }
@@ -321,9 +321,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
   auto dq_stage = [&](const float* dq, int j) {
 #if RINGATTN_BWD_TRACE
     if (j > 0) {
-      tr_dq_empty -= bwd_trace_clock32();
+      tr_dq_empty -= clock32_now();
       mbar_wait(dq_empty, (j - 1) & 1);
-      tr_dq_empty += bwd_trace_clock32();
+      tr_dq_empty += clock32_now();
     }
 #else
     if (j > 0) mbar_wait(dq_empty, (j - 1) & 1);
@@ -351,9 +351,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     if (j == j_pre) prefetch_acc(tid - NP, NC);
 #if RINGATTN_BWD_TRACE
     if (tracer && j == nblk - 1) bwd_trace_mark(tr_s, tr + kBtCLastStart);
-    tr_full -= bwd_trace_clock32();
+    tr_full -= clock32_now();
     mbar_wait(full + 8 * buf, (j / S) & 1);
-    tr_full += bwd_trace_clock32();
+    tr_full += clock32_now();
     if (tracer && j == 0) bwd_trace_mark(tr_s, tr + kBtCFirstFull);
 #else
     mbar_wait(full + 8 * buf, (j / S) & 1);
@@ -551,8 +551,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       bwd_trace_copy(r, tr_s, tr, kBtCEvents);
       if (wg == 0) {
         r[kBtStaged0] = bwd_trace_ld(tr_s, kBtStaged0);
-        r[kBtTimerEnd] = bwd_trace_globaltimer();
-        r[kBtClockEnd] = bwd_trace_clock();
+        r[kBtTimerEnd] = globaltimer_now();
+        r[kBtClockEnd] = clock64_now();
       }
     }
   }

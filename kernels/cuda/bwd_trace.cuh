@@ -18,6 +18,7 @@
 #pragma once
 #include <cstdint>
 #include "kernels/cuda/attention_bwd.hpp"
+#include "kernels/cuda/sm90_ptx.cuh"
 
 namespace ringattn::kern::cuda {
 
@@ -70,27 +71,6 @@ static_assert(kBwdTraceSlots == 32, "trace record layout");
 #if RINGATTN_BWD_TRACE
 namespace detail {
 
-__device__ __forceinline__ unsigned long long bwd_trace_clock() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%clock64;\n" : "=l"(t)::"memory");
-  return t;
-}
-// The low 32 bits, for the summed waits (a CTA's sums fit).
-__device__ __forceinline__ uint32_t bwd_trace_clock32() {
-  uint32_t t;
-  asm volatile("mov.u32 %0, %%clock;\n" : "=r"(t)::"memory");
-  return t;
-}
-__device__ __forceinline__ unsigned long long bwd_trace_globaltimer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t)::"memory");
-  return t;
-}
-__device__ __forceinline__ unsigned bwd_trace_smid() {
-  unsigned s;
-  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(s));
-  return s;
-}
 // This CTA's record, null when p.trace is. Its inputs read afresh (asm
 // volatile): a null test or indices kept from the kernel's start cost the
 // producer (24 registers) spills.
@@ -112,7 +92,7 @@ __device__ __forceinline__ unsigned long long bwd_trace_ld(uint32_t sh, int slot
   asm volatile("ld.shared.u64 %0, [%1];\n" : "=l"(v) : "r"(sh + 8 * slot) : "memory");
   return v;
 }
-__device__ __forceinline__ void bwd_trace_mark(uint32_t sh, int slot) { bwd_trace_st(sh, slot, bwd_trace_clock()); }
+__device__ __forceinline__ void bwd_trace_mark(uint32_t sh, int slot) { bwd_trace_st(sh, slot, clock64_now()); }
 // Summed cycles in the shadow, as 32 bits (the word's low half; a CTA's sums
 // fit): v - clock before a wait, v + clock after it.
 __device__ __forceinline__ uint32_t bwd_trace_ld32(uint32_t sh, int slot) {
@@ -124,10 +104,10 @@ __device__ __forceinline__ void bwd_trace_st32(uint32_t sh, int slot, uint32_t v
   asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sh + 8 * slot), "r"(v) : "memory");
 }
 __device__ __forceinline__ void bwd_trace_sub_now(uint32_t sh, int slot) {
-  bwd_trace_st32(sh, slot, bwd_trace_ld32(sh, slot) - bwd_trace_clock32());
+  bwd_trace_st32(sh, slot, bwd_trace_ld32(sh, slot) - clock32_now());
 }
 __device__ __forceinline__ void bwd_trace_add_now(uint32_t sh, int slot) {
-  bwd_trace_st32(sh, slot, bwd_trace_ld32(sh, slot) + bwd_trace_clock32());
+  bwd_trace_st32(sh, slot, bwd_trace_ld32(sh, slot) + clock32_now());
 }
 // Words [first, first + n) of the shadow into the record.
 __device__ __forceinline__ void bwd_trace_copy(unsigned long long* r, uint32_t sh, int first, int n) {

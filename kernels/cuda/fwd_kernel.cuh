@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(Traits::kThreads, 1) fwd_kernel(const FwdParam
 #if RINGATTN_FWD_TRACE
   if (tid == 0) {
     trace_times(p, kTrHTimerStart);
-    trace_header(p, kTrHSmId, trace_smid());
+    trace_header(p, kTrHSmId, smid_now());
   }
 #endif
   if (tid < Traits::kProducerThreads) {

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include "kernels/cuda/attention_fwd.hpp"
+#include "kernels/cuda/sm90_ptx.cuh"
 
 namespace ringattn::kern::cuda {
 
@@ -50,16 +51,6 @@ static_assert(kTraceSlots == 16, "trace record layout");
 #if RINGATTN_FWD_TRACE
 namespace detail {
 
-__device__ __forceinline__ unsigned long long trace_clock() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%clock64;\n" : "=l"(t)::"memory");
-  return t;
-}
-__device__ __forceinline__ unsigned long long trace_globaltimer() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t)::"memory");
-  return t;
-}
 // Word `slot` of this CTA's record r (0: the header).
 __device__ __forceinline__ unsigned long long* trace_word(const FwdParams& p, int r, int slot) {
   return p.trace + (int64_t(blockIdx.x) * (p.trace_items + 1) + r) * kTraceSlots + slot;
@@ -69,22 +60,17 @@ __device__ __forceinline__ void trace_put(const FwdParams& p, int itc, int slot,
   if (p.trace != nullptr && itc < p.trace_items) *trace_word(p, 1 + itc, slot) = v;
 }
 __device__ __forceinline__ void trace_mark(const FwdParams& p, int itc, int slot) {
-  if (p.trace != nullptr && itc < p.trace_items) *trace_word(p, 1 + itc, slot) = trace_clock();
+  if (p.trace != nullptr && itc < p.trace_items) *trace_word(p, 1 + itc, slot) = clock64_now();
 }
 // Header: globaltimer and clock64 at slots ts, ts + 1.
 __device__ __forceinline__ void trace_times(const FwdParams& p, int ts) {
   if (p.trace == nullptr) return;
-  const unsigned long long g = trace_globaltimer(), c = trace_clock();
+  const unsigned long long g = globaltimer_now(), c = clock64_now();
   *trace_word(p, 0, ts) = g;
   *trace_word(p, 0, ts + 1) = c;
 }
 __device__ __forceinline__ void trace_header(const FwdParams& p, int slot, unsigned long long v) {
   if (p.trace != nullptr) *trace_word(p, 0, slot) = v;
-}
-__device__ __forceinline__ unsigned trace_smid() {
-  unsigned s;
-  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(s));
-  return s;
 }
 
 }  // namespace detail

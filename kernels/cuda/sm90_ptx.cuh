@@ -250,4 +250,29 @@ __device__ __forceinline__ float2 unpack2<__half>(uint32_t u) {
   return __half22float2(*reinterpret_cast<__half2*>(&u));
 }
 
+// Clock and placement reads for the kernels' optional timing traces
+// (fwd_trace.cuh, bwd_trace.cuh): the SM's cycle counter (64 and 32 bits;
+// only differences within one SM mean something), the global timer (ns) and
+// the SM's id.
+__device__ __forceinline__ unsigned long long clock64_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%clock64;\n" : "=l"(t)::"memory");
+  return t;
+}
+__device__ __forceinline__ uint32_t clock32_now() {
+  uint32_t t;
+  asm volatile("mov.u32 %0, %%clock;\n" : "=r"(t)::"memory");
+  return t;
+}
+__device__ __forceinline__ unsigned long long globaltimer_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t)::"memory");
+  return t;
+}
+__device__ __forceinline__ unsigned smid_now() {
+  unsigned s;
+  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(s));
+  return s;
+}
+
 }  // namespace ringattn::kern::cuda::detail
