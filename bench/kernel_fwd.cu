@@ -152,9 +152,6 @@ struct Stat {
   }
 };
 
-// The dK/dV kernel's stages (bwd_common.cuh kBwdStages): the first refill waits at block 3.
-constexpr int kBwdStagesForTrace = 3;
-
 double median_of(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -359,7 +356,7 @@ void summarize_bwd_trace(const unsigned long long* w, int64_t ctas, int64_t item
       }
     }
     p_empty.add(cyc(r[kc::kBtPEmptyWait]));
-    if (nb > kBwdStagesForTrace) p_empty_b.add(cyc(r[kc::kBtPEmptyWait]) / (nb - kBwdStagesForTrace));
+    if (nb > kc::kBwdStages) p_empty_b.add(cyc(r[kc::kBtPEmptyWait]) / (nb - kc::kBwdStages));
     double st0 = -1;
     for (int wg = 0; wg < 2; ++wg) {
       const ull ff = C(r, wg, kc::kBtCFirstFull), b0 = C(r, wg, kc::kBtCBlock0End), ls = C(r, wg, kc::kBtCLastStart),

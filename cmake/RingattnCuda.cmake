@@ -61,3 +61,16 @@ function(ringattn_cuda_architectures)
     target_compile_options(${_target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${RINGATTN_CUDA_GENCODE}>)
   endforeach()
 endfunction()
+
+# The kernels' optional timing traces (options RINGATTN_FWD_TRACE,
+# RINGATTN_BWD_TRACE): the kernels and the code that reads them are built with
+# the same definitions.
+function(ringattn_kernel_traces)
+  foreach(_target IN LISTS ARGN)
+    foreach(_trace FWD BWD)
+      if(RINGATTN_${_trace}_TRACE)
+        target_compile_definitions(${_target} PRIVATE RINGATTN_${_trace}_TRACE=1)
+      endif()
+    endforeach()
+  endforeach()
+endfunction()

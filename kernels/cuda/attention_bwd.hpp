@@ -48,6 +48,10 @@ namespace ringattn::kern::cuda {
 constexpr int kBwdBlockM = 128;
 // Keys per bwd_dkdv work item (the plan image's key-block prefix).
 constexpr int kBwdBlockN = 128;
+// Stages of the streamed blocks (Q/dO/LSE/Delta in bwd_dkdv, K/V in bwd_dq):
+// the producer refills a stage once every consumer thread is done with the
+// block kBwdStages blocks before it.
+constexpr int kBwdStages = 3;
 
 struct BwdParams {
   // Local shard, token-major B x L x H x D (elements of `dtype`); dout and

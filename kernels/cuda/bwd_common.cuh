@@ -10,10 +10,6 @@
 
 namespace ringattn::kern::cuda::detail {
 
-// Stages of the streamed blocks (Q/dO/LSE/Delta in bwd_dkdv, K/V in bwd_dq):
-// the producer refills a stage once every consumer thread is done with the
-// block S blocks before it.
-constexpr int kBwdStages = 3;
 // Threads of both kernels' CTAs: a producer warpgroup, then two consumer warpgroups.
 constexpr int kBwdThreads = 384;
 
