@@ -4,13 +4,14 @@
 # (main): the forward GPU tests, the kernel driver round-robin (bench/kernel_bisect.sh), the
 # per-item trace of this tree, and the runtime's forward (its dynamic scheduler) alternated
 # with base's (s10_rows.sh ab). Each part's summary.txt and logs.tgz under $OUT/{k,t,r}.
+# CTEST_R / TESTS_S override the tests' regex and time limit (default below).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT="${OUT:-$PWD/build/gpu-logs}"; mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 PATH="/usr/local/cuda/bin:$PATH"
 F="--heads 16 --head-dim 128"
 OUT="$OUT/k" KB_TIMEOUT=60 KB_CASES="--config longnet4 --seq 65536 $F --iters 20;--branches 2048:1 --seq 65536 $F --iters 20;--config dense --seq 16384 $F --iters 20;--config longnet4 --seq 1048576 $F --iters 5;--config longnet4 --seq 65536 $F --causal --iters 20" \
-  CTEST_R='gpu_fused|gpu_kernel_short|gpu_verify_(longnet4|paper|dense|geometric|straddle|nccl|short_np1)' TESTS_S=150 \
+  CTEST_R="${CTEST_R:-gpu_fused|gpu_kernel_short|gpu_verify_(longnet4|paper|dense|geometric|straddle|nccl|short_np1)}" TESTS_S="${TESTS_S:-150}" \
   timeout 380 bench/calls/s8_kernels.sh build tests bisect
 # The per-item trace of this tree (the forward kernel built with RINGATTN_FWD_TRACE).
 mkdir -p "$OUT/t"

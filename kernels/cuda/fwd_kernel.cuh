@@ -6,7 +6,8 @@
 //   load.cuh            producer warpgroup: dilated-row gather of Q/K/V (affine
 //                       or index-list keys) into swizzled shared memory, mbarrier ring
 //   mainloop_fwd.cuh    consumer warpgroups: wgmma, masking, online softmax (softmax.cuh)
-//   epilogue.cuh        O/LSE write, merging in place by the log-sum-exp rule
+//   epilogue.cuh        O/LSE write, merging in place by the log-sum-exp rule (O staged in
+//                       shared memory, 16-byte global accesses)
 //   sm90_ptx.cuh        the Hopper instructions they use
 //   fwd_trace.cuh       optional per-item timing trace (RINGATTN_FWD_TRACE builds only)
 //

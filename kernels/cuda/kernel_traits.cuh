@@ -5,8 +5,9 @@
 //   warpgroup 0, the producer (load.cuh): gathers Q and K/V rows;
 //   warpgroups 1 and 2, the consumers (mainloop_fwd.cuh, epilogue.cuh):
 //   64 query rows each of a kBlockM-row query block.
-// Shared memory: Q | K stages | V stages | mbarriers | work item, every tile
-// in the 128-byte-swizzled layout of swz() (based on a 1024-byte boundary).
+// Shared memory: Q | K stages | V stages | O staging | staging flags |
+// mbarriers | work item; Q, K and V in the 128-byte-swizzled layout of swz()
+// (based on a 1024-byte boundary), the O staging tiles in that of epi_swz().
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -45,8 +46,16 @@ struct FwdTraits {
   static constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
   static constexpr int kQBytes = kBlockM * kHeadDim * 2;
   static constexpr int kKVBytes = kBlockN * kHeadDim * 2;  // one K (or V) stage
-  // Q | K stages | V stages | barriers | work item
-  static constexpr int kBarOff = kQBytes + 2 * kStages * kKVBytes;
+  // Q | K stages | V stages | O staging | staging flags | barriers | work item
+  // The epilogue's O staging (epilogue.cuh): per consumer warpgroup 64 rows
+  // of D 16-bit values (rows of D * 2 bytes, 16-byte chunks swizzled:
+  // epi_swz), then per warpgroup 64 one-byte row flags.
+  static constexpr int kEpiOff = kQBytes + 2 * kStages * kKVBytes;
+  static constexpr int kEpiRowBytes = kHeadDim * 2;
+  static constexpr int kEpiTileBytes = 64 * kEpiRowBytes;  // one warpgroup's
+  static constexpr int kEpiFlagsOff = kEpiOff + 2 * kEpiTileBytes;
+  static constexpr int kEpiFlagBytes = 64;                 // one warpgroup's
+  static constexpr int kBarOff = kEpiFlagsOff + 2 * kEpiFlagBytes;
   static constexpr int kNumBars = 2 * kStages + 2;  // full[S], empty[S], q_full, q_empty
   static constexpr int kInfoOff = kBarOff + kNumBars * 8;
   static constexpr int kInfoBytes = 64;
@@ -62,7 +71,12 @@ struct FwdTraits {
   static_assert((kProducerThreads / kChunks) % 8 == 0, "rows a thread skips keep its swizzle");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "wgmma N");
   static_assert(sizeof(WorkItem) + 8 <= kInfoBytes, "the work item and the next-item slots fit");
+  // 193.2 KB at D = 128 (97.2 KB at D = 64). Rows of the staging tile are not
+  // padded (a swizzle instead): with the 1 KB the driver reserves per CTA
+  // this stays under the 196 KB shared-memory carveout (padded rows, +2 KB,
+  // would need the 228 KB one and leave L1 28 KB instead of 60).
   static_assert(kSmemBytes <= 227 * 1024, "fits the sm_90 shared memory");
+  static_assert(kEpiOff % 1024 == 0 && kBarOff % 8 == 0, "staging and barrier alignment");
   static_assert(kProducerThreads * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
 };
 
@@ -74,12 +88,23 @@ __device__ __forceinline__ uint32_t swz(int row, int ch, int rows) {
   return uint32_t((ch >> 3) * rows * 128 + row * 128 + (((ch & 7) ^ (row & 7)) << 4));
 }
 
+// Byte offset of 16-byte chunk `ch` of row `row` in an O staging tile (rows
+// of kHeadDim * 2 bytes): chunk ^= row % 8, so the 8 rows of an 8 x 8
+// stmatrix/ldmatrix block and the 8 chunks a quarter warp copies each fall
+// in distinct banks (epilogue.cuh).
+template <typename Traits>
+__device__ __forceinline__ uint32_t epi_swz(int row, int ch) {
+  return uint32_t(row * Traits::kEpiRowBytes + ((ch ^ (row & 7)) << 4));
+}
+
 // Addresses of one CTA's shared memory (shared-window addresses for the
 // async proxy and barriers, a generic pointer for the work item).
 template <typename Traits>
 struct SmemLayout {
   static constexpr int S = Traits::kStages;
   uint32_t q, k, v;                        // tiles; stage s at + s * kKVBytes
+  uint32_t epi, epi_flags;                 // O staging; warpgroup w's tile at + w * kEpiTileBytes,
+                                           // its flags at + w * kEpiFlagBytes
   uint32_t full, empty, q_full, q_empty;   // mbarriers; full/empty of stage s at + 8 * s
   WorkItem* item;  // q_rows == 0: no more items (the producer's last word)
   int* next;       // two slots: the next item a dynamic scheduler fetched
@@ -90,6 +115,8 @@ struct SmemLayout {
     q = raw_addr + pad;
     k = q + Traits::kQBytes;
     v = k + S * Traits::kKVBytes;
+    epi = q + Traits::kEpiOff;
+    epi_flags = q + Traits::kEpiFlagsOff;
     full = q + Traits::kBarOff;
     empty = full + 8 * S;
     q_full = empty + 8 * S;

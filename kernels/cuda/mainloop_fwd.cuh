@@ -78,7 +78,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     // pdl: the pass before may still be running until the first item's
     // epilogue has waited for it (epilogue.cuh); nothing before touches O or LSE.
     const bool pdl_first = p.pdl && itc == 0;
-    Epilogue<Traits> epilogue(p, it, r_lo, qc, lane, pdl_first);
+    Epilogue<Traits> epilogue(p, it, r_lo, lane, pdl_first);
 
     float o_acc[kON * 4];
 #pragma unroll
@@ -150,7 +150,7 @@ __device__ __forceinline__ void consume(const FwdParams& p, const SmemLayout<Tra
     } else {
       mbar_arrive(sm.q_empty);
     }
-    epilogue.store(p, it, o_acc, row_max, row_sum, sl2, r_lo, lane, pdl_first);
+    epilogue.store(p, sm, it, o_acc, row_max, row_sum, sl2, ctid, r_lo, lane, pdl_first);
 #if RINGATTN_FWD_TRACE
     if (tracer) trace_mark(p, itc, tr + kTrCEpilogueDone);
 #endif

@@ -64,6 +64,12 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+// Named barrier ids (bar.sync / bar.arrive; 0 is __syncthreads):
+//   forward (fwd_kernel.cuh): 1, 2  the consumer warpgroups' ping-pong (256 threads, mainloop_fwd.cuh)
+//                             3     the producer warpgroup alone (128, producer_sync)
+//                             4, 5  consumer warpgroup 0 / 1 alone: its epilogue's A (128, wg_sync_or, epilogue.cuh)
+//                             6, 7  the same: its epilogue's B and C (128, wg_sync)
+//   backward (bwd_*.cuh):     1 (both consumer warpgroups), 2, 3 their ping-pong (256 threads)
 // Named barriers over the 256 consumer threads.
 __device__ __forceinline__ void named_sync(int id) {
   asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
@@ -72,6 +78,26 @@ __device__ __forceinline__ void named_sync(int id) {
 __device__ __forceinline__ void producer_sync() { asm volatile("bar.sync 3, 128;\n" ::: "memory"); }
 __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
+}
+
+// One consumer warpgroup alone (128 threads; the forward's epilogue, ids 4 to 7).
+__device__ __forceinline__ void wg_sync(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
+// The same, returning whether `pred` held in any of the 128 threads (bar.red.or).
+__device__ __forceinline__ bool wg_sync_or(int id, bool pred) {
+  uint32_t r;
+  asm volatile(
+      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %2, 0;\nbar.red.or.pred q, %1, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
+      : "=r"(r)
+      : "r"(id), "r"(uint32_t(pred))
+      : "memory");
+  return r != 0;
+}
+
+// 16 bytes to global memory if pred != 0.
+__device__ __forceinline__ void stg128_if(void* p, uint4 v, uint32_t pred) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.u32 p, %5, 0;\n@p st.global.v4.b32 [%0], {%1, %2, %3, %4};\n}\n" ::"l"(p),
+               "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(pred)
+               : "memory");
 }
 
 // *addr += (a, b, c, d) as one L2 atomic (sm_90; addr 16-byte aligned).
@@ -104,6 +130,46 @@ __device__ __forceinline__ void warpgroup_reg_dealloc() {
 template <int kRegs>
 __device__ __forceinline__ void warpgroup_reg_alloc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+
+// ----------------------------------------------------- shared memory, b16 --
+
+// Four 8 x 8 matrices of 16-bit values to/from shared memory (sm_90
+// stmatrix / ldmatrix, every lane of the warp): lanes 8i..8i+7 give the
+// addresses of the 8 16-byte rows of matrix i; register i of lane t holds
+// row t / 4, columns 2 (t % 4), +1 of matrix i (the low half the lower
+// column): the wgmma / mma accumulator fragment (softmax.cuh).
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b),
+               "r"(c), "r"(d)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t* r) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void sts8(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u8 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint64_t lds64(uint32_t addr) {
+  uint64_t v;
+  asm volatile("ld.shared.u64 %0, [%1];\n" : "=l"(v) : "r"(addr) : "memory");
+  return v;
 }
 
 // ------------------------------------------------------------------ wgmma --
