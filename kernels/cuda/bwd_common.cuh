@@ -15,10 +15,22 @@ constexpr int kBwdThreads = 384;
 
 // Tile of item `item` of a pass: the last t with prefix[t] <= item.
 __device__ __forceinline__ int find_tile(const int32_t* prefix, int num_tiles, int item) {
-  int lo = 0, hi = num_tiles - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (__ldg(prefix + mid) <= item) lo = mid; else hi = mid - 1;
+  // Last i with prefix[i] <= item (prefix[0] = 0, non-decreasing). A 32-ary
+  // search by the whole warp: each round one coalesced probe of 32 evenly
+  // spaced entries of the range left and a ballot, so ~log32(tiles) dependent
+  // loads (2 at 512 tiles) instead of the binary search's ~log2 (9-10), which
+  // were most of the ~2.6 us a dK/dV CTA spent before its first load
+  // (bench/calls/s11_bwdtrace.sh, h200-2026-11-28s12). Every lane of the
+  // warp must call it (all threads of these kernels do, before any branch).
+  const int lane = threadIdx.x & 31;
+  int lo = 0, n = num_tiles;  // the answer is in [lo, lo + n); prefix[lo] <= item
+  while (n > 1) {
+    const int step = (n + 31) >> 5;
+    const bool le = lane * step < n && __ldg(prefix + lo + lane * step) <= item;
+    const unsigned m = __ballot_sync(0xffffffffu, le);  // lanes 0..k (prefix does not decrease); lane 0 always
+    const int k = 31 - __clz(m);
+    lo += k * step;
+    n = min(step, n - k * step);
   }
   return lo;
 }

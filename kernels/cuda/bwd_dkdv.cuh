@@ -246,13 +246,8 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
       }
     }
   };
-  if (tid < NP) {  // the producer: K and V (covered by stage 0's arrivals), then every block
+  if (tid < NP) {  // the producer: Q, dO, LSE and Delta of every block (K and V: the consumers)
     warpgroup_reg_dealloc<kProdRegs>();
-    gather_swz<D, BN, NT>(s_k, g.k, p.src.row_stride, kn, krow, tid);
-    gather_swz<D, BN, NT>(s_v, g.v, p.src.row_stride, kn, krow, tid);
-#if RINGATTN_BWD_TRACE
-    if (tid == 0) bwd_trace_mark(tr_s, kBtPKvIssued);
-#endif
     // Block k's dQ is staged halfway through block k (after its dQ GEMM) and
     // needed free halfway through block k + 1; its stage frees at the end of
     // block k. So drain(k) first, then the loads of block k + S (S - 1 blocks
@@ -274,6 +269,21 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     return;
   }
   warpgroup_reg_alloc<kConsRegs>();
+  // K and V, by the consumers, who wait for them before their first block
+  // (below): the producer at 24 registers took ~3 us to issue them through
+  // krow (per row a branch, a multiply, the index path: ~68 instructions per
+  // 16-byte copy), before block 0's Q and dO, and with the affine path
+  // (one 64-bit add per row) it spilled ~300 bytes (h200-2026-11-28s12).
+  if (t.k_stride != 0) {  // affine keys (every local tile)
+    gather2_swz_affine<D, BN, NC>(s_k, g.k, s_v, g.v, (t.k_row0 + int64_t(n0) * t.k_stride) * p.src.row_stride,
+                                  int64_t(t.k_stride) * p.src.row_stride, kn, tid - NP);
+  } else {  // received keys through the list (KeySource::index)
+    gather_swz<D, BN, NC>(s_k, g.k, p.src.row_stride, kn, krow, tid - NP);
+    gather_swz<D, BN, NC>(s_v, g.v, p.src.row_stride, kn, krow, tid - NP);
+  }
+#if RINGATTN_BWD_TRACE
+  if (tid == NP) bwd_trace_mark(tr_s, kBtPKvIssued);
+#endif
 
   const float sl2 = p.scale * kLog2e;
   // Packed segments (t.seg_len > 0): the queries [seg_lo, seg_hi) of each of
@@ -345,6 +355,11 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     mbar_arrive(dq_full);
   };
 
+  // K and V landed (each thread's own copies), visible to wgmma (async
+  // proxy), for every consumer thread (barrier 1: the 256 consumers).
+  cp_async_wait_all();
+  fence_proxy_async();
+  named_sync(1);
   const int j_pre = max(nblk - 2, 0);
   for (int j = 0; j < nblk; ++j) {
     const int buf = j % S, m0 = m_lo + j * BQ;

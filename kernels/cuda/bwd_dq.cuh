@@ -80,8 +80,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
   };
   if (tid < NP) {  // the producer: Q and dO (covered by stage 0's arrivals), then every block
     warpgroup_reg_dealloc<88>();
-    gather_swz<D, BM, NT>(s_q, g.q, p.q_row_stride, q_rows, qrow, tid);
-    gather_swz<D, BM, NT>(s_do, g.dout, p.q_row_stride, q_rows, qrow, tid);
+    // Q and dO rows are affine (query rows of the local shard): one 64-bit add per row for both.
+    gather2_swz_affine<D, BM, NT>(s_q, g.q, s_do, g.dout, qrow(0) * p.q_row_stride,
+                                  int64_t(t.q_stride) * p.q_row_stride, q_rows, tid);
     for (int j = 0; j < nblk; ++j) issue(j);
     cp_async_wait_all();  // the copies are never committed to groups
     return;
