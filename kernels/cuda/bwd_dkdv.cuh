@@ -208,7 +208,13 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
 #endif
     const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
-    const int c = tid % CH, r0 = tid / CH;
+    // The thread's chunk from a fresh read of %tid.x (volatile: not hoisted),
+    // so ptxas recomputes these few values here instead of keeping them live
+    // across the producer's loop: at 24 registers it spilled them and
+    // reloaded them before every drain (the consumers then waited longer on
+    // dq_empty, h200-2026-11-28s12 call 5).
+    const int tid_d = thread_x_volatile();
+    const int c = tid_d % CH, r0 = tid_d / CH;
     const int col = dq_chunk(r0, c) * 4;  // logical chunk of physical chunk c (an involution; r % 4 == r0 % 4)
     const int64_t step = int64_t(RS) * t.q_stride * p.q_row_stride;
     float* row = p.dq_acc + batch * p.q_batch_stride + int64_t(t.head) * D + col +
