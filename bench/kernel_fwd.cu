@@ -415,7 +415,7 @@ void summarize_bwd_trace(const unsigned long long* w, int64_t ctas, int64_t item
   nblk.print(tag, "nblk", "(a count, not us) query blocks of 64 per CTA");
   life.print(tag, "cta_life", "start -> last of C_EPILOGUE_DONE wg0/wg1, P_DONE");
   setup.print(tag, "setup", "kernel entry -> start (tile lookup, barrier init)");
-  p_kv.print(tag, "p_kv_issued", "start -> P_KV_ISSUED");
+  p_kv.print(tag, "p_kv_issued", "start -> P_KV_ISSUED (K/V gathers issued, by the consumers)");
   p_first.print(tag, "p_first_issued", "start -> P_FIRST_ISSUED (block 0's loads issued)");
   p_last.print(tag, "p_last_issued", "start -> P_LAST_ISSUED");
   p_done.print(tag, "p_done", "start -> P_DONE (last drain done)");

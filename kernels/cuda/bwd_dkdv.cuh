@@ -42,10 +42,10 @@ struct DkdvSmem {
 __device__ __forceinline__ int dq_chunk(int row, int c) { return c ^ ((row & 3) << 1); }
 
 // Warp-specialised like the forward: a producer warpgroup (setmaxnreg 24)
-// gathers K, V and then Q, dO, LSE, Delta of every query block into the stage
-// ring; the two consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises
-// their wgmma) only compute, and overlap inside a block: the exponentials of
-// P with the dP GEMM, dS with the dV GEMM.
+// gathers Q, dO, LSE, Delta of every query block into the stage ring; the two
+// consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises their wgmma)
+// gather the CTA's K and V once at the start, then only compute, and overlap
+// inside a block: the exponentials of P with the dP GEMM, dS with the dV GEMM.
 template <typename Elem, int D, bool kCausal>
 __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
   using L = DkdvSmem<D>;

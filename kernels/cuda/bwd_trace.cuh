@@ -35,7 +35,7 @@ enum BwdTraceSlot : int {
   kBtStaged0,         // consumer warpgroup 0: both warpgroups' dK/dV staged in shared memory
                       // (before the key rows and the pdl wait)
   // producer (tid 0): times
-  kBtPKvIssued,       // the K and V gathers issued
+  kBtPKvIssued,       // the K and V gathers issued (by the consumers; the first consumer thread marks it)
   kBtPFirstIssued,    // issue(0) done (block 0's loads issued)
   kBtPLastIssued,     // issue(nblk - 1) done
   kBtPDone,           // after the loop (last drain done), before cp.async.wait_all
