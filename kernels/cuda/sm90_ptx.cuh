@@ -28,7 +28,6 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
-// Every cp.async this thread issued, committed to a group or not, has landed.
 // threadIdx.x read by a volatile asm: the compiler may not hoist or reuse it,
 // so values derived from it are recomputed where they are used (register
 // pressure: the backward's producer runs at 24 registers).
@@ -37,6 +36,7 @@ __device__ __forceinline__ int thread_x_volatile() {
   asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
   return t;
 }
+// Every cp.async this thread issued, committed to a group or not, has landed.
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 // The mbarrier at `bar` sees one arrival when every cp.async this thread has
 // issued so far has landed (noinc: the arrival is counted in the barrier's
