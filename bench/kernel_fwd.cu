@@ -4,7 +4,7 @@
 //
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
-//                       [--warmup 2] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
+//                       [--warmup 2] [--warmup-ms 1000] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
 //                       [--bwd-acc f32|split]] [--no-pdl] [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]]
 //
 // --trace (a build with -DRINGATTN_FWD_TRACE=ON only): after the timed runs,
@@ -38,6 +38,13 @@
 // goes onto a stream of its own (blocking: ordered with the default stream's
 // input fills and copies).
 //
+// Warm-up: --warmup forwards, then more until --warmup-ms (default 1000) have
+// passed: under its power cap a GPU holds its boost clock only for the first
+// ~0.1 s of load (a `longnet4` 64k forward: 3.70 ms for six runs, then 3.94-4.45,
+// bench/results/gpu-2026-11-25/cache_on_65536.json), so 20 runs straight after
+// two warm-ups mixed both states and their median swung between calls.
+// The forward's line also gives the first and last of the timed runs.
+//
 // Prints a hash of the last forward's O and LSE (`bits:`; the same for two trees
 // that compute the same bits), and the median and minimum time of --iters runs after --warmup, the
 // useful FLOPs (SPEC.md) and TFLOP/s. Inputs are random (generated on the
@@ -49,6 +56,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -94,7 +102,7 @@ constexpr bool kBwdTraceBuilt = false;
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
-               "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--iters N]\n"
+               "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--warmup-ms MS] [--iters N]\n"
                "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]] [--no-pdl]\n"
                "       [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]] (a build with -DRINGATTN_FWD_TRACE=ON\n"
                "       and/or -DRINGATTN_BWD_TRACE=ON: the forward's, the backward dK/dV kernel's trace)\n",
@@ -477,6 +485,7 @@ int main(int argc, char** argv) {
   Shape s;
   s.seq = 65536;
   int warmup = 2, iters = 20;
+  double warmup_ms = 1000;
   bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false, trace = false, pdl = true;
   std::string trace_csv, bwd_trace_csv;
   for (int i = 1; i < argc; ++i) {
@@ -494,6 +503,7 @@ int main(int argc, char** argv) {
     else if (a == "--causal") c.causal = true;
     else if (a == "--batch") s.batch = std::atoll(value().c_str());
     else if (a == "--warmup") warmup = std::max(0, std::atoi(value().c_str()));
+    else if (a == "--warmup-ms") warmup_ms = std::max(0.0, std::atof(value().c_str()));
     else if (a == "--iters") iters = std::max(1, std::atoi(value().c_str()));
     else if (a == "--bwd") bwd = true;
     else if (a == "--bwd-dq") {
@@ -589,15 +599,24 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaEventCreate(&e0));
   CHECK_CUDA(cudaEventCreate(&e1));
   std::vector<float> ms;
-  for (int it = 0; it < warmup + iters; ++it) {
+  const auto w0 = std::chrono::steady_clock::now();
+  auto warm_ms = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - w0).count(); };
+  int warm_runs = 0;
+  for (; warm_runs < warmup || warm_ms() < warmup_ms; ++warm_runs) {
+    forward(warm_runs % sets);
+    CHECK_CUDA(cudaStreamSynchronize(st));
+  }
+  const double warm_s = warm_ms() * 1e-3;
+  for (int it = warm_runs; it < warm_runs + iters; ++it) {
     CHECK_CUDA(cudaEventRecord(e0, st));
     forward(it % sets);
     CHECK_CUDA(cudaEventRecord(e1, st));
     CHECK_CUDA(cudaEventSynchronize(e1));
     float t = 0;
     CHECK_CUDA(cudaEventElapsedTime(&t, e0, e1));
-    if (it >= warmup) ms.push_back(t);
+    ms.push_back(t);
   }
+  const float first_ms = ms.front(), last_ms = ms.back();
   std::vector<uint16_t> sample(std::min<size_t>(elems, size_t(1) << 20));
   CHECK_CUDA(cudaMemcpy(sample.data(), o.p, sample.size() * 2, cudaMemcpyDeviceToHost));
   size_t bad = 0;
@@ -610,6 +629,9 @@ int main(int argc, char** argv) {
   std::printf("%-28s %9lld %5lld %4lld %4lld %6s %12.3e %10.3f %10.3f %9.1f%s%s\n", format_branches(c.branches).c_str(),
               (long long)N, (long long)B, (long long)H, (long long)D, to_string(c.dtype), flops, med, ms.front(),
               flops / (med * 1e-3) / 1e12, c.causal ? "  causal" : "", bad ? "  NON-FINITE OUTPUT" : "");
+  std::printf("timing: %d runs after %d warm-up forwards in %.2f s (--warmup %d, --warmup-ms %.0f); first timed %.3f ms, "
+              "last %.3f ms\n",
+              iters, warm_runs, warm_s, warmup, warmup_ms, first_ms, last_ms);
   {
     // The output's bits, to compare trees that must compute the same function
     // (kernel_bisect.sh prints this line per tree): an FNV-1a-style hash over
@@ -652,7 +674,7 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMemset(tbuf.p, 0, words * 8));
     for (size_t o : off) trace_at.push_back(static_cast<unsigned long long*>(tbuf.p) + o);
     CHECK_CUDA(cudaEventRecord(e0, st));
-    forward((warmup + iters) % sets);
+    forward((warm_runs + iters) % sets);
     CHECK_CUDA(cudaEventRecord(e1, st));
     CHECK_CUDA(cudaEventSynchronize(e1));
     float t = 0;
@@ -689,8 +711,8 @@ int main(int argc, char** argv) {
     if (csv) std::fclose(csv);
   }
   if (bwd) {
-    // The backward of the last forward (set (warmup + iters - 1) % sets), each launch kind timed apart.
-    const int set = (warmup + iters - 1) % sets;
+    // The backward of the last forward (set (warm_runs + iters - 1) % sets), each launch kind timed apart.
+    const int set = (warm_runs + iters - 1) % sets;
     DeviceBuffer dout(elems * 2), acc((split ? (dq_atomic ? 1 : 0) : 3) * elems * 4), delta(rows * 4), grads(elems * 2);
     // split: the gradients (hi) and their bf16 remainders (lo), dQ, dK, dV; acc then holds only atomic dQ.
     DeviceBuffer hi(split ? 3 * elems * 2 : 16), lo(split ? 3 * elems * 2 : 16);

@@ -47,7 +47,7 @@ Status measure_sub_run(const Options& o, const Op& op, const Group& g, const Sub
   DeviceTensors outs(p.cfg.backend);
   CLI_AGREE(g, make_input_sets(op, p, source_of(so, uint64_t(so.seed)), 1, &in));
   CLI_AGREE(g, make_outputs(op, p, &outs));
-  *out = summarize(op, *ctx, p, time_op(op, *ctx, p, in, outs, o.warmup, o.iters, false));
+  *out = summarize(op, *ctx, p, time_op(op, *ctx, p, in, outs, o.warmup, o.warmup_ms, o.iters, false));
   if (g.rank == 0) std::fprintf(stderr, "[ringattn] scaling %s: %d ranks, %lld tokens: %.3f ms\n", r.mode.c_str(), r.ranks, (long long)r.tokens, out->ms);
   return Status::Ok();
 }

@@ -152,6 +152,10 @@ const std::vector<Flag>& flags() {
        real(&Options::amplitude, 0, kMaxAmplitude, "SPEC.md's tolerances hold up to logits ~1e4, i.e. amplitude 100")},
       {"--iters", "N", kRun | kBench, T, "timed iterations (default 3 run, 10 bench)", count(&Options::iters, 1, 100000)},
       {"--warmup", "N", kRun | kBench, T, "untimed iterations first (default 1 run, 3 bench)", count(&Options::warmup, 0, 100000)},
+      {"--warmup-ms", "MS", kRun | kBench, T, "and untimed iterations until MS milliseconds have passed (default 1000\n"
+                                              "for bench on cuda, else 0): a GPU under its power cap slows within\n"
+                                              "the first ~0.1 s of load, so short runs would time its boost clock",
+       real(&Options::warmup_ms, 0, 600000, "10 minutes at most")},
       {"--repeat", "N", kVerify, K, "N forwards back to back, outputs poisoned in between, the last\n"
                                     "one checked (forwards left in flight on the GPU; default 1)", count(&Options::repeat, 1, 1000)},
       {"--threads", "N", kVerify, K, "threads per rank for the float64 reference (default: this host's\n"
@@ -291,6 +295,7 @@ Status parse_options(int argc, char** argv, Options* o) {
   }
   if (o->iters < 0) o->iters = cmd == "bench" ? 10 : 3;
   if (o->warmup < 0) o->warmup = cmd == "bench" ? 3 : 1;
+  if (o->warmup_ms < 0) o->warmup_ms = cmd == "bench" && o->backend == "cuda" ? 1000 : 0;
   if (!o->has("--seed") && cmd != "verify") o->seed = 1;
   const int files = o->has("--q") + o->has("--k") + o->has("--v");
   if (files != 0 && files != 3) return InvalidArgument("--q, --k and --v must be given together");

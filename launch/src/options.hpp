@@ -47,6 +47,7 @@ struct Options {
   double amplitude = 1.0;       // inputs uniform in [-a, a)
   int64_t iters = -1;           // default: 3 (run), 10 (bench)
   int64_t warmup = -1;          // default: 1 (run), 3 (bench)
+  double warmup_ms = -1;        // warm-up goes on until this long has passed; default: 1000 (bench on cuda), else 0
   int64_t repeat = 1;           // verify: forwards back to back (outputs poisoned in between), last one checked
   int64_t threads = 0;          // verify: reference threads per rank; 0: cores / ranks on this host
   double progress = 3;          // verify: seconds between progress lines of the reference; 0: none
