@@ -45,8 +45,8 @@ for ph in "$@"; do
     fwd) rc=0
          for c in "--config dense --seq 16384 --iters 20" "--config longnet4 --seq 65536 --iters 20" "--config longnet4 --seq 1048576 --iters 5"; do
            # shellcheck disable=SC2086
-           line=$(timeout 90 build/gpu/bench/ringattn_kernel_fwd $c --heads 16 --head-dim 128 2>&1 | tee -a "$OUT/logs/fwd.log" | grep -A1 "^branches" | tail -1)
-           say "fwd $c | $line"
+           out=$(timeout 90 build/gpu/bench/ringattn_kernel_fwd $c --heads 16 --head-dim 128 2>&1); echo "$out" >> "$OUT/logs/fwd.log"
+           say "fwd $c | $(echo "$out" | grep -A1 "^branches" | tail -1) | $(echo "$out" | grep "^timing:" | cut -c9-)"
          done ;;
     torch) OUT="$OUT/logs/torch" TORCH_BENCH_ONLY=1 timeout 300 bench/torch_op_gpu.sh > "$OUT/logs/torch.log" 2>&1; rc=$?
            grep -E "^  |^speedup|^overhead|^#|torch_op" "$OUT/logs/torch.log" | cut -c1-200 >> "$S" ;;
