@@ -48,20 +48,6 @@ def useful_flops(n, heads, d, branches, batch=1):
     return total * batch
 
 
-def timed(fn, iters, warmup):
-    times = []
-    for i in range(warmup + iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        if i >= warmup:
-            times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
-
-
 def warm(fn, seconds):
     """Runs fn until `seconds` have passed (at least once); returns the count. Under its
     power cap a GPU holds its boost clock only for the first ~0.1 s of load, so cases
@@ -88,6 +74,11 @@ def timed_rounds(fns, iters, warmup):
             if i >= warmup:
                 times[j].append(a.elapsed_time(b))
     return [sorted(t)[len(t) // 2] for t in times]
+
+
+def timed(fn, iters, warmup):
+    """The median (ms) of fn alone."""
+    return timed_rounds((fn,), iters, warmup)[0]
 
 
 def flash(q, k, v, causal, scale):

@@ -159,6 +159,17 @@ case "$case_name" in
       python3 -c "import json,sys; json.load(open(sys.argv[1]), parse_constant=lambda c: sys.exit('not JSON: ' + c))" ok.json || fail "ok.json is not JSON"
     fi
     ;;
+  warmup_by_time)  # bench --warmup-ms: untimed runs until the time has passed, the same count on every rank, reported
+    run 2 bench --branches 256:1 --seq 1024 --heads 1 --head-dim 8 --iters 2 --warmup 0 --warmup-ms 300 --json w.json
+    expect_rc 0
+    expect_out "# median of 2 \(after [1-9][0-9]* warm-up in 0\.[3-9][0-9] s: --warmup 0, --warmup-ms 300\)"
+    python3 -c "import json,sys; j=json.load(open('w.json')); sys.exit(0 if j['warmup_runs'] >= 1 and j['warmup_s'] >= 0.3 and j['warmup_ms'] == 300 else 'warm-up not by time: %s' % j)" || fail "w.json"
+    run 2 bench --branches 256:1 --seq 1024 --heads 1 --head-dim 8 --iters 2 --warmup 1
+    expect_rc 0
+    expect_out "# median of 2 \(after 1 warm-up in [0-9.]+ s: --warmup 1, --warmup-ms 0\)"  # cpu: no time-based warm-up by default
+    expect_error 2 "--warmup-ms '-5' is not a number in \[0, 600000\] \(10 minutes at most\)" -- \
+      "$RA" bench --branches 256:1 --seq 1024 --heads 1 --head-dim 8 --warmup-ms -5
+    ;;
   count_suffixes)  # issue 12.4: k/M suffixes wherever a count is, overflow refused
     run 2 run --branches 1k:1,2k:2 --seq 4k --heads 1 --head-dim 8 --iters 1 --warmup 0 --cache-device-mb 1k
     expect_rc 0
