@@ -57,8 +57,14 @@ def main():
     ap.add_argument("--batch", type=count, default=1)
     ap.add_argument("--dtype", choices=["bf16", "f16"], default="bf16")
     ap.add_argument("--iters", type=count, default=10)
-    ap.add_argument("--warmup", type=count, default=3)
+    ap.add_argument("--warmup", type=count, default=3, help="warm-up forwards at least (default 3)")
+    ap.add_argument("--warmup-s", type=float, default=1.0,
+                    help="then more warm-up forwards until this many seconds have passed (default 1; 0: count only). "
+                         "A GPU under its power cap holds its boost clock only for the first ~0.1 s of load, "
+                         "so this times the sustained state, as `ringattn bench --warmup-ms` does")
     a = ap.parse_args()
+    if not a.warmup_s >= 0:  # also NaN
+        sys.exit(f"error: --warmup-s {a.warmup_s} must be a number >= 0")
 
     rank = env_int("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
     world = env_int("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", default=1)
@@ -96,9 +102,21 @@ def main():
             cur, buf = buf, cur
         return out.to(dt), lse
 
-    def timed(fn, iters, warmup):
-        for _ in range(warmup):
+    warm = {}  # runs and seconds of the last warm-up, for the report
+
+    def timed(fn, iters, warmup, warmup_s=0.0):
+        import time
+        t0, runs = time.perf_counter(), 0
+        while True:
+            # rank 0 decides (every rank must run the same number of exchanges)
+            go = torch.tensor([int(runs < warmup or time.perf_counter() - t0 < warmup_s)], device="cuda")
+            dist.broadcast(go, 0)
+            if not go.item():
+                break
             fn()
+            torch.cuda.synchronize()
+            runs += 1
+        warm.update(runs=runs, s=time.perf_counter() - t0)
         ts = []
         for _ in range(iters):
             dist.barrier()
@@ -115,7 +133,8 @@ def main():
     o, l = forward()
     bad = torch.tensor([int(not (torch.isfinite(o.float()).all() and torch.isfinite(l).all()))], device="cuda")
     dist.all_reduce(bad)
-    ms = timed(forward, a.iters, a.warmup)
+    ms = timed(forward, a.iters, a.warmup, a.warmup_s)
+    warm_fwd = dict(warm)
     flops = 4.0 * B * H * float(a.seq) * float(a.seq) * D  # useful FLOPs of dense non-causal attention, all ranks
     block = kv.numel() * kv.element_size()
     sent = block * (world - 1)
@@ -128,7 +147,8 @@ def main():
         print("# config   tokens  ranks  median_ms  useful_FLOPs  TFLOP/s  bytes_sent/rank  probe_ms(one block)  probe_GB/s")
         bw = block / probe / 1e6 if probe > 0 else 0.0
         print(f"  dense  {a.seq:8d}  {world:5d}  {ms:9.3f}  {flops:12.3e}  {flops / ms / 1e9:7.1f}  {sent:15d}  {probe:19.3f}  {bw:10.1f}")
-        print(f"# median of {a.iters} (after {a.warmup} warm-up), slowest rank; outputs finite: {'yes' if bad.item() == 0 else 'NO'}")
+        print(f"# median of {a.iters} (after {warm_fwd['runs']} warm-up in {warm_fwd['s']:.2f} s: --warmup {a.warmup}, "
+              f"--warmup-s {a.warmup_s:g}), slowest rank; outputs finite: {'yes' if bad.item() == 0 else 'NO'}")
     dist.destroy_process_group()
     return 1 if bad.item() else 0
 
