@@ -5,7 +5,7 @@
 //   ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] [--heads H]
 //                       [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B]
 //                       [--warmup 2] [--warmup-ms 1000] [--iters 20] [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong]
-//                       [--bwd-acc f32|split]] [--no-pdl] [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]]
+//                       [--bwd-acc f32|split] [--bwd-no-tma]] [--no-pdl] [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]]
 //
 // --trace (a build with -DRINGATTN_FWD_TRACE=ON only): after the timed runs,
 // one more forward with FwdParams::trace set, each pass into its own buffer
@@ -103,7 +103,7 @@ constexpr bool kBwdTraceBuilt = false;
   std::fprintf(stderr,
                "ringattn_kernel_fwd: %s\nusage: ringattn_kernel_fwd [--config NAME | --branches W:R,...] [--seq N] "
                "[--heads H] [--head-dim 64|128] [--dtype bf16|f16] [--causal] [--batch B] [--warmup N] [--warmup-ms MS] [--iters N]\n"
-               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split]] [--no-pdl]\n"
+               "       [--bwd [--bwd-dq pass|atomic] [--bwd-dq-last] [--bwd-no-pingpong] [--bwd-acc f32|split] [--bwd-no-tma]] [--no-pdl]\n"
                "       [--trace [--trace-csv FILE] [--bwd-trace-csv FILE]] (a build with -DRINGATTN_FWD_TRACE=ON\n"
                "       and/or -DRINGATTN_BWD_TRACE=ON: the forward's, the backward dK/dV kernel's trace)\n",
                why.c_str());
@@ -486,7 +486,7 @@ int main(int argc, char** argv) {
   s.seq = 65536;
   int warmup = 2, iters = 20;
   double warmup_ms = 1000;
-  bool bwd = false, dq_atomic = false, bwd_pp = true, dq_last = false, split = false, trace = false, pdl = true;
+  bool bwd = false, dq_atomic = false, bwd_pp = true, bwd_tma = true, dq_last = false, split = false, trace = false, pdl = true;
   std::string trace_csv, bwd_trace_csv;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -520,6 +520,8 @@ int main(int argc, char** argv) {
       bwd_pp = true;
     } else if (a == "--bwd-no-pingpong") {
       bwd_pp = false;
+    } else if (a == "--bwd-no-tma") {  // every Q/dO block through cp.async (BwdParams::q_tma)
+      bwd_tma = false;
     } else if (a == "--trace") {
       if (!kFwdTraceBuilt && !kBwdTraceBuilt)
         usage("--trace needs kernels built with a trace: configure with -DRINGATTN_FWD_TRACE=ON (the forward) "
@@ -744,6 +746,7 @@ int main(int argc, char** argv) {
     }
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
+    bp.q_tma = bwd_tma;
     bp.dq_first = !dq_last;
     bp.pdl_dq = pdl;  // only used where one call launches both kernels (parts 3)
     std::vector<unsigned long long*> bwd_trace_at;  // --trace: pass pi's dK/dV records (empty: not traced)

@@ -128,6 +128,21 @@ struct BwdParams {
   // pdl. The same bits either way. False: plain launches, as before.
   bool pdl = false;
   bool pdl_dq = false;
+  // TMA tensor maps of q and dout for the dK/dV kernel's producer (the bytes
+  // of a CUtensorMap each; set by bwd_launch, the caller's values are
+  // ignored): map i serves tiles of query stride r = 2^i (i < 4) as a 5-D
+  // tensor {D, H, r, ceil(rows / r), B} with box {64, 1, 1, 64, 1} and the
+  // 128-byte swizzle (the wgmma layout the cp.async gather writes), so a
+  // full block of 64 query rows of any such tile is 2 x D / 64 boxes issued
+  // by one thread instead of 16 cp.async per producer thread. Bit i of
+  // q_map_mask: map i was encoded. Partial blocks, other strides and a
+  // driver without the encoder take the cp.async gather (the same bytes land
+  // in the same places: the same bits).
+  alignas(64) unsigned char q_maps[4][128] = {};
+  alignas(64) unsigned char do_maps[4][128] = {};
+  uint32_t q_map_mask = 0;
+  // false: no tensor maps (every block through cp.async; tests and A/B runs).
+  bool q_tma = true;
   // Per-CTA timing trace of the dK/dV kernel (kernels/cuda/bwd_trace.cuh:
   // layout, events; k_items x batch records); only read by kernels built with
   // RINGATTN_BWD_TRACE, and there only when non-null.

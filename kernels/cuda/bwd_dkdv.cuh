@@ -47,7 +47,7 @@ __device__ __forceinline__ int dq_chunk(int row, int c) { return c ^ ((row & 3) 
 // gather the CTA's K and V once at the start, then only compute, and overlap
 // inside a block: the exponentials of P with the dP GEMM, dS with the dV GEMM.
 template <typename Elem, int D, bool kCausal>
-__global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParams p) {
+__global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const __grid_constant__ BwdParams p) {
   using L = DkdvSmem<D>;
   constexpr int BN = L::BN, BQ = L::BQ;
   constexpr int NP = 128;  // producer threads, in front of the consumers
@@ -151,6 +151,13 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     }
   };
   float next_v = -INFINITY, next_d = 0.f;  // block j + 1's, loaded by issue(j)
+  // The tensor maps of this tile's query stride (log2 of it), or -1: the
+  // cp.async gather for every block (BwdParams::q_maps).
+  int tma_map = -1;
+  if (t.q_stride == 1 || t.q_stride == 2 || t.q_stride == 4 || t.q_stride == 8) {
+    const int i = __ffs(t.q_stride) - 1;
+    if ((p.q_map_mask >> i) & 1u) tma_map = i;
+  }
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
 #if RINGATTN_BWD_TRACE
@@ -165,8 +172,25 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const BwdParam
     const int m0 = m_lo + j * BQ;
     const int valid = min(BQ, t.q_count - m0);
     auto qrow = [&](int i) { return t.q_row0 + int64_t(m0 + i) * t.q_stride; };
-    gather2_swz_affine<D, BQ, NT>(s_q0 + st * L::kQ, g.q, s_do0 + st * L::kQ, g.dout, qrow(0) * p.q_row_stride,
-                                  int64_t(t.q_stride) * p.q_row_stride, valid, tid);
+    if (tma_map >= 0 && valid == BQ) {
+      // A whole block through the tensor maps of its stride (BwdParams::q_maps):
+      // thread 0 issues D / 64 boxes of Q and of dO; the other threads' arrivals
+      // below stay as they are (the cp.async one lands at once).
+      if (tid == 0) {
+        const int64_t r0 = qrow(0);
+        const int o = int(r0 & (t.q_stride - 1)), jr = int(r0 >> tma_map);
+        mbar_expect_tx(full + 8 * st, 2 * L::kQ);
+#pragma unroll
+        for (int cb = 0; cb < D / 64; ++cb) {
+          tma_load_5d(s_q0 + st * L::kQ + cb * BQ * 128, p.q_maps[tma_map], full + 8 * st, cb * 64, t.head, o, jr, batch);
+          tma_load_5d(s_do0 + st * L::kQ + cb * BQ * 128, p.do_maps[tma_map], full + 8 * st, cb * 64, t.head, o, jr,
+                      batch);
+        }
+      }
+    } else {
+      gather2_swz_affine<D, BQ, NT>(s_q0 + st * L::kQ, g.q, s_do0 + st * L::kQ, g.dout, qrow(0) * p.q_row_stride,
+                                    int64_t(t.q_stride) * p.q_row_stride, valid, tid);
+    }
     if (tid < BQ) {
       float v = next_v, d = next_d;
       if (j == 0) load_ld(0, v, d);

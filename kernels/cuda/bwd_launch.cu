@@ -1,6 +1,8 @@
 // Fused dilated flash-attention backward: dispatch over dtype and head dim,
 // and the small kernels around the passes (Delta, the float32 -> 16-bit
 // conversion of the gradients, the owner's add of returned partials).
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -21,7 +23,63 @@ extern template cudaError_t run_bwd<__half, 64>(const BwdParams&, cudaStream_t, 
 extern template cudaError_t run_bwd<__half, 128>(const BwdParams&, cudaStream_t, bool*);
 }  // namespace detail
 
-cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched) {
+namespace {
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no libcuda
+// link); null where the driver lacks it (every block then takes cp.async).
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    const cudaError_t pending = cudaPeekAtLastError();  // the caller's, left as it was
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      if (pending == cudaSuccess) (void)cudaGetLastError();  // ours (not sticky)
+      return PFN_cuTensorMapEncodeTiled_v12000(nullptr);
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// BwdParams::q_maps / do_maps (see there): map i of a 16-bit B x rows x H x D
+// tensor (rows = q_batch_stride / q_row_stride) as {D, H, r, ceil(rows / r),
+// B}, r = 2^i: element (c, h, o, j, b) is row o + j r of head h. Only whole
+// 64-row blocks of a tile are loaded through it, so every row it reads is a
+// row of the tile (the map's last j may name rows past the tensor: never
+// asked for). Returns the mask of the maps encoded.
+uint32_t encode_q_maps(BwdParams* p) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  const int64_t d = p->head_dim, h = p->heads, rs = p->q_row_stride, bs = p->q_batch_stride;
+  if (!encode || !p->q_tma || rs < h * d || bs <= 0 || bs % rs != 0 || (rs * 2) % 16 != 0 || (bs * 2) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(p->q) % 16 != 0 || reinterpret_cast<uintptr_t>(p->dout) % 16 != 0)
+    return 0;
+  const int64_t rows = bs / rs;
+  static_assert(sizeof(CUtensorMap) == sizeof(p->q_maps[0]), "BwdParams::q_maps hold CUtensorMaps");
+  uint32_t mask = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t r = int64_t(1) << i, m = (rows + r - 1) / r;
+    if (m < 1 || m > (int64_t(1) << 31) - 1) continue;
+    const cuuint64_t dims[5] = {cuuint64_t(d), cuuint64_t(h), cuuint64_t(r), cuuint64_t(m), cuuint64_t(p->batch)};
+    const cuuint64_t strides[4] = {cuuint64_t(d * 2), cuuint64_t(rs * 2), cuuint64_t(r * rs * 2), cuuint64_t(bs * 2)};
+    const cuuint32_t box[5] = {64, 1, 1, 64, 1}, elem[5] = {1, 1, 1, 1, 1};
+    const CUtensorMapDataType ty =
+        p->dtype == ElemType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    bool ok = true;
+    for (int t = 0; t < 2 && ok; ++t)
+      ok = encode(reinterpret_cast<CUtensorMap*>(t == 0 ? p->q_maps[i] : p->do_maps[i]), ty, 5,
+                  const_cast<void*>(t == 0 ? p->q : p->dout), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+    if (ok) mask |= 1u << i;
+  }
+  return mask;
+}
+
+}  // namespace
+
+cudaError_t bwd_launch(const BwdParams& p_in, cudaStream_t stream, bool* launched) {
+  BwdParams p = p_in;
   bool any = false;
   if (launched) *launched = false;
   if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
@@ -36,6 +94,7 @@ cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched) 
   // A writing first pass stores split dK and dV (one `fresh` for both) and, with the dQ
   // pass, split dQ; float32 accumulators are only ever added to.
   if (p.overwrite && (!p.dk_lo || !p.dv_lo || (!p.dq_atomic && !p.dq_lo))) return cudaErrorInvalidValue;
+  p.q_map_mask = (p.parts & 1) ? encode_q_maps(&p) : 0u;
   cudaError_t e;
   if (p.dtype == ElemType::bf16)
     e = p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream, &any)

@@ -72,6 +72,24 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+// The barrier's phase also waits for `bytes` more bytes of asynchronous
+// copies (TMA) that complete_tx on it; not an arrival (the issuing thread
+// still arrives as before). Before the copies are issued.
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// TMA tensor load: the box at coordinates {c0, .., c4} of the 5-D tensor map
+// at `map` (a generic address: a __grid_constant__ parameter's) into shared
+// memory at dst (the map's swizzled layout; 1024-aligned for the 128-byte
+// swizzle), completing its bytes on the mbarrier at bar (mbar_expect_tx).
+__device__ __forceinline__ void tma_load_5d(uint32_t dst, const void* map, uint32_t bar, int c0, int c1, int c2,
+                                            int c3, int c4) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6, "
+      "%7}], [%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
+      : "memory");
+}
 // Named barrier ids (bar.sync / bar.arrive; 0 is __syncthreads):
 //   forward (fwd_kernel.cuh): 1, 2  the consumer warpgroups' ping-pong (256 threads, mainloop_fwd.cuh)
 //                             3     the producer warpgroup alone (128, producer_sync)
