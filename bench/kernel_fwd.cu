@@ -747,6 +747,8 @@ int main(int argc, char** argv) {
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
     bp.q_tma = bwd_tma;
+    std::printf("bwd: Q/dO of the dK/dV kernel through TMA for query strides (mask of log2): 0x%x%s\n",
+                kc::bwd_q_map_mask(bp), bwd_tma ? "" : " (--bwd-no-tma)");
     bp.dq_first = !dq_last;
     bp.pdl_dq = pdl;  // only used where one call launches both kernels (parts 3)
     std::vector<unsigned long long*> bwd_trace_at;  // --trace: pass pi's dK/dV records (empty: not traced)

@@ -169,6 +169,11 @@ inline BwdParams bwd_shard_params(const void* q, const void* dout, const float* 
 // whether any kernel went onto the stream (fwd_launch says why it matters).
 cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched = nullptr);
 
+// The mask bwd_launch would set in BwdParams::q_map_mask for p (bit i: the
+// tensor maps of query stride 2^i), for reports and tests; 0 without q_tma,
+// without the driver's encoder or with strides a map cannot take.
+uint32_t bwd_q_map_mask(const BwdParams& p);
+
 // Delta[b,t,h] = sum_d dout * o (float32 sums), t < rows; o and dout
 // token-major B x rows x H x D, delta B x rows x H. zero (optional, float32,
 // B x rows x H x D: atomic dQ's accumulator) is cleared in the same pass.

@@ -78,6 +78,11 @@ uint32_t encode_q_maps(BwdParams* p) {
 
 }  // namespace
 
+uint32_t bwd_q_map_mask(const BwdParams& p_in) {
+  BwdParams p = p_in;
+  return encode_q_maps(&p);
+}
+
 cudaError_t bwd_launch(const BwdParams& p_in, cudaStream_t stream, bool* launched) {
   BwdParams p = p_in;
   bool any = false;
