@@ -747,8 +747,9 @@ int main(int argc, char** argv) {
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
     bp.q_tma = bwd_tma;
-    std::printf("bwd: Q/dO of the dK/dV kernel through TMA for query strides (mask of log2): 0x%x%s\n",
-                kc::bwd_q_map_mask(bp), bwd_tma ? "" : " (--bwd-no-tma)");
+    std::printf("bwd: TMA tensor maps 0x%02x (bit i: Q/dO of the dK/dV kernel for query stride 2^i; bit 4 + i: "
+                "K/V of the dQ pass for key stride 2^i)%s\n",
+                kc::bwd_tma_map_mask(bp), bwd_tma ? "" : " (--bwd-no-tma)");
     bp.dq_first = !dq_last;
     bp.pdl_dq = pdl;  // only used where one call launches both kernels (parts 3)
     std::vector<unsigned long long*> bwd_trace_at;  // --trace: pass pi's dK/dV records (empty: not traced)

@@ -141,6 +141,12 @@ struct BwdParams {
   alignas(64) unsigned char q_maps[4][128] = {};
   alignas(64) unsigned char do_maps[4][128] = {};
   uint32_t q_map_mask = 0;
+  // The same for the dQ pass's key blocks (64 keys) of src.k and src.v, for
+  // tiles with key stride 2^i (affine keys: the local shard's, or a received
+  // block sent whole); index-list tiles take the gather.
+  alignas(64) unsigned char k_maps[4][128] = {};
+  alignas(64) unsigned char v_maps[4][128] = {};
+  uint32_t kv_map_mask = 0;
   // false: no tensor maps (every block through cp.async; tests and A/B runs).
   bool q_tma = true;
   // Per-CTA timing trace of the dK/dV kernel (kernels/cuda/bwd_trace.cuh:
@@ -169,10 +175,11 @@ inline BwdParams bwd_shard_params(const void* q, const void* dout, const float* 
 // whether any kernel went onto the stream (fwd_launch says why it matters).
 cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched = nullptr);
 
-// The mask bwd_launch would set in BwdParams::q_map_mask for p (bit i: the
-// tensor maps of query stride 2^i), for reports and tests; 0 without q_tma,
-// without the driver's encoder or with strides a map cannot take.
-uint32_t bwd_q_map_mask(const BwdParams& p);
+// The masks bwd_launch would set for p, for reports and tests: bits 0-3
+// BwdParams::q_map_mask (Q/dO maps of query stride 2^i), bits 4-7
+// kv_map_mask (K/V maps of key stride 2^i); 0 without q_tma, without the
+// driver's encoder or with strides a map cannot take.
+uint32_t bwd_tma_map_mask(const BwdParams& p);
 
 // Delta[b,t,h] = sum_d dout * o (float32 sums), t < rows; o and dout
 // token-major B x rows x H x D, delta B x rows x H. zero (optional, float32,

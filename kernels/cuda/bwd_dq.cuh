@@ -23,7 +23,7 @@ struct DqSmem {
 // that its K/V gathers spill) gathers Q, dO and every K/V block; the two
 // consumer warpgroups (setmaxnreg 208) compute P under the dP GEMM.
 template <typename Elem, int D, bool kCausal>
-__global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams p) {
+__global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const __grid_constant__ BwdParams p) {
   using L = DqSmem<D>;
   constexpr int BM = L::BM, BK = L::BK;
   constexpr int NP = 128;  // producer threads, in front of the consumers
@@ -62,12 +62,32 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const BwdParams 
   // Q and dO were gathered before stage 0's arrivals, which cover them.
   init_stage_barriers(full, empty, S, NT, NC);
   const int nblk = (n_end + BK - 1) / BK;
+  // The tensor maps of this tile's key stride (log2 of it), or -1: the gather
+  // for every block (BwdParams::k_maps).
+  int tma_map = -1;
+  if (t.k_stride == 1 || t.k_stride == 2 || t.k_stride == 4 || t.k_stride == 8) {
+    const int i = __ffs(t.k_stride) - 1;
+    if ((p.kv_map_mask >> i) & 1u) tma_map = i;
+  }
   auto issue = [&](int j) {
     const int st = j % S, f = j / S;
     if (f > 0) mbar_wait(empty + 8 * st, (f - 1) & 1);
     const int n0 = j * BK;
     const int valid = min(BK, t.k_count - n0);
-    if (t.k_stride != 0) {  // affine keys (every local tile): one offset per row for K and V
+    if (tma_map >= 0 && valid == BK) {
+      // A whole block through the maps: thread 0 issues D / 64 boxes of K and of
+      // V; every thread's cp.async arrival below lands at once.
+      if (tid == 0) {
+        const int64_t r0 = t.k_row0 + int64_t(n0) * t.k_stride;
+        const int o = int(r0 & (t.k_stride - 1)), jr = int(r0 >> tma_map);
+        mbar_expect_tx(full + 8 * st, 2 * L::kKV);
+#pragma unroll
+        for (int cb = 0; cb < D / 64; ++cb) {
+          tma_load_5d(s_k0 + st * L::kKV + cb * BK * 128, p.k_maps[tma_map], full + 8 * st, cb * 64, t.head, o, jr, batch);
+          tma_load_5d(s_v0 + st * L::kKV + cb * BK * 128, p.v_maps[tma_map], full + 8 * st, cb * 64, t.head, o, jr, batch);
+        }
+      }
+    } else if (t.k_stride != 0) {  // affine keys (every local tile): one offset per row for K and V
       gather2_swz_affine<D, BK, NT>(s_k0 + st * L::kKV, g.k, s_v0 + st * L::kKV, g.v,
                                     (t.k_row0 + int64_t(n0) * t.k_stride) * p.src.row_stride,
                                     int64_t(t.k_stride) * p.src.row_stride, valid, tid);

@@ -42,45 +42,62 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// BwdParams::q_maps / do_maps (see there): map i of a 16-bit B x rows x H x D
-// tensor (rows = q_batch_stride / q_row_stride) as {D, H, r, ceil(rows / r),
-// B}, r = 2^i: element (c, h, o, j, b) is row o + j r of head h. Only whole
-// 64-row blocks of a tile are loaded through it, so every row it reads is a
-// row of the tile (the map's last j may name rows past the tensor: never
-// asked for). Returns the mask of the maps encoded.
-uint32_t encode_q_maps(BwdParams* p) {
+// Tensor maps i < 4 of two 16-bit tensors a and b of the same layout
+// (BwdParams::q_maps / k_maps, see there): B x rows x H x D with the given
+// element strides (rows = batch_stride / row_stride) as {D, H, r,
+// ceil(rows / r), B}, r = 2^i: element (c, h, o, j, b) is row o + j r of head
+// h. Only whole 64-row blocks of a tile are loaded through them, so every row
+// they read is a row of the tile (a map's last j may name rows past the
+// tensor: never asked for). Returns the mask of the maps encoded.
+uint32_t encode_maps(const BwdParams& p, const void* a, const void* b, int64_t batch_stride, int64_t row_stride,
+                     int64_t head_stride, unsigned char (*ma)[128], unsigned char (*mb)[128]) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  const int64_t d = p->head_dim, h = p->heads, rs = p->q_row_stride, bs = p->q_batch_stride;
-  if (!encode || !p->q_tma || rs < h * d || bs <= 0 || bs % rs != 0 || (rs * 2) % 16 != 0 || (bs * 2) % 16 != 0 ||
-      reinterpret_cast<uintptr_t>(p->q) % 16 != 0 || reinterpret_cast<uintptr_t>(p->dout) % 16 != 0)
+  const int64_t d = p.head_dim, h = p.heads, rs = row_stride, bs = batch_stride, hs = head_stride;
+  if (!encode || !p.q_tma || !a || !b || hs < d || rs < h * hs || bs <= 0 || bs % rs != 0 || (hs * 2) % 16 != 0 ||
+      (rs * 2) % 16 != 0 || (bs * 2) % 16 != 0 || reinterpret_cast<uintptr_t>(a) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(b) % 16 != 0)
     return 0;
   const int64_t rows = bs / rs;
-  static_assert(sizeof(CUtensorMap) == sizeof(p->q_maps[0]), "BwdParams::q_maps hold CUtensorMaps");
+  static_assert(sizeof(CUtensorMap) == 128, "BwdParams' maps hold CUtensorMaps");
   uint32_t mask = 0;
   for (int i = 0; i < 4; ++i) {
     const int64_t r = int64_t(1) << i, m = (rows + r - 1) / r;
     if (m < 1 || m > (int64_t(1) << 31) - 1) continue;
-    const cuuint64_t dims[5] = {cuuint64_t(d), cuuint64_t(h), cuuint64_t(r), cuuint64_t(m), cuuint64_t(p->batch)};
-    const cuuint64_t strides[4] = {cuuint64_t(d * 2), cuuint64_t(rs * 2), cuuint64_t(r * rs * 2), cuuint64_t(bs * 2)};
+    const cuuint64_t dims[5] = {cuuint64_t(d), cuuint64_t(h), cuuint64_t(r), cuuint64_t(m), cuuint64_t(p.batch)};
+    const cuuint64_t strides[4] = {cuuint64_t(hs * 2), cuuint64_t(rs * 2), cuuint64_t(r * rs * 2), cuuint64_t(bs * 2)};
     const cuuint32_t box[5] = {64, 1, 1, 64, 1}, elem[5] = {1, 1, 1, 1, 1};
     const CUtensorMapDataType ty =
-        p->dtype == ElemType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+        p.dtype == ElemType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
     bool ok = true;
     for (int t = 0; t < 2 && ok; ++t)
-      ok = encode(reinterpret_cast<CUtensorMap*>(t == 0 ? p->q_maps[i] : p->do_maps[i]), ty, 5,
-                  const_cast<void*>(t == 0 ? p->q : p->dout), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+      ok = encode(reinterpret_cast<CUtensorMap*>(t == 0 ? ma[i] : mb[i]), ty, 5, const_cast<void*>(t == 0 ? a : b),
+                  dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
     if (ok) mask |= 1u << i;
   }
   return mask;
 }
 
+// Q/dO maps for the dK/dV kernel, K/V maps for the dQ pass's (bits 4-7).
+uint32_t encode_all_maps(BwdParams* p) {
+  const uint32_t qm = (p->parts & 1)
+                          ? encode_maps(*p, p->q, p->dout, p->q_batch_stride, p->q_row_stride, p->head_dim, p->q_maps,
+                                        p->do_maps)
+                          : 0u;
+  const uint32_t kvm = (p->parts & 2) && !p->dq_atomic
+                           ? encode_maps(*p, p->src.k, p->src.v, p->src.batch_stride, p->src.row_stride,
+                                         p->src.head_stride, p->k_maps, p->v_maps)
+                           : 0u;
+  p->q_map_mask = qm;
+  p->kv_map_mask = kvm;
+  return qm | kvm << 4;
+}
+
 }  // namespace
 
-uint32_t bwd_q_map_mask(const BwdParams& p_in) {
+uint32_t bwd_tma_map_mask(const BwdParams& p_in) {
   BwdParams p = p_in;
-  return encode_q_maps(&p);
+  return encode_all_maps(&p);
 }
 
 cudaError_t bwd_launch(const BwdParams& p_in, cudaStream_t stream, bool* launched) {
@@ -99,7 +116,7 @@ cudaError_t bwd_launch(const BwdParams& p_in, cudaStream_t stream, bool* launche
   // A writing first pass stores split dK and dV (one `fresh` for both) and, with the dQ
   // pass, split dQ; float32 accumulators are only ever added to.
   if (p.overwrite && (!p.dk_lo || !p.dv_lo || (!p.dq_atomic && !p.dq_lo))) return cudaErrorInvalidValue;
-  p.q_map_mask = (p.parts & 1) ? encode_q_maps(&p) : 0u;
+  encode_all_maps(&p);
   cudaError_t e;
   if (p.dtype == ElemType::bf16)
     e = p.head_dim == 128 ? detail::run_bwd<__nv_bfloat16, 128>(p, stream, &any)

@@ -725,8 +725,9 @@ TEST_P(KernelPdl, SameBitsAsPlainLaunches) {
                                           float(1.0 / std::sqrt(double(D))), c.causal, et);
   bp.src = src;
   bp.pingpong = true;  // the runtime's default
-  // Q/dO through TMA for query strides 1, 2, 4, 8 (else run 2 below would compare the gather with itself).
-  ASSERT_EQ(kc::bwd_q_map_mask(bp), 0xFu) << "the dK/dV kernel's tensor maps were not encoded";
+  // Q/dO (dK/dV kernel) and K/V (dQ pass) through TMA for strides 1, 2, 4, 8 (else run 2 below
+  // would compare the gather with itself).
+  ASSERT_EQ(kc::bwd_tma_map_mask(bp), 0xFFu) << "the backward kernels' tensor maps were not encoded";
   float* const f32 = static_cast<float*>(acc.get());
   char* const hib = static_cast<char*>(hi.get());
   uint16_t* const lob = static_cast<uint16_t*>(lo.get());
