@@ -42,7 +42,8 @@ struct DkdvSmem {
 __device__ __forceinline__ int dq_chunk(int row, int c) { return c ^ ((row & 3) << 1); }
 
 // Warp-specialised like the forward: a producer warpgroup (setmaxnreg 24)
-// gathers Q, dO, LSE, Delta of every query block into the stage ring; the two
+// loads Q, dO (TMA boxes from one thread for whole blocks, else the gather),
+// LSE, Delta of every query block into the stage ring; the two
 // consumer warpgroups (setmaxnreg 240; at 232 ptxas serialises their wgmma)
 // gather the CTA's K and V once at the start, then only compute, and overlap
 // inside a block: the exponentials of P with the dP GEMM, dS with the dV GEMM.
@@ -105,8 +106,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dkdv_kernel(const __grid_c
   const float* glse = p.lse + batch * p.lse_batch_stride + t.head;
   const float* gdelta = p.delta + batch * p.lse_batch_stride + t.head;
   auto krow = [&](int i) { return key_row(t, p.src, n0 + i); };
-  // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (cp.async,
-  // one noinc arrival per thread on full[st] when they land) and LSE, Delta
+  // Stage st (of S) holds query block j = st, st + S, ...: Q, dO (TMA with
+  // expect_tx from thread 0, or cp.async; either way one noinc arrival per
+  // thread on full[st] when its copies land) and LSE, Delta
   // (plain stores, then an arrival: its release makes them visible). A
   // thread refills a stage once every thread has arrived on its empty
   // barrier (done with the block S before), so the two warpgroups run up to

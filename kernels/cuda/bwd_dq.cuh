@@ -20,7 +20,8 @@ struct DqSmem {
 };
 
 // Warp-specialised as bwd_dkdv: a producer warpgroup (setmaxnreg 88; below
-// that its K/V gathers spill) gathers Q, dO and every K/V block; the two
+// that its K/V gathers spill) gathers Q, dO, then loads every K/V block (TMA
+// boxes for whole blocks of affine keys, else the gather); the two
 // consumer warpgroups (setmaxnreg 208) compute P under the dP GEMM.
 template <typename Elem, int D, bool kCausal>
 __global__ void __launch_bounds__(kBwdThreads, 1) bwd_dq_kernel(const __grid_constant__ BwdParams p) {

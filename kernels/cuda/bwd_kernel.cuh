@@ -21,12 +21,19 @@
 // stages) and adds dQ at the end.
 //
 // Warp-specialised (kBwdThreads = 384): the first warpgroup is the producer
-// (setmaxnreg down): it gathers with 16-byte cp.async into the swizzled tiles
-// (the dilated rows are not a box), into a ring of kBwdStages stages with a
-// full and an empty mbarrier each (no CTA barrier in the loop); the two
+// (setmaxnreg down): it loads each block into a ring of kBwdStages stages
+// with a full and an empty mbarrier each (no CTA barrier in the loop). A
+// whole block of rows r apart (r = 1, 2, 4, 8: Q/dO in bwd_dkdv, K/V of
+// affine tiles in bwd_dq) is one thread's TMA boxes: a 5-D tensor map
+// {D, H, r, rows / r, B} makes the dilated rows a box at any row offset
+// (BwdParams::q_maps, k_maps; the 128-byte swizzle is the wgmma layout);
+// -5 to -8% against the gather, whose 16 cp.async per thread per block kept
+// the 24-register dK/dV producer from draining dQ in time (h200-2026-11-28s13).
+// Partial blocks, other strides and index lists take the 16-byte cp.async
+// gather into the same swizzled tiles (the same bytes: the same bits). The two
 // consumer warpgroups (setmaxnreg up) wait on `full`, fence the async proxy
 // (the forward's rule: cp.async writes through the generic proxy, wgmma reads
-// through the async proxy), compute, and arrive on `empty`. Inside a block
+// through the async proxy; TMA writes need no fence), compute, and arrive on `empty`. Inside a block
 // the exponentials of P run under the dP GEMM (and dS under the dV GEMM);
 // with p.pingpong the two consumer warpgroups also take turns issuing GEMMs.
 //
