@@ -520,7 +520,7 @@ int main(int argc, char** argv) {
       bwd_pp = true;
     } else if (a == "--bwd-no-pingpong") {
       bwd_pp = false;
-    } else if (a == "--bwd-no-tma") {  // every Q/dO block through cp.async (BwdParams::q_tma)
+    } else if (a == "--bwd-no-tma") {  // every backward block through cp.async (BwdParams::tma)
       bwd_tma = false;
     } else if (a == "--trace") {
       if (!kFwdTraceBuilt && !kBwdTraceBuilt)
@@ -746,7 +746,7 @@ int main(int argc, char** argv) {
     }
     bp.dq_atomic = dq_atomic;
     bp.pingpong = bwd_pp;
-    bp.q_tma = bwd_tma;
+    bp.tma = bwd_tma;
     std::printf("bwd: TMA tensor maps 0x%02x (bit i: Q/dO of the dK/dV kernel for query stride 2^i; bit 4 + i: "
                 "K/V of the dQ pass for key stride 2^i)%s\n",
                 kc::bwd_tma_map_mask(bp), bwd_tma ? "" : " (--bwd-no-tma)");

@@ -148,7 +148,7 @@ struct BwdParams {
   alignas(64) unsigned char v_maps[4][128] = {};
   uint32_t kv_map_mask = 0;
   // false: no tensor maps (every block through cp.async; tests and A/B runs).
-  bool q_tma = true;
+  bool tma = true;
   // Per-CTA timing trace of the dK/dV kernel (kernels/cuda/bwd_trace.cuh:
   // layout, events; k_items x batch records); only read by kernels built with
   // RINGATTN_BWD_TRACE, and there only when non-null.
@@ -177,7 +177,7 @@ cudaError_t bwd_launch(const BwdParams& p, cudaStream_t stream, bool* launched =
 
 // The masks bwd_launch would set for p, for reports and tests: bits 0-3
 // BwdParams::q_map_mask (Q/dO maps of query stride 2^i), bits 4-7
-// kv_map_mask (K/V maps of key stride 2^i); 0 without q_tma, without the
+// kv_map_mask (K/V maps of key stride 2^i); 0 without tma, without the
 // driver's encoder or with strides a map cannot take.
 uint32_t bwd_tma_map_mask(const BwdParams& p);
 

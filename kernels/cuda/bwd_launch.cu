@@ -53,7 +53,7 @@ uint32_t encode_maps(const BwdParams& p, const void* a, const void* b, int64_t b
                      int64_t head_stride, unsigned char (*ma)[128], unsigned char (*mb)[128]) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
   const int64_t d = p.head_dim, h = p.heads, rs = row_stride, bs = batch_stride, hs = head_stride;
-  if (!encode || !p.q_tma || !a || !b || hs < d || rs < h * hs || bs <= 0 || bs % rs != 0 || (hs * 2) % 16 != 0 ||
+  if (!encode || !p.tma || !a || !b || hs < d || rs < h * hs || bs <= 0 || bs % rs != 0 || (hs * 2) % 16 != 0 ||
       (rs * 2) % 16 != 0 || (bs * 2) % 16 != 0 || reinterpret_cast<uintptr_t>(a) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(b) % 16 != 0)
     return 0;

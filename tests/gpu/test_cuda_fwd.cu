@@ -594,8 +594,8 @@ INSTANTIATE_TEST_SUITE_P(ShortSegments, KernelBwd,
 // passes run kRepeat times in a row in one sequence (the same keys merged
 // again: a different result, but a deterministic one) for more launch
 // boundaries. Forward: the static and the dynamic tile order, plain once, pdl
-// twice each. Backward (plain once, pdl twice, then plain with every Q/dO
-// block through the cp.async gather instead of TMA: BwdParams::q_tma): the dQ pass with split accumulators (the first pass
+// twice each. Backward (plain once, pdl twice, then plain with every block
+// through the cp.async gather instead of TMA: BwdParams::tma): the dQ pass with split accumulators (the first pass
 // writing where it holds every row; dQ, dK, dV and their remainders
 // bit-identical), and atomic dQ with float32 accumulators (dK and dV
 // bit-identical; dQ's float adds come in a timing-dependent order, so within
@@ -795,14 +795,14 @@ TEST_P(KernelPdl, SameBitsAsPlainLaunches) {
       ASSERT_EQ(bad, 0) << "non-finite gradients from the plain launches";
     }
     for (int run = 0; run < 3; ++run) {
-      // Runs 0 and 1: pdl (Q/dO blocks through TMA where they can be); run 2: plain
-      // launches with every Q/dO block through the cp.async gather (BwdParams::q_tma):
+      // Runs 0 and 1: pdl (Q/dO and K/V blocks through TMA where they can be); run 2:
+      // plain launches with every block through the cp.async gather (BwdParams::tma):
       // the same bytes land in the same places, so the same bits.
-      SCOPED_TRACE(run < 2 ? "pdl, run " + std::to_string(run) : std::string("plain, no TMA for Q/dO"));
+      SCOPED_TRACE(run < 2 ? "pdl, run " + std::to_string(run) : std::string("plain, no TMA (the gather)"));
       std::vector<uint8_t> got;
-      bp.q_tma = run < 2;
+      bp.tma = run < 2;
       backward(run < 2, split == 1, &got);
-      bp.q_tma = true;
+      bp.tma = true;
       if (HasFatalFailure()) return;
       ASSERT_EQ(got.size(), ref.size());
       if (split) {

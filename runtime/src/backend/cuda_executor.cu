@@ -226,9 +226,10 @@ class CudaExecutor final : public Executor {
     // consumer warpgroups take turns issuing GEMMs (BwdParams::pingpong; 3% faster
     // on one H100, bench/results/h100-2026-11-28d).
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_PINGPONG", "1", "0", false, &bwd_pingpong_));
-    // RINGATTN_BWD_TMA=1 (default) | 0: the dK/dV kernel loads whole query
-    // blocks of Q and dO with TMA tensor maps (BwdParams::q_tma) or every block
-    // with the cp.async gather. The same bits either way.
+    // RINGATTN_BWD_TMA=1 (default) | 0: the backward's kernels load whole
+    // blocks (Q/dO of the dK/dV kernel, K/V of the dQ pass) with TMA tensor maps
+    // (BwdParams::tma) or every block with the cp.async gather. The same bits
+    // either way.
     RINGATTN_RETURN_IF_ERROR(env_choice("RINGATTN_BWD_TMA", "1", "0", false, &bwd_tma_));
     // RINGATTN_PDL=1 (default) | 0: consecutive attention launches of one ring
     // step's pass loop as programmatic dependent launches (FwdParams::pdl,
@@ -377,7 +378,7 @@ class CudaExecutor final : public Executor {
       bp_.dq_atomic = ex->dq_atomic_;
       bp_.dq_first = ex->dq_first_;
       bp_.pingpong = ex->bwd_pingpong_;
-      bp_.q_tma = ex->bwd_tma_;
+      bp_.tma = ex->bwd_tma_;
       if (bp_.dq_atomic) {
         bp_.dq_acc = ex->dq_acc_;
       } else {
