@@ -11,12 +11,13 @@
 #             8M from MIN_NP_8M GPUs, default 2), forward; the PyTorch ring (bench/torch_ring.py)
 #             at `dense` 256k on 2 .. G GPUs; then a table of efficiencies;
 #   scalebwd: the same with `--op backward` (forward+backward; 8M from MIN_NP_8M_BWD, default 8);
+#   gpuvar:   each GPU alone on 1M tokens of `geometric` (the spread between the GPUs);
 #   fault:    a rank that exits at ring step 1 (the job's exit code 3) and one that raises an
 #             error there (exit code 1), at G ranks: the exit code and the time to the last exit.
 # BACKEND=cpu TINY=1 runs the same logic with tiny sizes on the CPU backend (mpi transport, no
 # PyTorch ring): the check of this script on a machine without GPUs.
 #   bench/calls/s17_x8.sh build verify          # call 1
-#   bench/calls/s17_x8.sh scale                 # call 2 (a warm machine keeps the build)
+#   bench/calls/s17_x8.sh scale gpuvar          # call 2 (a warm machine keeps the build)
 #   bench/calls/s17_x8.sh scalebwd fault        # call 3
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -42,7 +43,7 @@ else
 fi
 VH=$([ "${TINY:-0}" = 1 ] && echo "--heads 2 --head-dim 64" || echo "--heads 4 --head-dim 128")
 T0=$(date +%s); el() { echo $(( $(date +%s) - T0 )); }
-phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(build verify scale scalebwd fault)
+phases=("$@"); [ ${#phases[@]} -eq 0 ] && phases=(build verify scale gpuvar scalebwd fault)
 for ph in "${phases[@]}"; do
   t0=$(date +%s); rc=0
   case "$ph" in
@@ -113,6 +114,16 @@ for name in sorted(runs):
     print(f"{ph} {name} (efficiency against {n0} GPU{'s' if n0 > 1 else ''}): " + ", ".join(cells))
 PY
       ;;
+    gpuvar)
+      # Each GPU alone on the weak case's per-GPU work: the spread that bounds every efficiency
+      # measured against GPU 0 (4 x H200 on 2026-11-28: 3.4% between GPU 0 and GPU 3).
+      [ "$B" = cuda ] || { say "gpuvar: cuda only"; continue; }
+      for i in $(seq 0 $((G - 1))); do
+        log="$OUT/logs/gpuvar_gpu$i.log"
+        # shellcheck disable=SC2086
+        CUDA_VISIBLE_DEVICES=$i timeout 120 $MPI -np 1 $RA bench --backend cuda --config geometric --seq $M1 $H $IT > "$log" 2>&1 || rc=1
+        say "gpuvar GPU $i geometric $M1: $(grep -A1 '# config' "$log" | tail -1 | tr -s ' ' | cut -d' ' -f5) ms"
+      done ;;
     fault)
       for mode in exit error; do
         t1=$(date +%s)
