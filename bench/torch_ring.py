@@ -18,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -102,10 +103,8 @@ def main():
             cur, buf = buf, cur
         return out.to(dt), lse
 
-    warm = {}  # runs and seconds of the last warm-up, for the report
-
     def timed(fn, iters, warmup, warmup_s=0.0):
-        import time
+        """(median ms, warm-up runs, warm-up seconds)"""
         t0, runs = time.perf_counter(), 0
         while True:
             # rank 0 decides (every rank must run the same number of exchanges)
@@ -116,7 +115,7 @@ def main():
             fn()
             torch.cuda.synchronize()
             runs += 1
-        warm.update(runs=runs, s=time.perf_counter() - t0)
+        warm_s = time.perf_counter() - t0
         ts = []
         for _ in range(iters):
             dist.barrier()
@@ -128,18 +127,17 @@ def main():
             t = torch.tensor([e0.elapsed_time(e1)], device="cuda")
             dist.all_reduce(t, op=dist.ReduceOp.MAX)  # the slowest rank's time
             ts.append(t.item())
-        return statistics.median(ts)
+        return statistics.median(ts), runs, warm_s
 
     o, l = forward()
     bad = torch.tensor([int(not (torch.isfinite(o.float()).all() and torch.isfinite(l).all()))], device="cuda")
     dist.all_reduce(bad)
-    ms = timed(forward, a.iters, a.warmup, a.warmup_s)
-    warm_fwd = dict(warm)
+    ms, warm_runs, warm_s = timed(forward, a.iters, a.warmup, a.warmup_s)
     flops = 4.0 * B * H * float(a.seq) * float(a.seq) * D  # useful FLOPs of dense non-causal attention, all ranks
     block = kv.numel() * kv.element_size()
     sent = block * (world - 1)
     buf = torch.empty_like(kv)
-    probe = timed(lambda: [r.wait() for r in exchange(kv, buf)], a.iters, a.warmup) if world > 1 else 0.0
+    probe = timed(lambda: [r.wait() for r in exchange(kv, buf)], a.iters, a.warmup)[0] if world > 1 else 0.0
     if rank == 0:
         print("# torch ring (cuDNN/flash SDPA per step + batch_isend_irecv + fp32 LSE merge), dense, non-causal")
         print(f"# device {torch.cuda.get_device_name()}, torch {torch.__version__}, ranks {world}, dtype {a.dtype}")
@@ -147,7 +145,7 @@ def main():
         print("# config   tokens  ranks  median_ms  useful_FLOPs  TFLOP/s  bytes_sent/rank  probe_ms(one block)  probe_GB/s")
         bw = block / probe / 1e6 if probe > 0 else 0.0
         print(f"  dense  {a.seq:8d}  {world:5d}  {ms:9.3f}  {flops:12.3e}  {flops / ms / 1e9:7.1f}  {sent:15d}  {probe:19.3f}  {bw:10.1f}")
-        print(f"# median of {a.iters} (after {warm_fwd['runs']} warm-up in {warm_fwd['s']:.2f} s: --warmup {a.warmup}, "
+        print(f"# median of {a.iters} (after {warm_runs} warm-up in {warm_s:.2f} s: --warmup {a.warmup}, "
               f"--warmup-s {a.warmup_s:g}), slowest rank; outputs finite: {'yes' if bad.item() == 0 else 'NO'}")
     dist.destroy_process_group()
     return 1 if bad.item() else 0

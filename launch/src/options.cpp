@@ -244,7 +244,7 @@ std::string usage(const std::string& cmd) {
        "                        they fit min(4 GiB, GPU memory/16), so every exchange starts\n"
        "                        under the local step; 2: double buffer)\n"
        "  RINGATTN_TILE_SCHEDULE=dynamic|static, RINGATTN_COMM_SMS=N, RINGATTN_COMM_PRIORITY=high|normal,\n"
-       "  RINGATTN_BWD_PINGPONG=1|0, RINGATTN_BWD_TMA=1|0 (the dK/dV kernel's Q/dO through TMA),\n"
+       "  RINGATTN_BWD_PINGPONG=1|0, RINGATTN_BWD_TMA=1|0 (the backward's whole blocks through TMA),\n"
        "  RINGATTN_PACK_SEGMENTS=1|0 (short segments packed 128/c to a tile;\n"
        "                        the same on every rank),\n"
        "  RINGATTN_BWD_DQ=pass|atomic, RINGATTN_BWD_DQ_ORDER=first|last (atomic dQ's GEMM before or\n"
